@@ -1,0 +1,157 @@
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
+from django.db.models import QuerySet
+from django.db.models.signals import post_save
+from django.dispatch import receiver
+from django.http import HttpRequest, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from hub.audit import audit_record
+from hub.errors import DomainError
+from hub.models import AuditEvent, Job, Step
+from hub.pipeline.models import JobStatus
+from hub.pipeline.services import job_cancel, job_retry
+
+STATUS_COLOURS = {
+    JobStatus.SUCCEEDED: "#2e7d32",
+    JobStatus.RUNNING: "#1565c0",
+    JobStatus.PENDING: "#757575",
+    JobStatus.COMPENSATING: "#ef6c00",
+    JobStatus.ROLLED_BACK: "#ef6c00",
+    JobStatus.CANCELLED: "#757575",
+    JobStatus.FAILED: "#c62828",
+}
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ["id", "pipeline", "coloured_status", "subject", "current_step", "created_at", "finished_at"]
+    list_filter = ["status", "pipeline", "stop_reason"]
+    search_fields = ["=id", "subject_id", "pipeline", "error"]
+    actions = ["retry_jobs", "cancel_jobs"]
+    change_form_template = "admin/hub/job/change_form.html"
+    readonly_fields = [
+        "pipeline",
+        "status",
+        "queue",
+        "subject_type",
+        "subject_id",
+        "error",
+        "stop_reason",
+        "compensation_failed",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "deadline_at",
+    ]
+    exclude = ["context", "idempotency_key", "stop_requested_at"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
+        return super().get_queryset(request).prefetch_related("steps")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
+        return False
+
+    @admin.display(description="status", ordering="status")
+    def coloured_status(self, job: Job) -> str:
+        return format_html('<b style="color:{}">{}</b>', STATUS_COLOURS.get(job.status, "#000"), job.status)
+
+    @admin.display(description="subject")
+    def subject(self, job: Job) -> str:
+        return f"{job.subject_type} {job.subject_id}".strip()
+
+    @admin.display(description="step")
+    def current_step(self, job: Job) -> str:
+        steps = sorted(job.steps.all(), key=lambda s: s.position)
+        active = [s for s in steps if s.status in ("QUEUED", "RUNNING", "RETRY_WAIT", "FAILED")]
+        step = active[-1] if active else (steps[-1] if steps else None)
+        return f"{step.name} ({step.status})" if step else "-"
+
+    def _operate(self, request: HttpRequest, queryset: QuerySet[Job], operation, verb: str) -> None:  # type: ignore[no-untyped-def]
+        done = 0
+        for job in queryset:
+            try:
+                operation(job_id=job.pk, actor=request.user.get_username())
+                done += 1
+            except DomainError as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+        if done:
+            self.message_user(request, f"{verb} {done} job(s).", messages.SUCCESS)
+
+    @admin.action(description="Retry from the failed step")
+    def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        self._operate(request, queryset, job_retry, "Retried")
+
+    @admin.action(description="Cancel (and compensate)")
+    def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        self._operate(request, queryset, job_cancel, "Cancelled")
+
+    def get_urls(self):  # type: ignore[no-untyped-def]
+        return [
+            path("<int:pk>/retry/", self.admin_site.admin_view(self.retry_view), name="hub_job_retry"),
+            path("<int:pk>/cancel/", self.admin_site.admin_view(self.cancel_view), name="hub_job_cancel"),
+            *super().get_urls(),
+        ]
+
+    def _button_view(self, request: HttpRequest, pk: int, operation, verb: str) -> HttpResponseRedirect:  # type: ignore[no-untyped-def]
+        job = get_object_or_404(Job, pk=pk)
+        if request.method == "POST":
+            self._operate(request, Job.objects.filter(pk=job.pk), operation, verb)
+        return HttpResponseRedirect(reverse("admin:hub_job_change", args=[job.pk]))
+
+    def retry_view(self, request: HttpRequest, pk: int) -> HttpResponseRedirect:
+        return self._button_view(request, pk, job_retry, "Retried")
+
+    def cancel_view(self, request: HttpRequest, pk: int) -> HttpResponseRedirect:
+        return self._button_view(request, pk, job_cancel, "Cancelled")
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):  # type: ignore[no-untyped-def]
+        job = get_object_or_404(Job, pk=object_id)
+        extra_context = {
+            **(extra_context or {}),
+            "job": job,
+            "steps": Step.objects.filter(job=job).select_related("compensates").order_by("position"),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "actor", "action", "object_type", "object_id", "old", "new", "reason"]
+    list_filter = ["action", "object_type"]
+    search_fields = ["actor", "object_id", "reason"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
+        return False
+
+
+ADMIN_LOG_ACTIONS = {ADDITION: "admin.add", CHANGE: "admin.change", DELETION: "admin.delete"}
+
+
+@receiver(post_save, sender=LogEntry, dispatch_uid="hub_admin_log_to_audit")
+def admin_log_to_audit(sender: type[LogEntry], instance: LogEntry, created: bool, **kwargs: Any) -> None:
+    """Every add or change saved through an admin form also lands in the audit trail
+    (admin actions and buttons call services, which write their own audit rows)."""
+    if not created:
+        return
+    audit_record(
+        actor=instance.user.get_username(),
+        action=ADMIN_LOG_ACTIONS.get(instance.action_flag, "admin.log"),
+        object_type=instance.content_type.model if instance.content_type_id else "",
+        object_id=instance.object_id or "",
+        new=instance.get_change_message() or None,
+        reason=instance.object_repr,
+    )

@@ -1,0 +1,259 @@
+"""Opening, counting and resolving alerts. Checks call these every time they look; an
+alert already open for the same subject and kind is counted, not duplicated.
+
+A new opening (and an escalation to a severity with more channels) writes its
+notification rows in the same transaction, and their messages go out on commit: an
+opening is announced once per channel, however often the check sees it again.
+
+`alert_raise` / `alert_resolve` are for one subject; `alerts_sync` is the set-based
+form for fleet-wide checks: it takes every subject that fails one kind of check and
+opens, counts and resolves in a constant number of queries."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from hub.audit import audit_record
+from hub.models import Alert, AlertSeverity, AlertStatus, AuditEvent
+from monitoring.notifications import Opening, notifications_create
+
+logger = logging.getLogger(__name__)
+
+SEVERITY_RANK = {AlertSeverity.SOFT: 0, AlertSeverity.MEDIUM: 1, AlertSeverity.HARD: 2}
+
+
+@dataclass(frozen=True)
+class Failing:
+    """One subject that fails a check: how badly and why."""
+
+    severity: str
+    message: str
+
+
+@dataclass
+class SyncResult:
+    opened: list[str] = field(default_factory=list)
+    counted: list[str] = field(default_factory=list)
+    resolved: list[str] = field(default_factory=list)
+    notifications: list[int] = field(default_factory=list)
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "opened": len(self.opened),
+            "counted": len(self.counted),
+            "resolved": len(self.resolved),
+            "notifications": len(self.notifications),
+        }
+
+
+def _escalated(old: str, new: str) -> bool:
+    return SEVERITY_RANK.get(new, 0) > SEVERITY_RANK.get(old, 0)
+
+
+def alert_raise(*, subject_type: str, subject_id: object, kind: str, severity: str, message: str) -> Alert:
+    """Open the alert, or count it when it is already open."""
+    subject = str(subject_id)
+    for _ in range(3):
+        with transaction.atomic():
+            now = timezone.now()
+            alert = (
+                Alert.objects.select_for_update()
+                .filter(subject_type=subject_type, subject_id=subject, kind=kind, status=AlertStatus.OPEN)
+                .first()
+            )
+            if alert is not None:
+                old_severity = alert.severity
+                alert.count += 1
+                alert.last_seen_at = now
+                alert.message = message
+                alert.severity = severity
+                alert.save(update_fields=["count", "last_seen_at", "message", "severity"])
+                if _escalated(old_severity, severity):
+                    notifications_create([Opening.of(alert)])
+                return alert
+            try:
+                with transaction.atomic():
+                    alert = Alert.objects.create(
+                        subject_type=subject_type, subject_id=subject, kind=kind, severity=severity, message=message
+                    )
+            except IntegrityError:
+                continue  # opened concurrently: count it instead
+            audit_record(
+                actor="monitoring",
+                action="alert.open",
+                object_type="alert",
+                object_id=alert.pk,
+                new=severity,
+                reason=message,
+            )
+            notifications_create([Opening.of(alert)])
+        logger.warning("alert %s: %s %s:%s: %s", severity, kind, subject_type, subject, message)
+        return alert
+    raise RuntimeError("could not open or count the alert")
+
+
+def alert_resolve(*, subject_type: str, subject_id: object, kind: str) -> int:
+    """Resolve the open alert of this subject and kind (the condition cleared)."""
+    with transaction.atomic():
+        resolved = list(
+            Alert.objects.filter(
+                subject_type=subject_type, subject_id=str(subject_id), kind=kind, status=AlertStatus.OPEN
+            ).values_list("id", flat=True)
+        )
+        if not resolved:
+            return 0
+        count = Alert.objects.filter(pk__in=resolved, status=AlertStatus.OPEN).update(
+            status=AlertStatus.RESOLVED, resolved_at=timezone.now()
+        )
+        _audit_bulk("alert.resolve", resolved, new=AlertStatus.RESOLVED)
+    return count
+
+
+def _audit_bulk(action: str, alert_ids: Iterable[int], *, new: str, reason: str = "") -> None:
+    AuditEvent.objects.bulk_create(
+        [
+            AuditEvent(
+                actor="monitoring", action=action, object_type="alert", object_id=str(pk), new=new, reason=reason
+            )
+            for pk in alert_ids
+        ]
+    )
+
+
+@transaction.atomic
+def alerts_sync(*, kind: str, subject_type: str, failing: Mapping[object, Failing]) -> SyncResult:
+    """Make the open alerts of this kind match `failing` (every subject that fails the
+    check now): open the new ones, count those still failing, resolve the others.
+    Constant number of queries, whatever the number of subjects."""
+    table = Alert._meta.db_table
+    now = timezone.now()
+    wanted = {str(subject): condition for subject, condition in failing.items()}
+    result = SyncResult()
+
+    open_rows = list(
+        Alert.objects.filter(subject_type=subject_type, kind=kind, status=AlertStatus.OPEN).values_list(
+            "id", "subject_id", "severity", "first_seen_at"
+        )
+    )
+    open_by_subject = {subject: (pk, severity, first_seen) for pk, subject, severity, first_seen in open_rows}
+
+    gone = [pk for pk, subject, _, _ in open_rows if subject not in wanted]
+    if gone:
+        resolved = Alert.objects.filter(pk__in=gone, status=AlertStatus.OPEN).update(
+            status=AlertStatus.RESOLVED, resolved_at=now
+        )
+        if resolved:
+            _audit_bulk("alert.resolve", gone, new=AlertStatus.RESOLVED)
+            result.resolved = [subject for _, subject, _, _ in open_rows if subject not in wanted]
+
+    still = [(open_by_subject[s][0], c) for s, c in wanted.items() if s in open_by_subject]
+    openings: list[Opening] = []
+    if still:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                UPDATE {table} AS a
+                   SET count = a.count + 1, last_seen_at = %s, message = s.message, severity = s.severity
+                  FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS s(id, message, severity)
+                 WHERE a.id = s.id AND a.status = 'OPEN'
+                """,  # noqa: S608 - the table name is ours, the values are parameters
+                [now, [pk for pk, _ in still], [c.message for _, c in still], [c.severity for _, c in still]],
+            )
+        result.counted = [s for s in wanted if s in open_by_subject]
+        for subject, condition in wanted.items():
+            if subject in open_by_subject:
+                pk, old_severity, first_seen = open_by_subject[subject]
+                if _escalated(old_severity, condition.severity):
+                    openings.append(
+                        Opening(
+                            alert_id=pk,
+                            subject_type=subject_type,
+                            subject_id=subject,
+                            kind=kind,
+                            severity=condition.severity,
+                            message=condition.message,
+                            first_seen_at=first_seen,
+                        )
+                    )
+
+    new = [(s, c) for s, c in wanted.items() if s not in open_by_subject]
+    if new:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                INSERT INTO {table}
+                    (subject_type, subject_id, kind, severity, status, message, count,
+                     first_seen_at, last_seen_at, acknowledged_by)
+                SELECT %s, s.subject_id, %s, s.severity, 'OPEN', s.message, 1, %s, %s, ''
+                  FROM unnest(%s::text[], %s::text[], %s::text[]) AS s(subject_id, severity, message)
+                ON CONFLICT DO NOTHING
+                RETURNING id, subject_id, severity, message
+                """,  # noqa: S608 - the table name is ours, the values are parameters
+                [
+                    subject_type,
+                    kind,
+                    now,
+                    now,
+                    [s for s, _ in new],
+                    [c.severity for _, c in new],
+                    [c.message for _, c in new],
+                ],
+            )
+            inserted = cursor.fetchall()
+        for pk, subject, severity, message in inserted:
+            result.opened.append(subject)
+            openings.append(
+                Opening(
+                    alert_id=pk,
+                    subject_type=subject_type,
+                    subject_id=subject,
+                    kind=kind,
+                    severity=severity,
+                    message=message,
+                    first_seen_at=now,
+                )
+            )
+        if inserted:
+            AuditEvent.objects.bulk_create(
+                [
+                    AuditEvent(
+                        actor="monitoring",
+                        action="alert.open",
+                        object_type="alert",
+                        object_id=str(pk),
+                        new=severity,
+                        reason=message[:2000],
+                    )
+                    for pk, _, severity, message in inserted
+                ]
+            )
+            logger.warning("alerts: %d opened for %s on %s", len(inserted), kind, subject_type)
+
+    if openings:
+        result.notifications = notifications_create(openings)
+    return result
+
+
+@transaction.atomic
+def alert_acknowledge(*, alert_ids: Iterable[int], actor: str, at: datetime | None = None) -> int:
+    """Staff saw it: recorded on the alert, which stays open until its check clears it."""
+    now = at or timezone.now()
+    ids = list(Alert.objects.filter(pk__in=list(alert_ids), acknowledged_at__isnull=True).values_list("id", flat=True))
+    if not ids:
+        return 0
+    Alert.objects.filter(pk__in=ids).update(acknowledged_by=actor, acknowledged_at=now)
+    AuditEvent.objects.bulk_create(
+        [
+            AuditEvent(
+                actor=actor, action="alert.acknowledge", object_type="alert", object_id=str(pk), new="acknowledged"
+            )
+            for pk in ids
+        ]
+    )
+    return len(ids)

@@ -1,0 +1,30 @@
+"""Cross-cutting API pieces: the error shape every endpoint answers with."""
+
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from hub.errors import DomainError
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Every error is JSON with an `error` code and a `detail`; domain errors from the
+    services become 409 (a legal request the current state refuses), never a 500."""
+    if isinstance(exc, DomainError):
+        return Response({"error": exc.code, "detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(detail=exc.messages)
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        response.data = {"error": "invalid", "detail": response.data}
+    elif isinstance(exc, Http404 | exceptions.NotFound):
+        response.data = {"error": "not_found", "detail": "Not found."}
+    elif isinstance(exc, exceptions.APIException):
+        response.data = {"error": exc.default_code, "detail": response.data.get("detail", response.data)}
+    return response

@@ -1,0 +1,11 @@
+"""The /api/v1/ routes of every app, in one place so the contract reads at a glance."""
+
+from django.urls import include, path
+
+urlpatterns: list = [
+    path("", include("hub.pipeline.urls")),
+    path("", include("tenants.urls")),
+    path("", include("billing.urls")),
+    path("", include("provisioning.urls")),
+    path("", include("rollouts.urls")),
+]

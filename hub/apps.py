@@ -1,0 +1,13 @@
+from django.apps import AppConfig
+
+
+class HubConfig(AppConfig):
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "hub"
+    verbose_name = "Hub core"
+
+    def ready(self) -> None:
+        from hub import checks  # noqa: F401 - registers the system checks
+        from hub.pipeline import registry
+
+        registry.autodiscover()

@@ -1,0 +1,1 @@
+"""The persisted step-pipeline engine (DESIGN.md: Postgres is the source of truth)."""

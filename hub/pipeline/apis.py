@@ -1,0 +1,42 @@
+from django.db.models import Prefetch
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from hub.pipeline.models import Job, Step
+from hub.pipeline.serializers import JobOutputSerializer
+from hub.pipeline.services import job_cancel, job_retry
+
+
+def jobs_with_steps():  # type: ignore[no-untyped-def]
+    return Job.objects.prefetch_related(Prefetch("steps", queryset=Step.objects.order_by("position")))
+
+
+class JobListApi(generics.ListAPIView):
+    serializer_class = JobOutputSerializer
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        queryset = jobs_with_steps()
+        status = self.request.query_params.get("status")
+        return queryset.filter(status=status) if status else queryset
+
+
+class JobDetailApi(generics.RetrieveAPIView):
+    serializer_class = JobOutputSerializer
+    queryset = jobs_with_steps()
+
+
+class JobRetryApi(APIView):
+    @extend_schema(request=None, responses=JobOutputSerializer)
+    def post(self, request: Request, pk: int) -> Response:
+        job_retry(job_id=pk, actor=request.user.get_username())
+        return Response(JobOutputSerializer(jobs_with_steps().get(pk=pk)).data)
+
+
+class JobCancelApi(APIView):
+    @extend_schema(request=None, responses=JobOutputSerializer)
+    def post(self, request: Request, pk: int) -> Response:
+        job_cancel(job_id=pk, actor=request.user.get_username())
+        return Response(JobOutputSerializer(jobs_with_steps().get(pk=pk)).data)

@@ -1,0 +1,514 @@
+"""The step-pipeline engine.
+
+A step runs in three moves: claim it in the database under a lease (a duplicate or
+late message finds nothing to claim and does nothing), run its action outside any
+transaction while a thread renews the lease, then record the outcome and decide
+what comes next in one transaction, enqueueing the next message only after commit.
+Every decision is taken with the job row locked, so two workers never advance the
+same job at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.db.models import F, Value
+from django.db.models.functions import Concat, Right
+from django.utils import timezone
+
+from hub import logcontext
+from hub.audit import audit_record
+from hub.pipeline import registry
+from hub.pipeline.context import StepContext
+from hub.pipeline.models import (
+    Job,
+    JobStatus,
+    Step,
+    StepKind,
+    StepStatus,
+    StopReason,
+)
+from hub.pipeline.spec import Pipeline, RetryPolicy, StepDeferred, StepSpec
+
+logger = logging.getLogger(__name__)
+
+LOG_LIMIT = 64 * 1024
+ERROR_LIMIT = 4000
+
+
+# --- enqueueing ------------------------------------------------------------------
+
+
+def enqueue_step(step: Step, *, queue: str, countdown: float | None = None) -> None:
+    """Send the step's message once the surrounding transaction commits."""
+    from hub.pipeline.tasks import run_step
+
+    step_id = step.pk
+
+    def send() -> None:
+        options: dict[str, Any] = {"queue": queue}
+        if countdown:
+            options["countdown"] = countdown
+        run_step.apply_async(args=[step_id], **options)
+
+    transaction.on_commit(send)
+
+
+def _queue_step(step: Step, job: Job, now: datetime) -> None:
+    step.status = StepStatus.QUEUED
+    step.enqueued_at = now
+    step.next_run_at = None
+    step.save(update_fields=["status", "enqueued_at", "next_run_at", "updated_at"])
+    enqueue_step(step, queue=job.queue)
+
+
+def _schedule_retry(step: Step, job: Job, now: datetime, delay: float) -> None:
+    step.status = StepStatus.RETRY_WAIT
+    step.next_run_at = now + timedelta(seconds=delay)
+    step.lease_token = None
+    step.lease_expires_at = None
+    # Short waits ride on a broker countdown; longer ones would outlive the
+    # visibility timeout, so only the row remembers them and the reaper wakes them.
+    short = delay <= settings.PIPELINE_MAX_BROKER_COUNTDOWN
+    step.enqueued_at = now if short else None
+    step.save(update_fields=["status", "next_run_at", "lease_token", "lease_expires_at", "enqueued_at", "updated_at"])
+    if short:
+        enqueue_step(step, queue=job.queue, countdown=delay)
+
+
+# --- job status moves -------------------------------------------------------------
+
+
+def set_job_status(job: Job, new_status: str, *, actor: str = "system", reason: str = "") -> None:
+    old = job.status
+    if old == new_status:
+        return
+    job.status = new_status
+    fields = ["status", "updated_at"]
+    now = timezone.now()
+    if new_status == JobStatus.RUNNING and job.started_at is None:
+        job.started_at = now
+        fields.append("started_at")
+    if new_status in (JobStatus.SUCCEEDED, JobStatus.ROLLED_BACK, JobStatus.CANCELLED, JobStatus.FAILED):
+        job.finished_at = now
+        fields.append("finished_at")
+    job.save(update_fields=fields)
+    audit_record(
+        actor=actor, action="job.status", object_type="job", object_id=job.pk, old=old, new=new_status, reason=reason
+    )
+    if job.is_terminal:
+        pipeline = registry.get(job.pipeline)
+        if pipeline.on_finish is not None:
+            pipeline.on_finish(job)
+
+
+# --- claiming ---------------------------------------------------------------------
+
+
+@dataclass
+class Claim:
+    step_id: int
+    job_id: int
+    token: uuid.UUID
+    pipeline: Pipeline
+    spec: StepSpec
+    kind: str
+    context: StepContext
+    timeout: float
+
+
+def _spec_for(pipeline: Pipeline, step: Step) -> StepSpec:
+    if step.kind == StepKind.COMPENSATION:
+        assert step.compensates is not None
+        return pipeline.step(step.compensates.name)
+    return pipeline.step(step.name)
+
+
+def claim_step(step_id: int) -> Claim | None:
+    now = timezone.now()
+    job_id = Step.objects.filter(pk=step_id).values_list("job_id", flat=True).first()
+    if job_id is None:
+        return None
+    with transaction.atomic():
+        # Locks are always taken job first, then step, everywhere in the engine.
+        job = Job.objects.select_for_update().get(pk=job_id)
+        step = Step.objects.select_for_update(of=("self",)).select_related("compensates").get(pk=step_id)
+        if job.status not in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.COMPENSATING):
+            return None
+        if step.kind == StepKind.ACTION and job.status == JobStatus.COMPENSATING:
+            return None
+        if step.status == StepStatus.RUNNING:
+            if step.lease_expires_at and step.lease_expires_at > now:
+                return None  # another worker holds it: a duplicate delivery
+            # The previous attempt's worker died; this delivery is its replacement.
+            if not _take_back_lost_attempt(step, job, now):
+                return None
+        elif step.status == StepStatus.RETRY_WAIT:
+            if step.next_run_at and step.next_run_at > now + timedelta(seconds=1):
+                return None
+        elif step.status != StepStatus.QUEUED:
+            return None
+
+        pipeline = registry.get(job.pipeline)
+        spec = _spec_for(pipeline, step)
+        token = uuid.uuid4()
+        step.status = StepStatus.RUNNING
+        step.attempts += 1
+        step.lease_token = token
+        step.lease_expires_at = now + timedelta(seconds=settings.PIPELINE_LEASE_SECONDS)
+        step.attempt_started_at = now
+        if step.started_at is None:
+            step.started_at = now
+        step.save(
+            update_fields=[
+                "status",
+                "attempts",
+                "lease_token",
+                "lease_expires_at",
+                "attempt_started_at",
+                "started_at",
+                "updated_at",
+            ]
+        )
+        if job.status == JobStatus.PENDING:
+            set_job_status(job, JobStatus.RUNNING)
+        ctx = StepContext(
+            job_id=job.pk,
+            step_id=step.pk,
+            step_name=step.name,
+            pipeline=job.pipeline,
+            attempt=step.attempts,
+            subject_type=job.subject_type,
+            subject_id=job.subject_id,
+            context=dict(job.context),
+            compensating=step.compensates.name if step.compensates else None,
+        )
+        return Claim(
+            step_id=step.pk,
+            job_id=job.pk,
+            token=token,
+            pipeline=pipeline,
+            spec=spec,
+            kind=step.kind,
+            context=ctx,
+            timeout=min(spec.timeout, settings.PIPELINE_MAX_STEP_TIMEOUT),
+        )
+
+
+# --- running ----------------------------------------------------------------------
+
+
+class LeaseRenewer(threading.Thread):
+    """Keeps the claim alive while the action runs and flushes its log lines, so a
+    dead worker is noticed within a lease, and the admin sees the log as it grows.
+    It stops renewing once the step's timeout has passed: the reaper takes over."""
+
+    def __init__(self, claim: Claim) -> None:
+        super().__init__(daemon=True, name=f"lease-step-{claim.step_id}")
+        self.claim = claim
+        self.stop_event = threading.Event()
+        self.started = time.monotonic()
+
+    def run(self) -> None:
+        interval = max(0.2, settings.PIPELINE_LEASE_SECONDS / 3)
+        try:
+            while not self.stop_event.wait(interval):
+                if time.monotonic() - self.started > self.claim.timeout:
+                    self.claim.context.log(f"step timed out after {self.claim.timeout:.0f}s; lease left to expire")
+                    flush_log(self.claim, renew=False)
+                    return
+                if not flush_log(self.claim, renew=True):
+                    self.claim.context.lease_lost.set()
+                    return
+        except Exception:
+            logger.exception("lease renewal failed for step %s", self.claim.step_id)
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join(timeout=10)
+
+
+def flush_log(claim: Claim, *, renew: bool) -> bool:
+    """Append pending log lines and, optionally, extend the lease. False when the
+    claim is no longer ours (the reaper took the step back)."""
+    updates: dict[str, Any] = {"updated_at": timezone.now()}
+    chunk = claim.context.take_log()
+    if chunk:
+        updates["log"] = Right(Concat(F("log"), Value(chunk)), LOG_LIMIT)
+    if renew:
+        updates["lease_expires_at"] = timezone.now() + timedelta(seconds=settings.PIPELINE_LEASE_SECONDS)
+    return bool(
+        Step.objects.filter(pk=claim.step_id, lease_token=claim.token, status=StepStatus.RUNNING).update(**updates)
+    )
+
+
+@dataclass
+class Outcome:
+    kind: str  # "succeeded", "failed", "deferred"
+    result: dict[str, Any] | None = None
+    error: str = ""
+    retryable: bool = False
+    delay: float = 0.0
+
+
+def run_action(claim: Claim) -> Outcome:
+    spec = claim.spec
+    fn = spec.compensate if claim.kind == StepKind.COMPENSATION else spec.action
+    policy = _policy_for(claim)
+    assert fn is not None
+    try:
+        result = fn(claim.context)
+    except StepDeferred as deferred:
+        claim.context.log(f"deferred: {deferred}")
+        return Outcome(kind="deferred", error=str(deferred), delay=deferred.delay)
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded on the step
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        claim.context.log(f"attempt {claim.context.attempt} failed: {detail}")
+        return Outcome(kind="failed", error=detail, retryable=policy.is_retryable(exc))
+    if result is not None and not isinstance(result, dict):
+        return Outcome(kind="failed", error=f"step returned {type(result).__name__}, expected a dict or None")
+    return Outcome(kind="succeeded", result=result or {})
+
+
+def _policy_for(claim: Claim) -> RetryPolicy:
+    return claim.spec.compensation_retry if claim.kind == StepKind.COMPENSATION else claim.spec.retry
+
+
+def execute_step(step_id: int) -> None:
+    """Claim, run and record one step. Safe to call any number of times for the same
+    step: only a delivery that wins the claim runs the action."""
+    claim = claim_step(step_id)
+    if claim is None:
+        return
+    subject = logcontext.subject_ids(claim.context.subject_type, claim.context.subject_id)
+    with logcontext.bind(job_id=claim.job_id, step_id=claim.step_id, **subject):
+        renewer = LeaseRenewer(claim)
+        renewer.start()
+        try:
+            outcome = run_action(claim)
+        finally:
+            renewer.stop()
+        close_old_connections()
+        record_outcome(claim, outcome)
+        logger.info("%s step %s of %s: %s", claim.kind.lower(), claim.spec.name, claim.pipeline.name, outcome.kind)
+
+
+# --- recording and advancing ------------------------------------------------------
+
+
+def _history_entry(step: Step, now: datetime, outcome: str, **extra: Any) -> dict[str, Any]:
+    started = step.attempt_started_at
+    entry: dict[str, Any] = {
+        "attempt": step.attempts,
+        "started_at": started.isoformat() if started else None,
+        "finished_at": now.isoformat(),
+        "outcome": outcome,
+    }
+    entry.update(extra)
+    return entry
+
+
+def record_outcome(claim: Claim, outcome: Outcome) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=claim.job_id)
+        step = Step.objects.select_for_update().get(pk=claim.step_id)
+        if step.status != StepStatus.RUNNING or step.lease_token != claim.token:
+            logger.warning("step %s: outcome of a lost claim discarded (%s)", step.pk, outcome.kind)
+            return
+        step.log = (step.log + claim.context.take_log())[-LOG_LIMIT:]
+        elapsed = (now - step.attempt_started_at).total_seconds() if step.attempt_started_at else None
+        step.lease_token = None
+        step.lease_expires_at = None
+        fields = ["log", "lease_token", "lease_expires_at", "history", "status", "error", "updated_at"]
+        policy = _policy_for(claim)
+
+        if outcome.kind == "succeeded":
+            step.status = StepStatus.SUCCEEDED
+            step.error = ""
+            step.result = outcome.result or {}
+            step.finished_at = now
+            step.duration_seconds = (now - step.started_at).total_seconds() if step.started_at else elapsed
+            step.history = [*step.history, _history_entry(step, now, "succeeded", seconds=elapsed)]
+            step.save(update_fields=[*fields, "result", "finished_at", "duration_seconds"])
+            if outcome.result:
+                job.context = {**job.context, **outcome.result}
+                job.save(update_fields=["context", "updated_at"])
+            if step.kind == StepKind.COMPENSATION and step.compensates_id:
+                Step.objects.filter(pk=step.compensates_id).update(status=StepStatus.COMPENSATED, updated_at=now)
+            advance_job(job, now)
+            return
+
+        if outcome.kind == "deferred":
+            # Waiting is not trying: the attempt is given back.
+            step.attempts -= 1
+            step.error = outcome.error[:ERROR_LIMIT]
+            step.history = [
+                *step.history,
+                _history_entry(step, now, "deferred", reason=outcome.error, wait=outcome.delay),
+            ]
+            step.save(update_fields=[*fields, "attempts"])
+            if job.stop_requested_at:
+                _finish_step_failed(step, job, now, outcome.error, already_saved=True)
+                return
+            _schedule_retry(step, job, now, outcome.delay)
+            return
+
+        step.error = outcome.error[:ERROR_LIMIT]
+        if outcome.retryable and step.attempts < step.max_attempts and not job.stop_requested_at:
+            delay = policy.delay_after(step.attempts)
+            step.history = [*step.history, _history_entry(step, now, "failed", error=step.error, retry_in=delay)]
+            step.save(update_fields=fields)
+            _schedule_retry(step, job, now, delay)
+            return
+        step.history = [*step.history, _history_entry(step, now, "failed", error=step.error, final=True)]
+        step.save(update_fields=fields)
+        _finish_step_failed(step, job, now, step.error, already_saved=True)
+
+
+def _finish_step_failed(step: Step, job: Job, now: datetime, error: str, *, already_saved: bool = False) -> None:
+    """The step has failed for good: for an action, the job turns to compensation;
+    for a compensation, the job will end FAILED and the next compensation runs."""
+    step.status = StepStatus.FAILED
+    step.error = error[:ERROR_LIMIT]
+    step.finished_at = now
+    step.duration_seconds = (now - step.started_at).total_seconds() if step.started_at else None
+    step.lease_token = None
+    step.lease_expires_at = None
+    step.save(
+        update_fields=[
+            "status",
+            "error",
+            "finished_at",
+            "duration_seconds",
+            "lease_token",
+            "lease_expires_at",
+            "updated_at",
+        ]
+    )
+    if step.kind == StepKind.COMPENSATION:
+        if not job.compensation_failed:
+            job.compensation_failed = True
+            job.save(update_fields=["compensation_failed", "updated_at"])
+        advance_job(job, now)
+        return
+    job.error = f"step {step.name} failed: {error}"[:ERROR_LIMIT]
+    fields = ["error", "updated_at"]
+    if not job.stop_reason:
+        job.stop_reason = StopReason.FAILURE
+        fields.append("stop_reason")
+    job.save(update_fields=fields)
+    begin_compensation(job, now)
+
+
+def advance_job(job: Job, now: datetime) -> None:
+    """With the job locked: queue the next step, or end the job."""
+    if job.status == JobStatus.COMPENSATING:
+        next_comp = job.steps.filter(kind=StepKind.COMPENSATION, status=StepStatus.PENDING).order_by("position").first()
+        if next_comp is not None:
+            _queue_step(next_comp, job, now)
+            return
+        _finish_compensation(job)
+        return
+    if job.stop_requested_at:
+        begin_compensation(job, now)
+        return
+    next_step = job.steps.filter(kind=StepKind.ACTION, status=StepStatus.PENDING).order_by("position").first()
+    if next_step is not None:
+        _queue_step(next_step, job, now)
+        return
+    set_job_status(job, JobStatus.SUCCEEDED)
+
+
+def begin_compensation(job: Job, now: datetime) -> None:
+    """Undo the succeeded steps in reverse order, each once: one compensation step row
+    per step to undo, appended to the job and run by the same engine."""
+    if job.status == JobStatus.COMPENSATING:
+        return
+    # Steps not yet run will not run.
+    job.steps.filter(
+        kind=StepKind.ACTION, status__in=[StepStatus.PENDING, StepStatus.QUEUED, StepStatus.RETRY_WAIT]
+    ).update(status=StepStatus.SKIPPED, lease_token=None, updated_at=now)
+    pipeline = registry.get(job.pipeline)
+    succeeded = list(job.steps.filter(kind=StepKind.ACTION, status=StepStatus.SUCCEEDED).order_by("-position"))
+    to_undo = [step for step in succeeded if pipeline.step(step.name).compensate is not None]
+    last = job.steps.order_by("-position").values_list("position", flat=True).first() or 0
+    Step.objects.bulk_create(
+        [
+            Step(
+                job=job,
+                position=last + offset,
+                name=f"undo {step.name}",
+                kind=StepKind.COMPENSATION,
+                compensates=step,
+                max_attempts=pipeline.step(step.name).compensation_retry.max_attempts,
+            )
+            for offset, step in enumerate(to_undo, start=1)
+        ]
+    )
+    set_job_status(job, JobStatus.COMPENSATING, reason=job.error or job.stop_reason)
+    advance_job(job, now)
+
+
+def _finish_compensation(job: Job) -> None:
+    if job.compensation_failed:
+        set_job_status(job, JobStatus.FAILED, reason="a compensation failed; resources may be left behind")
+    elif job.stop_reason == StopReason.CANCEL:
+        set_job_status(job, JobStatus.CANCELLED)
+    else:
+        set_job_status(job, JobStatus.ROLLED_BACK, reason=job.error)
+
+
+def _take_back_lost_attempt(step: Step, job: Job, now: datetime) -> bool:
+    """The step's lease ran out: its worker died or hung. Count the attempt as lost.
+    True when the step may run again; past its delivery limit it fails for good, so
+    a message that kills its worker every time is not redelivered forever."""
+    step.history = [*step.history, _history_entry(step, now, "lost", error="worker lost: lease expired")]
+    step.error = f"attempt {step.attempts}: worker lost (lease expired)"
+    step.save(update_fields=["history", "error", "updated_at"])
+    if step.attempts >= step.max_attempts or job.stop_requested_at:
+        _finish_step_failed(step, job, now, f"gave up after {step.attempts} deliveries: the worker was lost each time")
+        return False
+    return True
+
+
+def requeue_lost_step(step_id: int, now: datetime) -> bool:
+    """Reaper: take back one step whose lease expired."""
+    job_id = Step.objects.filter(pk=step_id).values_list("job_id", flat=True).first()
+    with transaction.atomic():
+        job = Job.objects.select_for_update(skip_locked=True).filter(pk=job_id).first()
+        if job is None or job.is_terminal:
+            return False
+        step = Step.objects.select_for_update().get(pk=step_id)
+        if step.status != StepStatus.RUNNING or not step.lease_expires_at or step.lease_expires_at >= now:
+            return False
+        if _take_back_lost_attempt(step, job, now):
+            step.lease_token = None
+            step.lease_expires_at = None
+            step.save(update_fields=["lease_token", "lease_expires_at", "updated_at"])
+            _queue_step(step, job, now)
+        return True
+
+
+def step_wake(*, job_id: int, step_name: str) -> bool:
+    """Run a waiting step now (staff did what it was waiting for)."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job_id)
+        if job.status not in (JobStatus.PENDING, JobStatus.RUNNING) or job.stop_requested_at:
+            return False
+        step = job.steps.filter(name=step_name, kind=StepKind.ACTION, status=StepStatus.RETRY_WAIT).first()
+        if step is None:
+            return False
+        _queue_step(step, job, timezone.now())
+        return True

@@ -1,0 +1,102 @@
+"""One token bucket per provider, kept in Redis and shared by every worker on every
+machine, so all of them together stay under the provider's limit. A 429's
+Retry-After closes the bucket for everyone until that time."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+import redis
+from django.conf import settings
+
+# KEYS[1] bucket hash, KEYS[2] "closed until" key. ARGV: rate/s, capacity.
+# Returns the seconds to wait (0 = a token was taken). Redis's clock is the clock,
+# so workers with drifting clocks still share one bucket fairly.
+_TAKE = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
+local closed_until = tonumber(redis.call('GET', KEYS[2]) or '0')
+if closed_until > now then
+  return tostring(closed_until - now)
+end
+local rate = tonumber(ARGV[1])
+local capacity = tonumber(ARGV[2])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1]) or capacity
+local ts = tonumber(state[2]) or now
+tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate)
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+else
+  wait = (1 - tokens) / rate
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil(capacity / rate) + 60)
+return tostring(wait)
+"""
+
+_CLOSE = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
+local until_ts = now + tonumber(ARGV[1])
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if until_ts > current then
+  redis.call('SET', KEYS[1], tostring(until_ts), 'EX', math.ceil(tonumber(ARGV[1])) + 1)
+end
+return 1
+"""
+
+
+class RateLimitTimeout(Exception):
+    """No token could be had within the caller's patience; try again later."""
+
+
+@lru_cache(maxsize=4)
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+
+
+@dataclass(frozen=True)
+class TokenBucket:
+    name: str
+    # Requests per period, and how many may go at once after a quiet spell.
+    limit: int
+    period_seconds: float
+    burst: int
+
+    @property
+    def rate(self) -> float:
+        return self.limit / self.period_seconds
+
+    def _redis(self) -> redis.Redis:
+        return _client(settings.RATE_LIMIT_REDIS_URL)
+
+    def _keys(self) -> tuple[str, str]:
+        return f"ratelimit:{self.name}:bucket", f"ratelimit:{self.name}:closed"
+
+    def try_take(self) -> float:
+        """Take a token if one is there; otherwise return how long to wait."""
+        bucket, closed = self._keys()
+        return float(self._redis().eval(_TAKE, 2, bucket, closed, self.rate, self.burst))
+
+    def take(self, *, max_wait: float = 120.0, sleep=time.sleep) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + max_wait
+        while True:
+            wait = self.try_take()
+            if wait <= 0:
+                return
+            if time.monotonic() + wait > deadline:
+                raise RateLimitTimeout(f"{self.name}: no request slot within {max_wait:.0f}s")
+            sleep(min(wait, 5.0))
+
+    def close_for(self, seconds: float) -> None:
+        """The provider said 429 with Retry-After: nobody sends until then."""
+        self._redis().eval(_CLOSE, 1, self._keys()[1], max(0.0, seconds))
+
+
+def provider_bucket(provider: str) -> TokenBucket:
+    limit, period, burst = settings.PROVIDER_RATE_LIMITS[provider]
+    return TokenBucket(name=provider, limit=limit, period_seconds=period, burst=burst)

@@ -1,0 +1,458 @@
+"""Settings for the Hub. Every value an operator may tune comes from the environment
+(django-environ); a `.env` file at the repository root is read when present."""
+
+from pathlib import Path
+
+import environ
+from kombu import Queue
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+# Production refuses to start without its secrets; development gets a fixed,
+# obviously-insecure key so `make demo` works on a fresh machine.
+HUB_ENV = env.str("HUB_ENV", default="development")
+IS_PRODUCTION = HUB_ENV == "production"
+_DEV_SECRET = "insecure-development-key-do-not-use-in-production-0123456789"  # noqa: S105 - dev only
+SECRET_KEY = env.str("DJANGO_SECRET_KEY") if IS_PRODUCTION else env.str("DJANGO_SECRET_KEY", default=_DEV_SECRET)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
+HUB_PUBLIC_URL = env.str("HUB_PUBLIC_URL", default="http://127.0.0.1:8000")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "django_celery_beat",
+    "hub",
+    "provisioning",
+    "tenants",
+    "billing",
+    "rollouts",
+    "monitoring",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "hub.urls"
+WSGI_APPLICATION = "hub.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "hub" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/hub")}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Parallel test runs (CI next to a developer's run) need their own test databases.
+DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_hub")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "hub.api.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Hub API",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Every status set gets its own name in the schema, not Status8a0Enum.
+    "ENUM_NAME_OVERRIDES": {
+        "TierEnum": "provisioning.models.Tier",
+        "RegionEnum": "provisioning.models.Region",
+        "OrderStatusEnum": "provisioning.models.OrderStatus",
+        "ServerStatusEnum": "provisioning.models.ServerStatus",
+        "JobStatusEnum": "hub.pipeline.models.JobStatus",
+        "StepStatusEnum": "hub.pipeline.models.StepStatus",
+        "TenantStatusEnum": "tenants.models.TenantStatus",
+        "CommandStatusEnum": "tenants.models.CommandStatus",
+        "RolloutStatusEnum": "rollouts.models.RolloutStatus",
+        "StageStatusEnum": "rollouts.models.StageStatus",
+        "UpdateStatusEnum": "rollouts.models.UpdateStatus",
+        "BackupItemStatusEnum": ["success", "failed", "skipped"],
+        "CommandOutcomeEnum": ["succeeded", "failed"],
+    },
+}
+
+# --- Celery -----------------------------------------------------------------------
+# Work must never be lost or done twice. The broker is only a doorbell: the step rows
+# in Postgres are the truth, and the pipeline reaper re-rings the bell when a message
+# is lost. The settings below make the broker as honest as it can be.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TIMEZONE = "UTC"
+# Ack after the task ran, and requeue when the child process died under it;
+# without the second, a SIGKILLed child's message is acked and lost.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# On a deploy's SIGTERM, wait this long for running tasks, then requeue them.
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env.float("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", default=20.0)
+CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE = True
+
+# The longest a single step may run, and the longest countdown ever handed to the
+# broker; retry waits longer than that are kept in the step row for the reaper.
+PIPELINE_MAX_STEP_TIMEOUT = env.int("PIPELINE_MAX_STEP_TIMEOUT", default=1800)
+PIPELINE_MAX_BROKER_COUNTDOWN = env.int("PIPELINE_MAX_BROKER_COUNTDOWN", default=300)
+# Redis redelivers an unacked message after the visibility timeout: it must be longer
+# than any step plus any countdown, or a slow step would be run twice by the broker.
+CELERY_BROKER_VISIBILITY_TIMEOUT = env.int("CELERY_BROKER_VISIBILITY_TIMEOUT", default=3 * 3600)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT,
+    "socket_timeout": 10,
+    "socket_connect_timeout": 5,
+    "retry_on_timeout": True,
+    "health_check_interval": 25,
+}
+CELERY_TASK_SOFT_TIME_LIMIT = PIPELINE_MAX_STEP_TIMEOUT + 60
+CELERY_TASK_TIME_LIMIT = PIPELINE_MAX_STEP_TIMEOUT + 120
+
+HUB_QUEUES = ("provisioning", "rollouts", "monitoring", "billing", "default")
+CELERY_TASK_QUEUES = [Queue(name) for name in HUB_QUEUES]
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {
+    "provisioning.*": {"queue": "provisioning"},
+    "rollouts.*": {"queue": "rollouts"},
+    "monitoring.*": {"queue": "monitoring"},
+    "tenants.*": {"queue": "monitoring"},
+    "billing.*": {"queue": "billing"},
+    "hub.pipeline.*": {"queue": "default"},
+}
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+
+# --- The step-pipeline engine ----------------------------------------------------
+# A running step renews its lease this often; a step whose lease ran out belongs to
+# a dead worker and is taken back by the reaper.
+PIPELINE_LEASE_SECONDS = env.float("PIPELINE_LEASE_SECONDS", default=60.0)
+# A step enqueued this long ago and never claimed had its message lost.
+PIPELINE_MESSAGE_LOST_AFTER = env.float("PIPELINE_MESSAGE_LOST_AFTER", default=120.0)
+PIPELINE_REAPER_INTERVAL = env.float("PIPELINE_REAPER_INTERVAL", default=15.0)
+# Extra modules that declare pipelines (the test suite adds its own).
+PIPELINE_MODULES = env.list("PIPELINE_MODULES", default=[])
+
+# --- Logging -------------------------------------------------------------------------
+# Every process (web, workers, beat) logs to stderr: one JSON object per line by default
+# (LOG_FORMAT=json, for the log shipper), or LOG_FORMAT=plain for a person at a terminal.
+# Both carry the ids bound with hub.logcontext.bind (job_id, step_id, order_id, ...) and
+# pass the redaction filter first, so no secret reaches a log line (hub/logjson.py).
+LOG_FORMAT = env.str("LOG_FORMAT", default="json")
+if LOG_FORMAT not in ("json", "plain"):
+    raise ValueError(f"LOG_FORMAT must be json or plain, not {LOG_FORMAT!r}")
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {
+        "context": {"()": "hub.logcontext.ContextFilter"},
+        "redact": {"()": "hub.logjson.RedactSecretsFilter"},
+    },
+    "formatters": {
+        "json": {"()": "hub.logjson.JsonFormatter"},
+        "plain": {"()": "hub.logjson.PlainFormatter", "format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context", "redact"]}
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    # Django's own loggers come with handlers of their own (plain text, some only with
+    # DEBUG); here they only propagate to the root, so every line has one format.
+    "loggers": {
+        "django": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
+        "django.server": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
+    },
+}
+
+if IS_PRODUCTION:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# --- Provider rate limits and secrets at rest ---------------------------------------
+# One bucket per provider shared by all workers: (requests, per seconds, burst).
+RATE_LIMIT_REDIS_URL = env.str("RATE_LIMIT_REDIS_URL", default=CELERY_BROKER_URL)
+PROVIDER_RATE_LIMITS = {
+    "hetzner": (
+        env.int("HETZNER_RATE_LIMIT", default=3600),
+        env.float("HETZNER_RATE_PERIOD", default=3600.0),
+        env.int("HETZNER_RATE_BURST", default=100),
+    ),
+    "cloudflare": (
+        env.int("CLOUDFLARE_RATE_LIMIT", default=1200),
+        env.float("CLOUDFLARE_RATE_PERIOD", default=300.0),
+        env.int("CLOUDFLARE_RATE_BURST", default=200),
+    ),
+}
+# Fernet keys, comma-separated, newest first: the first encrypts, all decrypt, so a
+# key can be rotated in without re-encrypting everything at once.
+_DEV_FIELD_KEY = "q0m2rZ2tq3yN3d2b8lq1Xq9v4o8Wm5k1s2a3b4c5d6E="
+FIELD_ENCRYPTION_KEYS = (
+    env.list("FIELD_ENCRYPTION_KEY") if IS_PRODUCTION else env.list("FIELD_ENCRYPTION_KEY", default=[_DEV_FIELD_KEY])
+)
+
+# --- Billing (Stripe) -----------------------------------------------------------------
+# STRIPE_API_BASE points the real `stripe` library at the sandbox emulator in tests
+# and demos; production leaves it at Stripe's own address.
+_DEV_STRIPE_KEY = "sk_test_hub_development"
+_DEV_STRIPE_WEBHOOK_SECRET = "whsec_hub_development"  # noqa: S105 - dev only
+STRIPE_SECRET_KEY = (
+    env.str("STRIPE_SECRET_KEY") if IS_PRODUCTION else env.str("STRIPE_SECRET_KEY", default=_DEV_STRIPE_KEY)
+)
+STRIPE_WEBHOOK_SECRET = (
+    env.str("STRIPE_WEBHOOK_SECRET")
+    if IS_PRODUCTION
+    else env.str("STRIPE_WEBHOOK_SECRET", default=_DEV_STRIPE_WEBHOOK_SECRET)
+)
+STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")
+STRIPE_TIMEOUT_SECONDS = env.float("STRIPE_TIMEOUT_SECONDS", default=20.0)
+STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)
+STRIPE_METER_EVENT_NAME = env.str("STRIPE_METER_EVENT_NAME", default="ai_tokens_overage")
+STRIPE_PRICE_IDS = {
+    "lite": env.str("STRIPE_PRICE_LITE", default="price_hub_lite"),
+    "build": env.str("STRIPE_PRICE_BUILD", default="price_hub_build"),
+    "scale": env.str("STRIPE_PRICE_SCALE", default="price_hub_scale"),
+    "enterprise": env.str("STRIPE_PRICE_ENTERPRISE", default="price_hub_enterprise"),
+}
+BILLING_CHECKOUT_SUCCESS_URL = env.str(
+    "BILLING_CHECKOUT_SUCCESS_URL", default=f"{HUB_PUBLIC_URL}/checkout/success?session_id={{CHECKOUT_SESSION_ID}}"
+)
+BILLING_CHECKOUT_CANCEL_URL = env.str("BILLING_CHECKOUT_CANCEL_URL", default=f"{HUB_PUBLIC_URL}/checkout/cancel")
+BILLING_CHECKOUT_RATE = env.str("BILLING_CHECKOUT_RATE", default="30/min")
+BILLING_WEBHOOK_MAX_BYTES = env.int("BILLING_WEBHOOK_MAX_BYTES", default=512 * 1024)
+# Dunning: days a past-due subscription keeps running before the tenant is suspended,
+# and days a cancelled tenant's data is kept before the server is wiped.
+BILLING_GRACE_PERIOD_DAYS = env.int("BILLING_GRACE_PERIOD_DAYS", default=7)
+BILLING_RETENTION_DAYS = env.int("BILLING_RETENTION_DAYS", default=30)
+BILLING_DUNNING_INTERVAL = env.int("BILLING_DUNNING_INTERVAL", default=300)
+# The webhook inbox: a failed handler is retried this often with backoff; an event
+# received and never claimed this long ago had its message lost; a handler started
+# this long ago belongs to a dead worker.
+BILLING_EVENT_MAX_ATTEMPTS = env.int("BILLING_EVENT_MAX_ATTEMPTS", default=8)
+BILLING_EVENT_LOST_AFTER = env.float("BILLING_EVENT_LOST_AFTER", default=60.0)
+BILLING_EVENT_LEASE_SECONDS = env.float("BILLING_EVENT_LEASE_SECONDS", default=300.0)
+BILLING_REQUEUE_INTERVAL = env.int("BILLING_REQUEUE_INTERVAL", default=60)
+# AI tokens included per billing period, by tier (read by provisioning.catalog.token_pool);
+# usage beyond is metered to Stripe.
+PLAN_TOKEN_POOLS = {
+    "lite": env.int("AI_TOKEN_POOL_LITE", default=2_000_000),
+    "build": env.int("AI_TOKEN_POOL_BUILD", default=5_000_000),
+    "scale": env.int("AI_TOKEN_POOL_SCALE", default=12_000_000),
+    "enterprise": env.int("AI_TOKEN_POOL_ENTERPRISE", default=30_000_000),
+}
+BILLING_USAGE_THRESHOLDS = (80, 90, 100)
+# Who gets billing's staff emails; empty: STAFF_EMAILS. (Mail itself: EMAIL_BACKEND,
+# DEFAULT_FROM_EMAIL and EMAIL_FILE_PATH, set once below.)
+BILLING_STAFF_EMAILS = env.list("BILLING_STAFF_EMAILS", default=[])
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=20)
+
+# --- Providers and provisioning ------------------------------------------------------
+HCLOUD_TOKEN = env.str("HCLOUD_TOKEN", default="")
+HCLOUD_API_ENDPOINT = env.str("HCLOUD_API_ENDPOINT", default="https://api.hetzner.cloud/v1")
+HCLOUD_SSH_KEY_NAME = env.str("HCLOUD_SSH_KEY_NAME", default="hub")
+# Servers bought on Hetzner listen on 22; the sandbox's hosts cannot all do that.
+HCLOUD_SSH_PORT = env.int("HCLOUD_SSH_PORT", default=22)
+HCLOUD_POLL_INTERVAL = env.float("HCLOUD_POLL_INTERVAL", default=1.0)
+HCLOUD_POLL_MAX_RETRIES = env.int("HCLOUD_POLL_MAX_RETRIES", default=300)
+CLOUDFLARE_API_TOKEN = env.str("CLOUDFLARE_API_TOKEN", default="")
+CLOUDFLARE_API_BASE = env.str("CLOUDFLARE_API_BASE", default="https://api.cloudflare.com/client/v4")
+CLOUDFLARE_ZONE_ID = env.str("CLOUDFLARE_ZONE_ID", default="")
+# The Hub's own SSH identity, used on every server it sets up.
+HUB_SSH_PRIVATE_KEY_PATH = env.str("HUB_SSH_PRIVATE_KEY_PATH", default=str(BASE_DIR / "var" / "hub_ssh_key"))
+HUB_ADMIN_EMAIL = env.str("HUB_ADMIN_EMAIL", default="ops@example.com")
+STAFF_EMAILS = env.list("STAFF_EMAILS", default=["ops@example.com"])
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Hub <hub@example.com>")
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+EMAIL_FILE_PATH = env.str("EMAIL_FILE_PATH", default=str(BASE_DIR / "var" / "mail"))
+PROVISIONING_DEADLINE_SECONDS = env.int("PROVISIONING_DEADLINE_SECONDS", default=30 * 60)
+PROVISIONING_SCRIPT_TIMEOUT = env.int("PROVISIONING_SCRIPT_TIMEOUT", default=900)
+PROVISIONING_SSH_CONNECT_TIMEOUT = env.float("PROVISIONING_SSH_CONNECT_TIMEOUT", default=10.0)
+# How long a bought server may take to answer SSH, and the agent to register.
+PROVISIONING_SSH_WAIT_SECONDS = env.int("PROVISIONING_SSH_WAIT_SECONDS", default=600)
+PROVISIONING_AGENT_WAIT_SECONDS = env.int("PROVISIONING_AGENT_WAIT_SECONDS", default=600)
+# A MANUAL order waiting for staff looks again this often (the admin's assign wakes it at once).
+PROVISIONING_MANUAL_POLL_SECONDS = env.int("PROVISIONING_MANUAL_POLL_SECONDS", default=300)
+# Where a sandbox host's agent finds its code (the sandbox only; production ships an image).
+AGENT_SOURCE_DIR = env.str("AGENT_SOURCE_DIR", default=str(BASE_DIR))
+
+# --- Tenants / agent API -----------------------------------------------------------
+# Redis for the agent fast path: heartbeat buffer, command flags, key-cache generation,
+# per-tenant rate counters. Nothing in it that Postgres cannot rebuild.
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/1")
+AGENT_HEARTBEAT_INTERVAL = env.int("AGENT_HEARTBEAT_INTERVAL", default=60)
+AGENT_REGISTRATION_TOKEN_TTL = env.int("AGENT_REGISTRATION_TOKEN_TTL", default=3600)
+# After a rotation the old key keeps working this long.
+AGENT_KEY_ROTATION_OVERLAP = env.int("AGENT_KEY_ROTATION_OVERLAP", default=3600)
+# Per-process API-key cache: entries must outlive a heartbeat interval to be hit;
+# revocation does not wait for them (see tenants/keycache.py).
+AGENT_KEY_CACHE_SECONDS = env.float("AGENT_KEY_CACHE_SECONDS", default=600.0)
+AGENT_KEY_CACHE_MAX_ENTRIES = env.int("AGENT_KEY_CACHE_MAX_ENTRIES", default=200_000)
+AGENT_REQUEST_MAX_BYTES = env.int("AGENT_REQUEST_MAX_BYTES", default=64 * 1024)
+AGENT_THROTTLE_RATE = env.str("AGENT_THROTTLE_RATE", default="120/minute")
+AGENT_REGISTER_THROTTLE_RATE = env.str("AGENT_REGISTER_THROTTLE_RATE", default="30/minute")
+# A delivered command unanswered this long is delivered again; unanswered past its TTL
+# it expires.
+COMMAND_REDELIVERY_TIMEOUT = env.float("COMMAND_REDELIVERY_TIMEOUT", default=300.0)
+COMMAND_TTL = env.int("COMMAND_TTL", default=3600)
+COMMANDS_PER_HEARTBEAT = env.int("COMMANDS_PER_HEARTBEAT", default=20)
+# Rows per statement when the flush writes buffered heartbeats.
+HEARTBEAT_FLUSH_CHUNK = env.int("HEARTBEAT_FLUSH_CHUNK", default=20_000)
+PROVISIONING_RETRY_BASE_DELAY = env.float("PROVISIONING_RETRY_BASE_DELAY", default=10.0)
+PROVISIONING_SCRIPT_ATTEMPTS = env.int("PROVISIONING_SCRIPT_ATTEMPTS", default=3)
+# The one-time token the agent registers with (the issue: expires in 24 h).
+PROVISIONING_REGISTRATION_TOKEN_TTL = env.int("PROVISIONING_REGISTRATION_TOKEN_TTL", default=24 * 3600)
+
+# --- Monitoring ----------------------------------------------------------------------
+# Alert routing: SOFT shows in the admin only, MEDIUM also emails STAFF_EMAILS, HARD
+# also posts {"text": ...} to this Slack-compatible webhook (empty: no webhook).
+ALERT_WEBHOOK_URL = env.str("ALERT_WEBHOOK_URL", default="")
+ALERT_WEBHOOK_TIMEOUT = env.float("ALERT_WEBHOOK_TIMEOUT", default=10.0)
+ALERT_NOTIFICATION_MAX_RETRIES = env.int("ALERT_NOTIFICATION_MAX_RETRIES", default=8)
+# A notification still PENDING this long after its last try had its message lost.
+ALERT_NOTIFICATION_LOST_AFTER = env.int("ALERT_NOTIFICATION_LOST_AFTER", default=900)
+# A tenant is stale after this many missed intervals (its own heartbeat_interval).
+HEARTBEAT_STALE_INTERVALS = env.int("HEARTBEAT_STALE_INTERVALS", default=3)
+# A gap this long between two heartbeat checks, or with no heartbeat from anyone,
+# means the Hub (beat, or web and the flush) was down: every tenant gets a fresh grace.
+HUB_OUTAGE_GAP_SECONDS = env.int("HUB_OUTAGE_GAP_SECONDS", default=90)
+# Below this many live tenants, fleet-wide silence is not taken for a Hub outage.
+HEARTBEAT_INTAKE_MIN_FLEET = env.int("HEARTBEAT_INTAKE_MIN_FLEET", default=5)
+DISK_ALERT_PERCENT = env.float("DISK_ALERT_PERCENT", default=85.0)
+MEMORY_ALERT_PERCENT = env.float("MEMORY_ALERT_PERCENT", default=90.0)
+TLS_EXPIRY_ALERT_DAYS = env.int("TLS_EXPIRY_ALERT_DAYS", default=14)
+BACKUP_REPORT_MAX_AGE_HOURS = env.int("BACKUP_REPORT_MAX_AGE_HOURS", default=48)
+# Warm pool: the minimum AVAILABLE (+ PREPARING) servers per (region, tier). Keys in
+# POOL_NETCUP ("region-tier") are filled by staff ordering Netcup contracts (an alert
+# says how many); the others are bought on Hetzner Cloud, at most N per run.
+POOL_TARGETS = {
+    ("eu", "build"): env.int("POOL_TARGET_EU_BUILD", default=3),
+    ("us", "build"): env.int("POOL_TARGET_US_BUILD", default=2),
+}
+POOL_NETCUP = {tuple(key.split("-", 1)) for key in env.list("POOL_NETCUP", default=[])}
+POOL_REPLENISH_MAX_PER_RUN = env.int("POOL_REPLENISH_MAX_PER_RUN", default=5)
+# Servers at Hetzner labeled managed-by=hub that the Hub does not know are deleted
+# this long after they were first seen.
+RECONCILE_ORPHAN_GRACE_SECONDS = env.int("RECONCILE_ORPHAN_GRACE_SECONDS", default=6 * 3600)
+# An order in one of these statuses longer than this many seconds is stuck.
+ORDER_STATUS_DEADLINES = {
+    "PAYMENT_CONFIRMED": env.int("ORDER_DEADLINE_PAYMENT_CONFIRMED", default=600),
+    "AWAITING_SERVER": env.int("ORDER_DEADLINE_AWAITING_SERVER", default=24 * 3600),
+    "SERVER_READY": env.int("ORDER_DEADLINE_SERVER_READY", default=1800),
+    "DNS_PENDING": env.int("ORDER_DEADLINE_DNS_PENDING", default=1800),
+    "DNS_READY": env.int("ORDER_DEADLINE_DNS_READY", default=1800),
+    "PROVISIONING": env.int("ORDER_DEADLINE_PROVISIONING", default=3600),
+}
+# The Hub's own database: pg_dump -Fc into this directory, rotated (14 daily, 8 weekly,
+# 3 monthly); the upload command gets the file's path as its last argument.
+HUB_BACKUP_DIR = env.str("HUB_BACKUP_DIR", default=str(BASE_DIR / "var" / "backups"))
+HUB_BACKUP_UPLOAD_COMMAND = env.str("HUB_BACKUP_UPLOAD_COMMAND", default="")
+HUB_BACKUP_TIMEOUT = env.int("HUB_BACKUP_TIMEOUT", default=3600)
+HUB_BACKUP_KEEP_DAILY = env.int("HUB_BACKUP_KEEP_DAILY", default=14)
+HUB_BACKUP_KEEP_WEEKLY = env.int("HUB_BACKUP_KEEP_WEEKLY", default=8)
+HUB_BACKUP_KEEP_MONTHLY = env.int("HUB_BACKUP_KEEP_MONTHLY", default=3)
+HEARTBEAT_HISTORY_RETENTION_DAYS = env.int("HEARTBEAT_HISTORY_RETENTION_DAYS", default=30)
+HEARTBEAT_HISTORY_PRUNE_BATCH = env.int("HEARTBEAT_HISTORY_PRUNE_BATCH", default=10_000)
+
+# --- Rollouts ------------------------------------------------------------------------
+# Defaults of every new rollout; each is settable per rollout (the API, the admin).
+# Stages: the internal tenants, then these cumulative percentages of the rest (newest
+# tenants first); one soak time per stage, internal first (FACTS.md: 48 h / 24 h / 12 h / none).
+ROLLOUT_STAGE_PERCENTS = env.list("ROLLOUT_STAGE_PERCENTS", cast=int, default=[5, 25, 100])
+ROLLOUT_SOAK_SECONDS = env.list("ROLLOUT_SOAK_SECONDS", cast=int, default=[48 * 3600, 24 * 3600, 12 * 3600, 0])
+# Auto-stop: halt when failed >= max(min failures, rate x finished updates); a stage is
+# judged only once this many of its updates finished (or all of them, if fewer).
+ROLLOUT_FAILURE_RATE = env.float("ROLLOUT_FAILURE_RATE", default=0.01)
+ROLLOUT_MIN_FAILURES = env.int("ROLLOUT_MIN_FAILURES", default=3)
+ROLLOUT_MIN_FINISHED = env.int("ROLLOUT_MIN_FINISHED", default=10)
+# Halt when heartbeat loss among updated tenants exceeds the control group's by this.
+ROLLOUT_HEARTBEAT_LOSS_RATE = env.float("ROLLOUT_HEARTBEAT_LOSS_RATE", default=0.03)
+# A tenant is lost after this many missed heartbeat intervals (FACTS.md: 3).
+ROLLOUT_HEARTBEAT_STALE_INTERVALS = env.int("ROLLOUT_HEARTBEAT_STALE_INTERVALS", default=3)
+# An update unanswered this long counts as timed out (its command expires then too).
+ROLLOUT_UPDATE_TIMEOUT = env.int("ROLLOUT_UPDATE_TIMEOUT", default=3600)
+# How long a stage may take beyond its soak time, or wait for a promote, before it halts.
+ROLLOUT_STAGE_DEADLINE = env.int("ROLLOUT_STAGE_DEADLINE", default=24 * 3600)
+ROLLOUT_AUTO_ADVANCE = env.bool("ROLLOUT_AUTO_ADVANCE", default=True)
+ROLLOUT_ON_HALT = env.str("ROLLOUT_ON_HALT", default="ROLLBACK")
+
+# --- Operations ----------------------------------------------------------------------
+# /metrics (hub/metrics.py) reads Postgres and the broker at scrape time, so every web
+# process answers the same numbers. With METRICS_TOKEN set, a scrape needs
+# `Authorization: Bearer <token>`; empty leaves it open, which is right only where
+# nothing but Prometheus can reach it (the loopback dev server; in compose, nginx
+# answers /metrics to private networks only). Set it in production.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# Step durations are a histogram over the steps that finished in this window, and the
+# per-rollout series cover the rollouts active or ended in it.
+METRICS_WINDOW_HOURS = env.int("METRICS_WINDOW_HOURS", default=24)
+METRICS_STEP_DURATION_BUCKETS = env.list(
+    "METRICS_STEP_DURATION_BUCKETS", cast=float, default=[1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600]
+)
+# Heartbeats arrive every AGENT_HEARTBEAT_INTERVAL (60 s); stale after 3 missed.
+METRICS_HEARTBEAT_AGE_BUCKETS = env.list(
+    "METRICS_HEARTBEAT_AGE_BUCKETS", cast=float, default=[30, 60, 90, 120, 180, 300, 600, 1800, 3600, 21600, 86400]
+)
+# A scrape waits at most this long for the broker before reporting it down.
+METRICS_BROKER_TIMEOUT = env.float("METRICS_BROKER_TIMEOUT", default=2.0)
+# Outgoing mail in production (EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend):
+# staff alerts and customer notices go through this SMTP relay.
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=587)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=True)

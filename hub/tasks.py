@@ -1,0 +1,3 @@
+from hub.pipeline.tasks import reap, run_step
+
+__all__ = ["reap", "run_step"]

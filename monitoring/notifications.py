@@ -1,0 +1,195 @@
+"""Alert notifications: which channels a severity goes to, the rows written with an
+opening, and sending one row exactly once (claimed under a row lock, marked SENT in
+the same transaction)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import requests
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from hub.models import Alert, AlertSeverity
+from monitoring.models import Notification, NotificationChannel, NotificationStatus
+
+logger = logging.getLogger(__name__)
+
+SEND_TASK = "monitoring.send_notification"
+CHANNELS_BY_SEVERITY: dict[str, tuple[str, ...]] = {
+    AlertSeverity.SOFT: (),
+    AlertSeverity.MEDIUM: (NotificationChannel.EMAIL,),
+    AlertSeverity.HARD: (NotificationChannel.EMAIL, NotificationChannel.WEBHOOK),
+}
+
+
+class NotificationDeliveryError(Exception):
+    """The mail server or the webhook refused or did not answer; worth retrying."""
+
+
+@dataclass(frozen=True)
+class Opening:
+    """An alert that was just opened (or escalated): what the notifications say."""
+
+    alert_id: int
+    subject_type: str
+    subject_id: str
+    kind: str
+    severity: str
+    message: str
+    first_seen_at: datetime
+
+    @classmethod
+    def of(cls, alert: Alert) -> Opening:
+        return cls(
+            alert_id=alert.pk,
+            subject_type=alert.subject_type,
+            subject_id=alert.subject_id,
+            kind=alert.kind,
+            severity=alert.severity,
+            message=alert.message,
+            first_seen_at=alert.first_seen_at,
+        )
+
+
+def channels_for(severity: str) -> tuple[str, ...]:
+    """The channels a severity is routed to, minus those not configured."""
+    configured = {
+        NotificationChannel.EMAIL: bool(settings.STAFF_EMAILS),
+        NotificationChannel.WEBHOOK: bool(settings.ALERT_WEBHOOK_URL),
+    }
+    return tuple(channel for channel in CHANNELS_BY_SEVERITY.get(severity, ()) if configured[channel])
+
+
+def dedup_key(opening: Opening, channel: str) -> str:
+    return f"alert:{opening.alert_id}:{int(opening.first_seen_at.timestamp() * 1_000_000)}:{channel}"
+
+
+def _texts(opening: Opening) -> tuple[str, str]:
+    subject = f"[{opening.severity}] {opening.kind} on {opening.subject_type} {opening.subject_id}"
+    body = (
+        f"{opening.message}\n\n"
+        f"first seen {opening.first_seen_at:%Y-%m-%d %H:%M:%S} UTC\n"
+        f"{settings.HUB_PUBLIC_URL}/admin/hub/alert/{opening.alert_id}/change/"
+    )
+    return subject[:300], body
+
+
+def notifications_create(openings: list[Opening]) -> list[int]:
+    """Write the notification rows of these openings (one per channel, once per
+    opening: the dedup key is unique) and enqueue their sending on commit. Call in the
+    transaction that opens the alerts. One query whatever the number of openings."""
+    rows = [
+        (opening.alert_id, channel, dedup_key(opening, channel), *_texts(opening))
+        for opening in openings
+        for channel in channels_for(opening.severity)
+    ]
+    if not rows:
+        return []
+    table = Notification._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {table} (alert_id, channel, dedup_key, subject, body, status, attempts, last_error, created_at)
+            SELECT s.alert_id, s.channel, s.dedup_key, s.subject, s.body, 'PENDING', 0, '', %s
+              FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[])
+                   AS s(alert_id, channel, dedup_key, subject, body)
+            ON CONFLICT (dedup_key) DO NOTHING
+            RETURNING id
+            """,  # noqa: S608 - the table name is ours, the values are parameters
+            [timezone.now(), *([row[i] for row in rows] for i in range(5))],
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+    if ids:
+        transaction.on_commit(lambda: notifications_enqueue(notification_ids=ids))
+    return ids
+
+
+def notifications_enqueue(*, notification_ids: list[int]) -> None:
+    # By name: the task module imports the checks, which import the alerts.
+    from hub.celery import app
+
+    for notification_id in notification_ids:
+        app.send_task(SEND_TASK, args=[notification_id])
+
+
+def _deliver(notification: Notification) -> None:
+    if notification.channel == NotificationChannel.EMAIL:
+        try:
+            send_mail(notification.subject, notification.body, settings.DEFAULT_FROM_EMAIL, list(settings.STAFF_EMAILS))
+        except OSError as exc:  # smtplib's errors are OSErrors
+            raise NotificationDeliveryError(f"email: {exc}") from exc
+        return
+    url = settings.ALERT_WEBHOOK_URL
+    if not url:
+        raise NotificationDeliveryError("ALERT_WEBHOOK_URL is not set")
+    try:
+        response = requests.post(
+            url, json={"text": f"*{notification.subject}*\n{notification.body}"}, timeout=settings.ALERT_WEBHOOK_TIMEOUT
+        )
+    except requests.RequestException as exc:
+        raise NotificationDeliveryError(f"webhook: {type(exc).__name__}") from exc
+    if response.status_code >= 300:
+        raise NotificationDeliveryError(f"webhook answered {response.status_code}")
+
+
+def notification_send(*, notification_id: int) -> bool:
+    """Send it if nobody has: the row is claimed with SKIP LOCKED (a duplicate delivery
+    of the message skips it, a sent one is not PENDING) and marked SENT in the same
+    transaction. True when this call sent it."""
+    try:
+        with transaction.atomic():
+            notification = (
+                Notification.objects.select_for_update(skip_locked=True)
+                .filter(pk=notification_id, status=NotificationStatus.PENDING)
+                .first()
+            )
+            if notification is None:
+                return False
+            _deliver(notification)
+            now = timezone.now()
+            notification.status = NotificationStatus.SENT
+            notification.sent_at = now
+            notification.last_attempt_at = now
+            notification.attempts += 1
+            notification.last_error = ""
+            notification.save(update_fields=["status", "sent_at", "last_attempt_at", "attempts", "last_error"])
+    except NotificationDeliveryError as exc:
+        _record_attempt(notification_id=notification_id, error=str(exc))
+        raise
+    logger.info("notification %s sent (%s)", notification_id, notification.channel)
+    return True
+
+
+def _record_attempt(*, notification_id: int, error: str) -> None:
+    Notification.objects.filter(pk=notification_id, status=NotificationStatus.PENDING).update(
+        attempts=F("attempts") + 1, last_attempt_at=timezone.now(), last_error=error[:2000]
+    )
+
+
+def notification_give_up(*, notification_id: int, error: str) -> int:
+    """Out of retries: FAILED, visible in the admin; the alert itself stays open."""
+    logger.error("notification %s failed for good: %s", notification_id, error)
+    return Notification.objects.filter(pk=notification_id, status=NotificationStatus.PENDING).update(
+        status=NotificationStatus.FAILED, last_error=error[:2000]
+    )
+
+
+def notifications_requeue(*, now: datetime | None = None) -> int:
+    """Enqueue again the PENDING notifications whose message was lost (broker flushed,
+    worker gone): not tried, or last tried, longer ago than ALERT_NOTIFICATION_LOST_AFTER."""
+    now = now or timezone.now()
+    lost_before = now - timedelta(seconds=settings.ALERT_NOTIFICATION_LOST_AFTER)
+    ids = list(
+        Notification.objects.filter(status=NotificationStatus.PENDING)
+        .filter(Q(last_attempt_at__isnull=True, created_at__lt=lost_before) | Q(last_attempt_at__lt=lost_before))
+        .values_list("id", flat=True)[:1000]
+    )
+    if ids:
+        notifications_enqueue(notification_ids=ids)
+    return len(ids)

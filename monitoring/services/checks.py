@@ -1,0 +1,37 @@
+"""Every scheduled check by name: what the beat schedule and the tasks run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from monitoring.services.backup import check_hub_backup
+from monitoring.services.health import (
+    check_backups,
+    check_containers,
+    check_heartbeats,
+    check_resources,
+    check_tls,
+)
+from monitoring.services.history import heartbeat_history_prune
+from monitoring.services.pool import pool_replenish
+from monitoring.services.reconcile import reconcile_servers
+from monitoring.services.runs import CheckResult, check_run
+from monitoring.services.stuck import check_stuck_work
+
+CHECKS: dict[str, Callable[[], dict[str, Any]]] = {
+    "heartbeats": check_heartbeats,
+    "resources": check_resources,
+    "containers": check_containers,
+    "tls": check_tls,
+    "backups": check_backups,
+    "pool_replenish": pool_replenish,
+    "reconcile_servers": reconcile_servers,
+    "stuck_work": check_stuck_work,
+    "hub_backup": check_hub_backup,
+    "prune_history": heartbeat_history_prune,
+}
+
+
+def check_execute(*, name: str) -> CheckResult:
+    return check_run(name, CHECKS[name])

@@ -1,0 +1,204 @@
+"""The fleet health checks: heartbeat freshness (with the Hub-outage grace), disk and
+memory, containers, TLS expiry and backups. Each is set-based: one read of the failing
+tenants, one `alerts_sync` per kind of alert."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Max
+from django.utils import timezone
+
+from hub.alerts import Failing, alert_raise, alert_resolve, alerts_sync
+from hub.audit import audit_record
+from hub.models import AlertSeverity
+from monitoring import selectors
+from monitoring.models import HubPresence
+
+TENANT = "tenant"
+HUB = "hub"
+INTAKE_SUBJECT = "heartbeat-intake"
+
+
+def _seconds(delta: timedelta) -> int:
+    return int(delta.total_seconds())
+
+
+def hub_presence_observe(*, now: datetime) -> tuple[HubPresence, bool, int]:
+    """Record that the Hub looks at the fleet now, and decide whether it was away.
+
+    The Hub was away when no heartbeat check ran for HUB_OUTAGE_GAP_SECONDS (beat or
+    workers down), or when no tenant at all could get a heartbeat through (web or flush
+    down) and now they can again. Every live tenant heartbeats within its interval, so
+    fleet-wide silence means the Hub when it lasts longer than the gap and longer than
+    the longest interval. Either way every tenant's staleness clock restarts at the
+    Hub's return. Returns the presence, whether heartbeat intake is silent right now
+    (then nobody is judged) and the number of watched tenants."""
+    gap = timedelta(seconds=settings.HUB_OUTAGE_GAP_SECONDS)
+    fleet = selectors.tenants_watched().aggregate(
+        tenants=Count("id"), newest=Max("last_heartbeat_at"), longest_interval=Max("heartbeat_interval")
+    )
+    tenants, newest = fleet["tenants"], fleet["newest"]
+    silence = max(gap, timedelta(seconds=1.5 * (fleet["longest_interval"] or 0)))
+    intake_silent = tenants >= settings.HEARTBEAT_INTAKE_MIN_FLEET and (newest is None or now - newest > silence)
+    with transaction.atomic():
+        presence, _ = HubPresence.objects.select_for_update().get_or_create(pk=1)
+        reasons = []
+        if presence.beat_seen_at is None:
+            reasons.append("first heartbeat check")
+        elif now - presence.beat_seen_at > gap:
+            reasons.append(f"no heartbeat check for {_seconds(now - presence.beat_seen_at)} s")
+        was_silent = presence.outage_reason.startswith("intake silent")
+        if was_silent and not intake_silent:
+            reasons.append("heartbeats arrive again after fleet-wide silence")
+        fields = ["beat_seen_at"]
+        presence.beat_seen_at = now
+        if newest is not None and (presence.intake_seen_at is None or newest > presence.intake_seen_at):
+            presence.intake_seen_at = newest
+            fields.append("intake_seen_at")
+        if reasons:
+            old = presence.resumed_at
+            presence.resumed_at = now
+            presence.outage_reason = "; ".join(reasons)[:200]
+            fields += ["resumed_at", "outage_reason"]
+            audit_record(
+                actor="monitoring",
+                action="hub.resumed",
+                object_type="hub",
+                object_id="presence",
+                old=old.isoformat() if old else None,
+                new=now.isoformat(),
+                reason=presence.outage_reason,
+            )
+        if intake_silent and not was_silent:
+            # Remembered, so that the return of the heartbeats restarts the clocks.
+            presence.outage_reason = "intake silent: no heartbeat from any tenant"
+            fields = sorted({*fields, "outage_reason"})
+        presence.save(update_fields=fields)
+    return presence, intake_silent, tenants
+
+
+def check_heartbeats() -> dict[str, Any]:
+    now = timezone.now()
+    presence, intake_silent, tenants = hub_presence_observe(now=now)
+    if intake_silent:
+        alert_raise(
+            subject_type=HUB,
+            subject_id=INTAKE_SUBJECT,
+            kind="heartbeat_intake_silent",
+            severity=AlertSeverity.HARD,
+            message=(
+                f"no heartbeat from any of {tenants} tenants for more than {settings.HUB_OUTAGE_GAP_SECONDS} s: "
+                "the Hub's web or its heartbeat flush is down. Tenants are not judged stale until it is back."
+            ),
+        )
+        return {"tenants": tenants, "intake_silent": True}
+    alert_resolve(subject_type=HUB, subject_id=INTAKE_SUBJECT, kind="heartbeat_intake_silent")
+    intervals = settings.HEARTBEAT_STALE_INTERVALS
+    stale = selectors.tenants_stale(now=now, intervals=intervals, grace_from=presence.resumed_at)
+    failing = {
+        tenant_id: Failing(
+            AlertSeverity.HARD,
+            (
+                f"no heartbeat for {_seconds(now - last) if last else 'ever'}"
+                f"{' s' if last else ''} (interval {interval} s; stale after {intervals} missed)"
+            ),
+        )
+        for tenant_id, last, interval in stale
+    }
+    result = alerts_sync(kind="heartbeat_stale", subject_type=TENANT, failing=failing)
+    return {"tenants": tenants, "stale": len(stale), **result.summary()}
+
+
+def check_resources() -> dict[str, Any]:
+    disk = selectors.tenants_over(metric="disk_percent", threshold=settings.DISK_ALERT_PERCENT)
+    memory = selectors.tenants_over(metric="memory_percent", threshold=settings.MEMORY_ALERT_PERCENT)
+    disk_result = alerts_sync(
+        kind="disk_high",
+        subject_type=TENANT,
+        failing={
+            tid: Failing(
+                AlertSeverity.MEDIUM, f"disk {value:.0f}% full (alert above {settings.DISK_ALERT_PERCENT:.0f}%)"
+            )
+            for tid, value in disk
+        },
+    )
+    memory_result = alerts_sync(
+        kind="memory_high",
+        subject_type=TENANT,
+        failing={
+            tid: Failing(
+                AlertSeverity.MEDIUM, f"memory {value:.0f}% used (alert above {settings.MEMORY_ALERT_PERCENT:.0f}%)"
+            )
+            for tid, value in memory
+        },
+    )
+    return {"disk": disk_result.summary(), "memory": memory_result.summary()}
+
+
+def _container_problem(container: dict[str, Any]) -> str | None:
+    state, health = container.get("state"), container.get("health")
+    if state in selectors.CRASHED_STATES:
+        return f"{container.get('name')} ({state})"
+    if health == selectors.UNHEALTHY:
+        return f"{container.get('name')} (unhealthy)"
+    return None
+
+
+def check_containers() -> dict[str, Any]:
+    failing = {}
+    for tenant_id, containers in selectors.tenants_with_bad_containers():
+        problems = [p for p in (_container_problem(c) for c in containers if isinstance(c, dict)) if p]
+        failing[tenant_id] = Failing(
+            AlertSeverity.MEDIUM, f"{len(problems)} container(s) crashed or unhealthy: {', '.join(problems)[:1500]}"
+        )
+    return alerts_sync(kind="containers_unhealthy", subject_type=TENANT, failing=failing).summary()
+
+
+def check_tls() -> dict[str, Any]:
+    now = timezone.now()
+    expiring = selectors.tenants_tls_expiring(before=now + timedelta(days=settings.TLS_EXPIRY_ALERT_DAYS))
+    failing = {}
+    for tenant_id, expires_at in expiring:
+        if expires_at <= now:
+            failing[tenant_id] = Failing(
+                AlertSeverity.HARD, f"TLS certificate expired at {expires_at:%Y-%m-%d %H:%M} UTC"
+            )
+        else:
+            days = (expires_at - now).total_seconds() / 86400
+            failing[tenant_id] = Failing(
+                AlertSeverity.MEDIUM, f"TLS certificate expires in {days:.1f} days ({expires_at:%Y-%m-%d %H:%M} UTC)"
+            )
+    return alerts_sync(kind="tls_expiring", subject_type=TENANT, failing=failing).summary()
+
+
+def check_backups() -> dict[str, Any]:
+    """Any database failed in the latest report -> MEDIUM; all failed, or the latest
+    report (or none at all) older than BACKUP_REPORT_MAX_AGE_HOURS -> HARD."""
+    now = timezone.now()
+    max_age = timedelta(hours=settings.BACKUP_REPORT_MAX_AGE_HOURS)
+    failing = {}
+    for row in selectors.tenants_backup_failing(stale_before=now - max_age):
+        outcome, last_run, databases = row["report_outcome"], row["report_last_run"], row["report_databases"] or {}
+        failed = sorted(
+            name for name, entry in databases.items() if isinstance(entry, dict) and entry.get("status") == "failed"
+        )
+        if outcome is None:
+            failing[row["id"]] = Failing(
+                AlertSeverity.HARD, f"no backup report in {settings.BACKUP_REPORT_MAX_AGE_HOURS} h"
+            )
+        elif last_run < now - max_age:
+            failing[row["id"]] = Failing(
+                AlertSeverity.HARD,
+                f"latest backup report is {_seconds(now - last_run) // 3600} h old ({last_run:%Y-%m-%d %H:%M} UTC)",
+            )
+        elif outcome == "FAILED":
+            failing[row["id"]] = Failing(AlertSeverity.HARD, f"every database backup failed: {', '.join(failed)}")
+        else:
+            failing[row["id"]] = Failing(
+                AlertSeverity.MEDIUM, f"{len(failed)} of {len(databases)} database backups failed: {', '.join(failed)}"
+            )
+    return alerts_sync(kind="backup_failed", subject_type=TENANT, failing=failing).summary()

@@ -1,0 +1,50 @@
+"""Stuck work: the pipeline reaper (steps whose worker died or whose message was lost,
+jobs past their deadline), and orders that stay in one status past its deadline."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from hub.alerts import Failing, alerts_sync
+from hub.models import AlertSeverity
+from hub.pipeline.reaper import pipeline_reap
+from provisioning.models import Order
+
+
+def orders_stuck(*, now: Any) -> list[tuple[int, str, Any]]:
+    deadlines = settings.ORDER_STATUS_DEADLINES
+    if not deadlines:
+        return []
+    condition = Q()
+    for status, seconds in deadlines.items():
+        condition |= Q(status=status, status_changed_at__lt=now - timedelta(seconds=seconds))
+    return list(Order.objects.filter(condition).values_list("id", "status", "status_changed_at"))
+
+
+def check_stuck_work() -> dict[str, Any]:
+    report = pipeline_reap()
+    now = timezone.now()
+    failing = {
+        order_id: Failing(
+            AlertSeverity.MEDIUM,
+            (
+                f"order {order_id} has been {status} for {int((now - since).total_seconds() // 60)} min "
+                f"(deadline {settings.ORDER_STATUS_DEADLINES[status] // 60} min)"
+            ),
+        )
+        for order_id, status, since in orders_stuck(now=now)
+    }
+    result = alerts_sync(kind="order_stuck", subject_type="order", failing=failing)
+    return {
+        "reaper_ran": report.ran,
+        "lost_leases": len(report.lost_leases),
+        "lost_messages": len(report.lost_messages),
+        "due_retries": len(report.due_retries),
+        "jobs_past_deadline": len(report.past_deadline),
+        "orders": result.summary(),
+    }

@@ -1,0 +1,150 @@
+"""Pool servers: the VPSes tenants run on (Netcup contract servers registered by staff,
+Hetzner Cloud servers bought by the Hub)."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from hub.crypto import EncryptedTextField
+
+
+class ServerProvider(models.TextChoices):
+    NETCUP = "NETCUP", "Netcup"
+    HETZNER = "HETZNER", "Hetzner Cloud"
+
+
+class Region(models.TextChoices):
+    EU = "eu", "eu (Nuremberg)"
+    US = "us", "us (Manassas/Ashburn)"
+
+
+class Tier(models.TextChoices):
+    LITE = "lite", "lite (8 GB)"
+    BUILD = "build", "build (16 GB)"
+    SCALE = "scale", "scale (32 GB)"
+    ENTERPRISE = "enterprise", "enterprise (64 GB)"
+
+
+class ServerStatus(models.TextChoices):
+    PREPARING = "PREPARING", "preparing"
+    AVAILABLE = "AVAILABLE", "available"
+    ALLOCATED = "ALLOCATED", "allocated"
+    RELEASING = "RELEASING", "releasing"
+    QUARANTINED = "QUARANTINED", "quarantined"
+    DELETED = "DELETED", "deleted"
+
+
+class Server(models.Model):
+    provider = models.CharField(max_length=20, choices=ServerProvider.choices)
+    region = models.CharField(max_length=8, choices=Region.choices)
+    tier = models.CharField(max_length=16, choices=Tier.choices, default=Tier.BUILD)
+    ipv4 = models.GenericIPAddressField(protocol="IPv4")
+    ssh_port = models.PositiveIntegerField(default=22)
+    status = models.CharField(
+        max_length=20, choices=ServerStatus.choices, default=ServerStatus.PREPARING, db_index=True
+    )
+    # The provider's own id (Hetzner server id, Netcup contract/server name).
+    provider_id = models.CharField(max_length=100, blank=True, default="")
+    labels = models.JSONField(default=dict, blank=True)
+    name = models.CharField(max_length=100, blank=True, default="")
+    # A root key for a Netcup server that does not trust the Hub's key yet; encrypted.
+    root_key = EncryptedTextField(blank=True, default="")
+    # "ssh-ed25519 AAAA...": recorded on first contact, verified on every later one.
+    host_key = models.TextField(blank=True, default="")
+    host_key_recorded_at = models.DateTimeField(null=True, blank=True)
+    # A setup script ran on it: it can no longer go back to the pool unchecked.
+    touched = models.BooleanField(default=False)
+    bought_for_order = models.ForeignKey(
+        "provisioning.Order", null=True, blank=True, on_delete=models.SET_NULL, related_name="bought_servers"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["region", "tier", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.region}/{self.tier} {self.ipv4}:{self.ssh_port} ({self.status})"
+
+
+class OrderStatus(models.TextChoices):
+    PAYMENT_PENDING = "PAYMENT_PENDING", "payment pending"
+    PAYMENT_CONFIRMED = "PAYMENT_CONFIRMED", "payment confirmed"
+    AWAITING_SERVER = "AWAITING_SERVER", "awaiting server"
+    SERVER_READY = "SERVER_READY", "server ready"
+    DNS_PENDING = "DNS_PENDING", "DNS pending"
+    DNS_READY = "DNS_READY", "DNS ready"
+    PROVISIONING = "PROVISIONING", "provisioning"
+    FULFILLED = "FULFILLED", "fulfilled"
+    FAILED = "FAILED", "failed"
+    ROLLED_BACK = "ROLLED_BACK", "rolled back"
+    CANCELLED = "CANCELLED", "cancelled"
+
+
+ORDER_FLOW = (
+    OrderStatus.PAYMENT_PENDING,
+    OrderStatus.PAYMENT_CONFIRMED,
+    OrderStatus.AWAITING_SERVER,
+    OrderStatus.SERVER_READY,
+    OrderStatus.DNS_PENDING,
+    OrderStatus.DNS_READY,
+    OrderStatus.PROVISIONING,
+    OrderStatus.FULFILLED,
+)
+ORDER_TERMINAL_STATUSES = (
+    OrderStatus.FULFILLED,
+    OrderStatus.FAILED,
+    OrderStatus.ROLLED_BACK,
+    OrderStatus.CANCELLED,
+)
+ORDER_IN_FLIGHT_STATUSES = tuple(s for s in ORDER_FLOW if s not in ORDER_TERMINAL_STATUSES)
+
+
+class OrderMode(models.TextChoices):
+    AUTO = "AUTO", "auto (buy overflow capacity)"
+    MANUAL = "MANUAL", "manual (wait for staff)"
+
+
+class Order(models.Model):
+    status = models.CharField(
+        max_length=20, choices=OrderStatus.choices, default=OrderStatus.PAYMENT_PENDING, db_index=True
+    )
+    mode = models.CharField(max_length=10, choices=OrderMode.choices, default=OrderMode.AUTO)
+    plan = models.CharField(max_length=16, choices=Tier.choices, default=Tier.BUILD)
+    region = models.CharField(max_length=8, choices=Region.choices, default=Region.EU)
+    domain = models.CharField(max_length=253)
+    tools = models.JSONField(default=list, blank=True)
+    customer_email = models.EmailField(blank=True, default="")
+    stripe_customer_id = models.CharField(max_length=100, blank=True, default="")
+    stripe_subscription_id = models.CharField(max_length=100, blank=True, default="")
+    # The Stripe event (or API request) that created it: the same one never makes two.
+    source_event_id = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    server = models.ForeignKey(Server, null=True, blank=True, on_delete=models.PROTECT, related_name="orders")
+    tenant = models.ForeignKey(
+        "tenants.Tenant", null=True, blank=True, on_delete=models.SET_NULL, related_name="orders"
+    )
+    job = models.OneToOneField("hub.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="order")
+    failure_reason = models.TextField(blank=True, default="")
+    welcome_sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    status_changed_at = models.DateTimeField(auto_now_add=True)
+    fulfilled_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["status", "status_changed_at"])]
+
+    def __str__(self) -> str:
+        return f"order #{self.pk} {self.domain} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in ORDER_TERMINAL_STATUSES
+
+    def can_assign_server(self) -> bool:
+        return self.status == OrderStatus.AWAITING_SERVER and self.server_id is None
+
+    def can_cancel(self) -> bool:
+        return not self.is_terminal

@@ -1,0 +1,118 @@
+"""The provisioning pipelines: an order from payment to a running tenant, a new pool
+server from PREPARING to AVAILABLE, and a tenant's deprovisioning."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+
+from hub.pipeline.registry import register
+from hub.pipeline.spec import Pipeline, RetryPolicy, StepSpec
+from provisioning.integrations.cloudflare import DnsProviderError
+from provisioning.integrations.hetzner import ProviderError
+from provisioning.integrations.ssh import ScriptFailed, SshError
+from provisioning.services import deprovision, preparation, steps
+from provisioning.services.orders import PIPELINE, order_job_finished
+
+SETUP_SCRIPTS = (
+    "01-system",
+    "02-docker",
+    "03-nginx",
+    "04-firewall",
+    "05-ssh-hardening",
+    "06-tls",
+    "07-backups",
+    "08-hardening",
+    "09-tools",
+)
+BASE_SCRIPTS = SETUP_SCRIPTS[:-1]
+PREPARE_PIPELINE = "prepare_server"
+
+
+def _retry(max_attempts: int) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=max_attempts,
+        base_delay=settings.PROVISIONING_RETRY_BASE_DELAY,
+        max_delay=300,
+        retry_on=(ProviderError, DnsProviderError, SshError, ScriptFailed, ConnectionError, TimeoutError, OSError),
+    )
+
+
+def _script_step(name: str) -> StepSpec:
+    return StepSpec(
+        name=f"setup_{name}",
+        action=steps.run_setup_script(name),
+        retry=_retry(settings.PROVISIONING_SCRIPT_ATTEMPTS),
+        timeout=settings.PROVISIONING_SCRIPT_TIMEOUT + 60,
+    )
+
+
+register(
+    Pipeline(
+        name=PIPELINE,
+        queue="provisioning",
+        deadline=timedelta(seconds=settings.PROVISIONING_DEADLINE_SECONDS),
+        on_finish=order_job_finished,
+        steps=(
+            StepSpec(
+                name="allocate_server",
+                action=steps.allocate_server,
+                compensate=steps.release_server,
+                retry=_retry(5),
+                timeout=900,
+            ),
+            StepSpec(name="wait_server_ready", action=steps.wait_server_ready, retry=_retry(5), timeout=900),
+            StepSpec(name="create_dns", action=steps.create_dns, compensate=steps.delete_dns, retry=_retry(5)),
+            *(_script_step(name) for name in SETUP_SCRIPTS),
+            StepSpec(
+                name="agent_handover",
+                action=steps.agent_handover,
+                compensate=steps.revoke_agent,
+                retry=_retry(settings.PROVISIONING_SCRIPT_ATTEMPTS),
+                timeout=settings.PROVISIONING_SCRIPT_TIMEOUT,
+            ),
+            StepSpec(name="wait_agent_registered", action=steps.wait_agent_registered, retry=_retry(3)),
+            StepSpec(name="fulfil", action=steps.fulfil, retry=_retry(5)),
+        ),
+    )
+)
+
+register(
+    Pipeline(
+        name=PREPARE_PIPELINE,
+        queue="provisioning",
+        on_finish=preparation.preparation_finished,
+        steps=(
+            StepSpec(name="probe", action=preparation.probe_server, retry=_retry(5)),
+            *(
+                StepSpec(
+                    name=f"setup_{name}",
+                    action=preparation.run_base_script(name),
+                    retry=_retry(settings.PROVISIONING_SCRIPT_ATTEMPTS),
+                    timeout=settings.PROVISIONING_SCRIPT_TIMEOUT + 60,
+                )
+                for name in BASE_SCRIPTS
+            ),
+            StepSpec(name="make_available", action=preparation.make_available),
+        ),
+    )
+)
+
+register(
+    Pipeline(
+        name=deprovision.PIPELINE,
+        queue="provisioning",
+        steps=(
+            StepSpec(name="remove_dns", action=deprovision.remove_dns, retry=_retry(5)),
+            StepSpec(
+                name="wipe_server",
+                action=deprovision.wipe_server,
+                retry=_retry(settings.PROVISIONING_SCRIPT_ATTEMPTS),
+                timeout=settings.PROVISIONING_SCRIPT_TIMEOUT + 60,
+            ),
+            StepSpec(name="release_server", action=deprovision.release_server, retry=_retry(5), timeout=900),
+            StepSpec(name="finish", action=deprovision.finish, retry=_retry(5)),
+        ),
+    )
+)

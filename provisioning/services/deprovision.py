@@ -1,0 +1,136 @@
+"""Deprovisioning a tenant after its subscription ended and the retention period ran
+out: its DNS records go, its server is wiped (a Netcup contract server is prepared
+again into the pool) or deleted at Hetzner, its agent is cut off, and the tenant ends
+DEPROVISIONED. Every step is idempotent; the job is started once per tenant."""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from hub.audit import audit_record
+from hub.pipeline.context import StepContext
+from hub.pipeline.models import Job
+from hub.pipeline.services import job_start
+from provisioning.integrations import cloudflare
+from provisioning.models import Server, ServerProvider, ServerStatus
+from provisioning.providers import backend_for
+from provisioning.services import remote
+from provisioning.services.pool import server_set_status
+from provisioning.services.steps import dns_names
+
+PIPELINE = "deprovision_tenant"
+
+
+def _tenant(ctx: StepContext):  # type: ignore[no-untyped-def]
+    from tenants.models import Tenant
+
+    return Tenant.objects.select_related("server").get(pk=int(ctx.subject_id))
+
+
+def tenant_deprovision_start(*, tenant_id: int, reason: str, actor: str = "billing") -> Job:
+    """Move the tenant to DEPROVISIONING and start its job; calling it again returns
+    the job the first call started."""
+    from tenants.models import Tenant, TenantStatus
+
+    with transaction.atomic():
+        tenant = Tenant.objects.select_for_update().get(pk=tenant_id)
+        if tenant.status not in (TenantStatus.DEPROVISIONING, TenantStatus.DEPROVISIONED):
+            old = tenant.status
+            tenant.status = TenantStatus.DEPROVISIONING
+            tenant.save(update_fields=["status"])
+            audit_record(
+                actor=actor,
+                action="tenant.status",
+                object_type="tenant",
+                object_id=tenant.pk,
+                old=old,
+                new=tenant.status,
+                reason=reason,
+            )
+        return job_start(
+            pipeline=PIPELINE,
+            subject_type="tenant",
+            subject_id=tenant.pk,
+            context={"reason": reason},
+            idempotency_key=f"deprovision:tenant:{tenant.pk}",
+            actor=actor,
+        )
+
+
+def remove_dns(ctx: StepContext) -> None:
+    tenant = _tenant(ctx)
+    deleted = cloudflare.records_delete(names=dns_names(tenant.domain))
+    ctx.log(f"deleted {deleted} DNS records of {tenant.domain}")
+
+
+def wipe_server(ctx: StepContext) -> None:
+    tenant = _tenant(ctx)
+    server = tenant.server
+    if server is None or server.status == ServerStatus.DELETED:
+        ctx.log("no server to wipe")
+        return
+    if server.provider == ServerProvider.HETZNER:
+        ctx.log(f"hetzner server {server.provider_id} is deleted in the next step, not wiped")
+        return
+    if server.status == ServerStatus.ALLOCATED:
+        with transaction.atomic():
+            locked = Server.objects.select_for_update().get(pk=server.pk)
+            server_set_status(locked, ServerStatus.RELEASING, reason=f"wiping after tenant {tenant.pk}")
+    remote.run_on_server(
+        server, name="90-wipe", script=remote.step_script("90-wipe"), env={"HUB_DOMAIN": tenant.domain}, log=ctx.log
+    )
+
+
+def release_server(ctx: StepContext) -> dict[str, object]:
+    """Hetzner servers are deleted (billed by the hour, the pool buys fresh ones);
+    Netcup contract servers are prepared again and go back into the pool."""
+    from provisioning.pipelines import PREPARE_PIPELINE  # the pipelines module imports this one
+
+    tenant = _tenant(ctx)
+    server = tenant.server
+    if server is None:
+        return {}
+    with transaction.atomic():
+        locked = Server.objects.select_for_update().get(pk=server.pk)
+        if locked.status in (ServerStatus.DELETED, ServerStatus.PREPARING, ServerStatus.AVAILABLE):
+            ctx.log(f"server {locked.pk} already {locked.status}")
+            return {"server_status": locked.status}
+        if locked.provider == ServerProvider.HETZNER:
+            gone = backend_for(locked.provider).deallocate(locked)
+            ctx.log(f"hetzner server {locked.provider_id} {'deleted' if gone else 'was already gone'}")
+            server_set_status(locked, ServerStatus.DELETED, reason=f"tenant {tenant.pk} deprovisioned")
+            return {"server_status": locked.status}
+        server_set_status(locked, ServerStatus.PREPARING, reason=f"wiped after tenant {tenant.pk}")
+        locked.touched = False
+        locked.save(update_fields=["touched"])
+        job = job_start(
+            pipeline=PREPARE_PIPELINE,
+            subject_type="server",
+            subject_id=locked.pk,
+            idempotency_key=f"prepare:server:{locked.pk}:after-tenant:{tenant.pk}",
+        )
+    ctx.log(f"server {locked.pk} wiped: preparing it again for the pool (job {job.pk})")
+    return {"server_status": ServerStatus.PREPARING, "prepare_job_id": job.pk}
+
+
+def finish(ctx: StepContext) -> None:
+    from tenants.models import Tenant, TenantStatus
+    from tenants.services import agent_key_revoke
+
+    with transaction.atomic():
+        tenant = Tenant.objects.select_for_update().get(pk=int(ctx.subject_id))
+        agent_key_revoke(tenant_id=tenant.pk, actor="provisioning", reason="deprovisioned")
+        if tenant.status != TenantStatus.DEPROVISIONED:
+            old = tenant.status
+            tenant.status = TenantStatus.DEPROVISIONED
+            tenant.save(update_fields=["status"])
+            audit_record(
+                actor="provisioning",
+                action="tenant.status",
+                object_type="tenant",
+                object_id=tenant.pk,
+                old=old,
+                new=tenant.status,
+                reason=str(ctx.context.get("reason", "")),
+            )
+    ctx.log(f"tenant {tenant.pk} deprovisioned")

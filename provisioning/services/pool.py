@@ -1,0 +1,137 @@
+"""The warm pool: taking a server for an order under a row lock, giving it back,
+quarantining one that was touched, registering Netcup contract servers."""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from hub.audit import audit_record
+from hub.errors import DomainError
+from provisioning.models import Server, ServerProvider, ServerStatus
+
+
+def server_set_status(server: Server, new_status: str, *, actor: str = "system", reason: str = "") -> None:
+    old = server.status
+    if old == new_status:
+        return
+    server.status = new_status
+    server.save(update_fields=["status", "updated_at"])
+    audit_record(
+        actor=actor,
+        action="server.status",
+        object_type="server",
+        object_id=server.pk,
+        old=old,
+        new=new_status,
+        reason=reason,
+    )
+
+
+def server_take_available(*, region: str, tier: str) -> Server | None:
+    """An AVAILABLE server of the region and tier, locked so that concurrent orders
+    never share one (SKIP LOCKED: a racing order takes the next one, not this one).
+    Call inside a transaction."""
+    server = (
+        Server.objects.select_for_update(skip_locked=True)
+        .filter(region=region, tier=tier, status=ServerStatus.AVAILABLE)
+        .order_by("id")
+        .first()
+    )
+    if server is not None:
+        server_set_status(server, ServerStatus.ALLOCATED, reason="allocated to an order")
+    return server
+
+
+@transaction.atomic
+def server_register(
+    *,
+    provider: str,
+    region: str,
+    tier: str,
+    ipv4: str,
+    ssh_port: int,
+    name: str = "",
+    root_key: str = "",
+    actor: str,
+) -> Server:
+    """Staff register a Netcup contract server; the pool-preparation job makes it ready."""
+    if Server.objects.filter(ipv4=ipv4, ssh_port=ssh_port).exclude(status=ServerStatus.DELETED).exists():
+        raise DomainError(f"a server at {ipv4}:{ssh_port} is already registered", code="duplicate")
+    server = Server.objects.create(
+        provider=provider or ServerProvider.NETCUP,
+        region=region,
+        tier=tier,
+        ipv4=ipv4,
+        ssh_port=ssh_port,
+        name=name,
+        root_key=root_key,
+        status=ServerStatus.PREPARING,
+    )
+    audit_record(
+        actor=actor, action="server.register", object_type="server", object_id=server.pk, new=ServerStatus.PREPARING
+    )
+    from hub.pipeline.services import job_start
+
+    job_start(
+        pipeline="prepare_server",
+        subject_type="server",
+        subject_id=server.pk,
+        idempotency_key=f"prepare-server-{server.pk}-{server.created_at.timestamp()}",
+        actor=actor,
+    )
+    return server
+
+
+@transaction.atomic
+def server_quarantine(*, server_id: int, actor: str, reason: str) -> Server:
+    server = Server.objects.select_for_update().get(pk=server_id)
+    if server.status == ServerStatus.DELETED:
+        raise DomainError(f"server {server.pk} is deleted")
+    server_set_status(server, ServerStatus.QUARANTINED, actor=actor, reason=reason)
+    return server
+
+
+@transaction.atomic
+def server_release_to_pool(*, server_id: int, actor: str) -> Server:
+    server = Server.objects.select_for_update().get(pk=server_id)
+    if server.status not in (ServerStatus.QUARANTINED, ServerStatus.RELEASING):
+        raise DomainError(f"server {server.pk} is {server.status}; only a quarantined or releasing one goes back")
+    if (
+        server.orders.filter(tenant__isnull=False, status="FULFILLED").exists()
+        and server.tenants.exclude(status="DEPROVISIONED").exists()
+    ):
+        raise DomainError(f"server {server.pk} still carries a tenant")
+    server.touched = False
+    server.save(update_fields=["touched", "updated_at"])
+    server_set_status(server, ServerStatus.AVAILABLE, actor=actor, reason="released to the pool by staff")
+    return server
+
+
+@transaction.atomic
+def server_prepare_again(*, server_id: int, actor: str) -> Server:
+    """Staff re-run the preparation pipeline on a server (a quarantined one that was
+    checked, or one whose preparation failed); it ends AVAILABLE or QUARANTINED again."""
+    from django.utils import timezone
+
+    from hub.pipeline.models import JOB_ACTIVE_STATUSES, Job
+    from hub.pipeline.services import job_start
+
+    server = Server.objects.select_for_update().filter(pk=server_id).first()
+    if server is None:
+        raise DomainError(f"server {server_id} does not exist", code="not_found")
+    if server.status not in (ServerStatus.QUARANTINED, ServerStatus.AVAILABLE, ServerStatus.PREPARING):
+        raise DomainError(f"server {server.pk} is {server.status}; only a quarantined or pool server is prepared again")
+    if Job.objects.filter(
+        pipeline="prepare_server", subject_type="server", subject_id=str(server.pk), status__in=JOB_ACTIVE_STATUSES
+    ).exists():
+        raise DomainError(f"server {server.pk} is being prepared already")
+    server_set_status(server, ServerStatus.PREPARING, actor=actor, reason="preparation re-run by staff")
+    job = job_start(
+        pipeline="prepare_server",
+        subject_type="server",
+        subject_id=server.pk,
+        idempotency_key=f"prepare-server-{server.pk}-again-{timezone.now().timestamp()}",
+        actor=actor,
+    )
+    audit_record(actor=actor, action="server.prepare_again", object_type="server", object_id=server.pk, new=job.pk)
+    return server

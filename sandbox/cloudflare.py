@@ -1,0 +1,345 @@
+"""A Cloudflare DNS emulator behind `CLOUDFLARE_API_BASE` (…/client/v4): zones and DNS
+records in Cloudflare's `success`/`errors`/`messages`/`result`/`result_info` envelope,
+with its error codes, Bearer tokens and its 1200-per-5-minutes rate limit."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sandbox.faults import HttpFault, TokenBucket
+from sandbox.httpbase import ApiError, EmulatorServer, Request, Response
+
+API_PREFIX = "/client/v4"
+RECORD_TYPES = {"A", "AAAA", "CNAME", "TXT", "MX", "NS", "CAA", "SRV"}
+PROXIABLE = {"A", "AAAA", "CNAME"}
+RATE_WINDOW_SECONDS = 300
+
+CODE_RECORD_NOT_FOUND = 81044
+CODE_CNAME_CONFLICT = 81053
+CODE_HOST_HAS_CNAME = 81054
+CODE_IDENTICAL_RECORD = 81058
+CODE_INVALID_CONTENT = 9005
+CODE_INVALID_TTL = 9021
+CODE_INVALID_TYPE = 1004
+CODE_INVALID_NAME = 9000
+CODE_NO_ROUTE = 7003
+CODE_AUTH = 10000
+CODE_RATE_LIMITED = 971
+
+
+def _stamp(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class Zone:
+    id: str
+    name: str
+    created: float
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "status": "active",
+            "paused": False,
+            "type": "full",
+            "development_mode": 0,
+            "name_servers": ["ada.ns.cloudflare.com", "bob.ns.cloudflare.com"],
+            "original_name_servers": [],
+            "created_on": _stamp(self.created),
+            "modified_on": _stamp(self.created),
+            "activated_on": _stamp(self.created),
+            "account": {"id": "sandbox-account", "name": "Sandbox"},
+            "permissions": ["#dns_records:edit", "#dns_records:read", "#zone:read"],
+            "plan": {"id": "free", "name": "Free Website", "price": 0, "currency": "USD"},
+        }
+
+
+class CloudflareEmulator(EmulatorServer):
+    name = "cloudflare"
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        *,
+        token: str,
+        zone_id: str | None = None,
+        zone_name: str = "hub-sandbox.test",
+        rate_limit: int = 1200,
+        burst: int | None = None,
+    ) -> None:
+        bucket = TokenBucket(capacity=burst or rate_limit, refill_per_second=rate_limit / RATE_WINDOW_SECONDS)
+        super().__init__(address, token=token, bucket=bucket)
+        self.rate_limit = rate_limit
+        self.lock = threading.RLock()
+        self.zones: dict[str, Zone] = {}
+        self.records: dict[str, dict[str, dict[str, Any]]] = {}
+        self.default_zone = self.add_zone(zone_name, zone_id=zone_id)
+
+    def add_zone(self, name: str, *, zone_id: str | None = None) -> Zone:
+        zone = Zone(id=zone_id or secrets.token_hex(16), name=name.lower().rstrip("."), created=time.time())
+        with self.lock:
+            self.zones[zone.id] = zone
+            self.records[zone.id] = {}
+        return zone
+
+    # --- envelope -------------------------------------------------------------------
+
+    def error_payload(self, status: int, code: str | int, message: str, details: Any) -> Any:
+        return {"success": False, "errors": [{"code": code, "message": message}], "messages": [], "result": None}
+
+    def rate_headers(self, remaining: int) -> dict[str, str]:
+        reset = int(self.bucket.seconds_until(self.bucket.capacity) + 0.999)
+        return {
+            "Ratelimit": f'"default";r={remaining};t={reset}',
+            "Ratelimit-Policy": f'"default";q={self.rate_limit};w={RATE_WINDOW_SECONDS}',
+        }
+
+    def rate_limited_error(self) -> ApiError:
+        return ApiError(429, CODE_RATE_LIMITED, "Please wait and consider throttling your request speed")
+
+    def fault_error(self, fault: HttpFault) -> ApiError:
+        if fault.status == 429:
+            return self.rate_limited_error()
+        return ApiError(fault.status, fault.code or 10000 + fault.status, fault.message or "Internal Server Error")
+
+    def authenticate(self, request: Request) -> None:
+        if request.headers.get("authorization") != f"Bearer {self.token}":
+            raise ApiError(401, CODE_AUTH, "Authentication error")
+
+    @staticmethod
+    def ok(result: Any, status: int = 200, result_info: dict[str, Any] | None = None) -> Response:
+        payload: dict[str, Any] = {"success": True, "errors": [], "messages": [], "result": result}
+        if result_info is not None:
+            payload["result_info"] = result_info
+        return Response(status, payload)
+
+    # --- routing --------------------------------------------------------------------
+
+    def route(self, request: Request) -> Response:
+        if not request.path.startswith(API_PREFIX + "/"):
+            raise ApiError(404, 7000, "No route for that URI")
+        parts = [p for p in request.path[len(API_PREFIX) :].split("/") if p]
+        method = request.method
+        if parts == ["user", "tokens", "verify"] and method == "GET":
+            return self.ok({"id": "sandbox-token", "status": "active"})
+        if not parts or parts[0] != "zones":
+            raise ApiError(404, 7000, "No route for that URI")
+        if len(parts) == 1 and method == "GET":
+            return self.list_zones(request)
+        zone = self._zone(parts[1], request.path)
+        if len(parts) == 2 and method == "GET":
+            return self.ok(zone.payload())
+        if len(parts) >= 3 and parts[2] == "dns_records":
+            if len(parts) == 3:
+                if method == "GET":
+                    return self.list_records(zone, request)
+                if method == "POST":
+                    return self.create_record(zone, request)
+            if len(parts) == 4:
+                record = self._record(zone, parts[3])
+                if method == "GET":
+                    return self.ok(record)
+                if method in ("PUT", "PATCH"):
+                    return self.update_record(zone, record, request, partial=method == "PATCH")
+                if method == "DELETE":
+                    with self.lock:
+                        self.records[zone.id].pop(record["id"], None)
+                    return self.ok({"id": record["id"]})
+        raise ApiError(405 if len(parts) <= 4 else 404, 10405 if len(parts) <= 4 else 7000, "Method not allowed")
+
+    def _zone(self, zone_id: str, path: str) -> Zone:
+        with self.lock:
+            zone = self.zones.get(zone_id)
+        if zone is None:
+            raise ApiError(404, CODE_NO_ROUTE, f"Could not route to {path}, perhaps your object identifier is invalid?")
+        return zone
+
+    def _record(self, zone: Zone, record_id: str) -> dict[str, Any]:
+        with self.lock:
+            record = self.records[zone.id].get(record_id)
+        if record is None:
+            raise ApiError(404, CODE_RECORD_NOT_FOUND, "Record does not exist.")
+        return record
+
+    def _page(self, request: Request, items: list[dict[str, Any]], *, default: int, maximum: int) -> Response:
+        page = request.int_param("page", 1)
+        per_page = request.int_param("per_page", default, minimum=1, maximum=maximum)
+        total = len(items)
+        chunk = items[(page - 1) * per_page : page * per_page]
+        info = {
+            "page": page,
+            "per_page": per_page,
+            "count": len(chunk),
+            "total_count": total,
+            "total_pages": max(1, -(-total // per_page)) if total else 0,
+        }
+        return self.ok(chunk, result_info=info)
+
+    def list_zones(self, request: Request) -> Response:
+        with self.lock:
+            zones = [z.payload() for z in self.zones.values()]
+        name = request.param("name")
+        if name:
+            zones = [z for z in zones if z["name"] == name.lower()]
+        return self._page(request, zones, default=20, maximum=50)
+
+    # --- records --------------------------------------------------------------------
+
+    def list_records(self, zone: Zone, request: Request) -> Response:
+        with self.lock:
+            records = list(self.records[zone.id].values())
+        checks = []
+        for key, values in request.query.items():
+            value = values[-1]
+            field, _, op = key.partition(".")
+            if field not in ("name", "content", "type", "comment", "proxied", "ttl") or op not in (
+                "",
+                "exact",
+                "contains",
+                "startswith",
+                "endswith",
+            ):
+                continue
+            if field == "name" and op in ("", "exact"):
+                value = self._fqdn(zone, value)
+            checks.append((field, op or "exact", value))
+
+        def check(record: dict[str, Any], field: str, op: str, value: str) -> bool:
+            actual = record.get(field)
+            text = str(actual).lower() if isinstance(actual, bool) else str(actual if actual is not None else "")
+            wanted = value.lower() if field in ("name", "type", "proxied") else value
+            if field in ("name", "type"):
+                text = text.lower()
+            return {
+                "exact": text == wanted,
+                "contains": wanted in text,
+                "startswith": text.startswith(wanted),
+                "endswith": text.endswith(wanted),
+            }[op]
+
+        match_any = request.param("match") == "any"
+        if checks:
+            combine = any if match_any else all
+            records = [r for r in records if combine(check(r, *c) for c in checks)]
+        order = request.param("order")
+        if order in ("type", "name", "content", "ttl", "proxied"):
+            records.sort(key=lambda r: str(r.get(order)), reverse=request.param("direction") == "desc")
+        else:
+            records.sort(key=lambda r: r["created_on"])
+        return self._page(request, records, default=100, maximum=5000)
+
+    @staticmethod
+    def _fqdn(zone: Zone, name: str) -> str:
+        name = name.lower().rstrip(".")
+        if name in ("@", "") or name == zone.name:
+            return zone.name
+        if name.endswith("." + zone.name):
+            return name
+        # Cloudflare reads a name outside the zone as relative to it.
+        return f"{name}.{zone.name}"
+
+    def _validated(self, zone: Zone, body: Any, existing: dict[str, Any] | None) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise ApiError(400, 9207, "Request body is invalid.")
+        merged = {**(existing or {}), **body}
+        record_type = str(merged.get("type") or "").upper()
+        if record_type not in RECORD_TYPES:
+            raise ApiError(400, CODE_INVALID_TYPE, "DNS Validation Error: invalid record type")
+        name = merged.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise ApiError(400, CODE_INVALID_NAME, "DNS name is invalid.")
+        content = merged.get("content")
+        if not isinstance(content, str) or not content:
+            raise ApiError(400, CODE_INVALID_CONTENT, "Content is required.")
+        if record_type == "A":
+            try:
+                ipaddress.IPv4Address(content)
+            except ValueError as exc:
+                raise ApiError(400, CODE_INVALID_CONTENT, "Content for A record must be a valid IPv4 address.") from exc
+        if record_type == "AAAA":
+            try:
+                ipaddress.IPv6Address(content)
+            except ValueError as exc:
+                raise ApiError(
+                    400, CODE_INVALID_CONTENT, "Content for AAAA record must be a valid IPv6 address."
+                ) from exc
+        ttl = merged.get("ttl", 1)
+        if not isinstance(ttl, int) or not (ttl == 1 or 30 <= ttl <= 86400):
+            raise ApiError(
+                400, CODE_INVALID_TTL, "Invalid TTL. Must be between 60 and 86400 seconds, or 1 for Automatic."
+            )
+        proxied = bool(merged.get("proxied", False))
+        if proxied and record_type not in PROXIABLE:
+            raise ApiError(400, 9004, f"{record_type} records cannot be proxied.")
+        return {
+            "type": record_type,
+            "name": self._fqdn(zone, name),
+            "content": content,
+            "ttl": ttl,
+            "proxied": proxied,
+            "comment": merged.get("comment"),
+            "tags": list(merged.get("tags") or []),
+            "priority": merged.get("priority"),
+        }
+
+    def _check_conflicts(self, zone: Zone, fields: dict[str, Any], ignore_id: str | None) -> None:
+        for other in self.records[zone.id].values():
+            if other["id"] == ignore_id or other["name"] != fields["name"]:
+                continue
+            if other["type"] == fields["type"] and other["content"] == fields["content"]:
+                raise ApiError(400, CODE_IDENTICAL_RECORD, "An identical record already exists.")
+            if other["type"] == "CNAME" and fields["type"] != "CNAME":
+                raise ApiError(400, CODE_HOST_HAS_CNAME, "A CNAME record with that host already exists.")
+            if fields["type"] == "CNAME" and other["type"] in ("A", "AAAA", "CNAME"):
+                raise ApiError(400, CODE_CNAME_CONFLICT, "An A, AAAA, or CNAME record with that host already exists.")
+
+    def create_record(self, zone: Zone, request: Request) -> Response:
+        fields = self._validated(zone, request.body, None)
+        now = time.time()
+        with self.lock:
+            self._check_conflicts(zone, fields, None)
+            record = {
+                "id": secrets.token_hex(16),
+                "zone_id": zone.id,
+                "zone_name": zone.name,
+                **fields,
+                "proxiable": fields["type"] in PROXIABLE,
+                "locked": False,
+                "settings": {},
+                "meta": {"auto_added": False, "managed_by_apps": False, "managed_by_argo_tunnel": False},
+                "created_on": _stamp(now),
+                "modified_on": _stamp(now),
+            }
+            if record["priority"] is None:
+                record.pop("priority")
+            self.records[zone.id][record["id"]] = record
+        return self.ok(record)
+
+    def update_record(self, zone: Zone, record: dict[str, Any], request: Request, *, partial: bool) -> Response:
+        fields = self._validated(zone, request.body, record if partial else None)
+        with self.lock:
+            self._check_conflicts(zone, fields, record["id"])
+            record.update(fields, proxiable=fields["type"] in PROXIABLE, modified_on=_stamp(time.time()))
+            if record.get("priority") is None:
+                record.pop("priority", None)
+        return self.ok(record)
+
+    # --- sandbox control --------------------------------------------------------------
+
+    def control(self, request: Request) -> Response:
+        if request.path == "/__sandbox/zones" and request.method == "POST":
+            body = request.body if isinstance(request.body, dict) else {}
+            name = body.get("name")
+            if not isinstance(name, str) or not name:
+                return Response(400, {"error": "name is required"})
+            zone = self.add_zone(name, zone_id=body.get("id"))
+            return Response(201, {"zone": zone.payload()})
+        return super().control(request)

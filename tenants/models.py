@@ -1,0 +1,250 @@
+"""Tenants and everything their agent tells the Hub or is told by it.
+
+Secrets (registration tokens, API keys) are stored only as SHA-256 hashes: they are
+random 256-bit values, so a fast hash is as strong as a slow one and lets every
+heartbeat be checked without a password hash per request."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from django.db import models
+from django.db.models import Q
+
+from provisioning.models import Region, Tier
+
+
+class TenantStatus(models.TextChoices):
+    PROVISIONING = "PROVISIONING", "provisioning"
+    ACTIVE = "ACTIVE", "active"
+    SUSPENDED = "SUSPENDED", "suspended"
+    DEPROVISIONING = "DEPROVISIONING", "deprovisioning"
+    DEPROVISIONED = "DEPROVISIONED", "deprovisioned"
+
+
+# A tenant in one of these has a server and (once registered) a live agent.
+TENANT_LIVE_STATUSES = (TenantStatus.PROVISIONING, TenantStatus.ACTIVE, TenantStatus.SUSPENDED)
+TENANT_TERMINAL_STATUSES = (TenantStatus.DEPROVISIONED,)
+
+
+class Tenant(models.Model):
+    domain = models.CharField(max_length=253, unique=True)
+    status = models.CharField(
+        max_length=20, choices=TenantStatus.choices, default=TenantStatus.PROVISIONING, db_index=True
+    )
+    server = models.ForeignKey(
+        "provisioning.Server", null=True, blank=True, on_delete=models.PROTECT, related_name="tenants"
+    )
+    plan = models.CharField(max_length=16, choices=Tier.choices, default=Tier.BUILD)
+    region = models.CharField(max_length=8, choices=Region.choices, default=Region.EU)
+    # Internal/staging tenants are the first stage of every rollout.
+    is_internal = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    # The agent, as it registered.
+    agent_hostname = models.CharField(max_length=253, blank=True, default="")
+    agent_version = models.CharField(max_length=64, blank=True, default="")
+    registered_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_interval = models.PositiveIntegerField(default=60)
+
+    # Latest health, written in bulk by the heartbeat flush (seconds behind the agent).
+    last_heartbeat_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    disk_percent = models.FloatField(null=True, blank=True)
+    memory_percent = models.FloatField(null=True, blank=True)
+    load = models.FloatField(null=True, blank=True)
+    uptime_seconds = models.BigIntegerField(null=True, blank=True)
+    containers = models.JSONField(default=list, blank=True)
+    tls_expires_at = models.DateTimeField(null=True, blank=True)
+    # component -> version. Heartbeats merge what the agent reports; a successful update
+    # command sets its component at once. A heartbeat older than that update must not
+    # undo it, hence the timestamp.
+    versions = models.JSONField(default=dict, blank=True)
+    versions_updated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.domain
+
+    def can_receive_commands(self) -> bool:
+        return self.status in TENANT_LIVE_STATUSES
+
+    def can_register_agent(self) -> bool:
+        return self.status in TENANT_LIVE_STATUSES
+
+
+class AgentCredential(models.Model):
+    """One API key of one agent. A rotation gives the old key an `expires_at` (the
+    overlap during which both work); a revocation ends it at once."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="credentials")
+    # The first characters of the key, to find its row without a hash index scan.
+    key_prefix = models.CharField(max_length=16, db_index=True)
+    key_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["tenant"], name="credential_tenant_usable", condition=Q(revoked_at=None))]
+
+    def __str__(self) -> str:
+        return f"{self.key_prefix}… (tenant {self.tenant_id})"
+
+    def is_usable(self, *, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+    def can_revoke(self) -> bool:
+        return self.revoked_at is None
+
+
+class RegistrationToken(models.Model):
+    """A one-time, short-lived token the provisioning hands to the agent."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="registration_tokens")
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"registration token #{self.pk} (tenant {self.tenant_id})"
+
+    def can_use(self, *, now: datetime) -> bool:
+        return self.used_at is None and self.expires_at > now
+
+
+class HeartbeatSample(models.Model):
+    """Heartbeat history, bulk-inserted by the flush. (tenant, received_at) is unique
+    so a flush that runs twice over the same buffer inserts each sample once."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="heartbeats")
+    received_at = models.DateTimeField()
+    disk_percent = models.FloatField()
+    memory_percent = models.FloatField()
+    load = models.FloatField()
+    uptime_seconds = models.BigIntegerField()
+    containers = models.JSONField(default=list)
+    tls_expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "received_at"], name="heartbeat_sample_once")]
+
+    def __str__(self) -> str:
+        return f"heartbeat {self.tenant_id} @ {self.received_at:%Y-%m-%d %H:%M:%S}"
+
+
+class BackupOutcome(models.TextChoices):
+    SUCCESS = "SUCCESS", "every database backed up"
+    PARTIAL = "PARTIAL", "some databases failed"
+    FAILED = "FAILED", "every database failed"
+
+
+class BackupReport(models.Model):
+    """The tenant's backup-status.json as the agent sent it, stored once per report_id."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="backup_reports")
+    report_id = models.UUIDField()
+    received_at = models.DateTimeField(auto_now_add=True)
+    last_run = models.DateTimeField()
+    duration_seconds = models.PositiveIntegerField()
+    databases = models.JSONField(default=dict)
+    remote_sync = models.JSONField(null=True, blank=True)
+    outcome = models.CharField(max_length=10, choices=BackupOutcome.choices)
+
+    class Meta:
+        ordering = ["-last_run"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "report_id"], name="backup_report_once")]
+        indexes = [models.Index(fields=["tenant", "-last_run"])]
+
+    def __str__(self) -> str:
+        return f"backup {self.tenant_id} {self.last_run:%Y-%m-%d} {self.outcome}"
+
+
+class UsageReport(models.Model):
+    """AI token usage for one billing period (YYYY-MM), stored once per report_id."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="usage_reports")
+    report_id = models.UUIDField()
+    period = models.CharField(max_length=7)
+    tokens = models.BigIntegerField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "report_id"], name="usage_report_once")]
+        indexes = [models.Index(fields=["tenant", "period"])]
+
+    def __str__(self) -> str:
+        return f"usage {self.tenant_id} {self.period}: {self.tokens}"
+
+
+class CommandType(models.TextChoices):
+    UPDATE = "update", "update a component"
+    RESTART = "restart", "restart"
+    DIAGNOSTICS = "diagnostics", "collect diagnostics"
+    SUSPEND = "suspend", "suspend"
+    RESUME = "resume", "resume"
+
+
+class CommandStatus(models.TextChoices):
+    PENDING = "PENDING", "pending"
+    DELIVERED = "DELIVERED", "delivered"
+    SUCCEEDED = "SUCCEEDED", "succeeded"
+    FAILED = "FAILED", "failed"
+    EXPIRED = "EXPIRED", "expired"
+
+
+# Waiting for an answer from the agent: delivered (again) in heartbeat replies.
+COMMAND_OPEN_STATUSES = (CommandStatus.PENDING, CommandStatus.DELIVERED)
+COMMAND_ANSWERED_STATUSES = (CommandStatus.SUCCEEDED, CommandStatus.FAILED)
+COMMAND_TERMINAL_STATUSES = (CommandStatus.SUCCEEDED, CommandStatus.FAILED, CommandStatus.EXPIRED)
+
+
+class Command(models.Model):
+    """An instruction for one agent: delivered at least once in heartbeat replies until
+    a result answers it; the agent executes it once, by id."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="commands")
+    type = models.CharField(max_length=20, choices=CommandType.choices)
+    payload = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=12, choices=CommandStatus.choices, default=CommandStatus.PENDING)
+    created_by = models.CharField(max_length=150, default="system")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    delivery_count = models.PositiveIntegerField(default=0)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(
+                fields=["tenant", "created_at"],
+                name="command_open_by_tenant",
+                condition=Q(status__in=["PENDING", "DELIVERED"]),
+            ),
+            models.Index(
+                fields=["expires_at"], name="command_open_by_expiry", condition=Q(status__in=["PENDING", "DELIVERED"])
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.id} ({self.status})"
+
+    def can_record_result(self) -> bool:
+        # A late answer to an expired command is still the truth about the server.
+        return self.status in (*COMMAND_OPEN_STATUSES, CommandStatus.EXPIRED)
+
+    def can_expire(self) -> bool:
+        return self.status in COMMAND_OPEN_STATUSES

@@ -1,0 +1,70 @@
+"""Reads: querysets shaped for their callers, each a constant number of queries."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Count, Max, Q, QuerySet
+
+from tenants.models import COMMAND_OPEN_STATUSES, AgentCredential, Command, CommandStatus, Tenant
+
+
+def tenant_list(*, filters: dict[str, Any] | None = None) -> QuerySet[Tenant]:
+    filters = filters or {}
+    queryset = Tenant.objects.select_related("server").order_by("id")
+    if filters.get("status"):
+        queryset = queryset.filter(status=filters["status"])
+    if filters.get("region"):
+        queryset = queryset.filter(region=filters["region"])
+    if filters.get("domain"):
+        queryset = queryset.filter(domain__icontains=filters["domain"])
+    return queryset
+
+
+def command_list(*, tenant_id: int) -> QuerySet[Command]:
+    return Command.objects.filter(tenant_id=tenant_id).order_by("-created_at")
+
+
+def command_get_for_tenant(*, command_id: Any, tenant_id: int) -> Command | None:
+    """A command of this tenant, or None (also for another tenant's command)."""
+    return Command.objects.filter(pk=command_id, tenant_id=tenant_id).first()
+
+
+def commands_deliverable(
+    *, tenant_id: int | None = None, now: datetime, redelivery_timeout: float
+) -> QuerySet[Command]:
+    """Commands to hand out in a heartbeat reply: never delivered, or delivered and
+    unanswered for longer than the redelivery timeout; never expired ones."""
+    redeliver_before = now - timedelta(seconds=redelivery_timeout)
+    queryset = Command.objects.filter(
+        Q(status=CommandStatus.PENDING) | Q(status=CommandStatus.DELIVERED, delivered_at__lt=redeliver_before),
+        expires_at__gt=now,
+    )
+    if tenant_id is not None:
+        queryset = queryset.filter(tenant_id=tenant_id)
+    return queryset
+
+
+def commands_expired(*, now: datetime) -> QuerySet[Command]:
+    return Command.objects.filter(status__in=COMMAND_OPEN_STATUSES, expires_at__lte=now)
+
+
+def agent_credentials_usable(*, key_prefix: str, now: datetime) -> list[tuple[int, int, str, datetime | None, int]]:
+    """(credential id, tenant id, key hash, expires_at, heartbeat interval) of the keys
+    with this prefix that work now."""
+    return list(
+        AgentCredential.objects.filter(key_prefix=key_prefix, revoked_at=None)
+        .filter(Q(expires_at=None) | Q(expires_at__gt=now))
+        .values_list("id", "tenant_id", "key_hash", "expires_at", "tenant__heartbeat_interval")
+    )
+
+
+def agent_credentials_fingerprint() -> str:
+    """Changes whenever a key is revoked or given an expiry: the key caches of the web
+    processes compare it (through Redis) to know when to forget what they hold."""
+    row = AgentCredential.objects.filter(Q(revoked_at__isnull=False) | Q(expires_at__isnull=False)).aggregate(
+        count=Count("id"), last=Max("updated_at")
+    )
+    last = row["last"].isoformat() if row["last"] else "-"
+    return f"{row['count']}:{last}"

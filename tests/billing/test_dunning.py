@@ -1,0 +1,209 @@
+"""Dunning on the clock (time moved with time-machine): unpaid past the grace period
+-> suspended; paid -> resumed; cancelled -> suspended at once and deprovisioned after
+the retention period, once a final backup is confirmed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from billing import tenancy
+from billing.models import Notice, StripeEvent, Subscription, SuspensionReason
+from billing.services.dunning import dunning_enforce
+from sandbox import stripe_events as se
+from tests.billing.conftest import FakeTenancy
+
+STAFF = "billing-staff@example.com"
+
+pytestmark = pytest.mark.django_db
+
+IDS: dict[str, Any] = {"subscription_id": "sub_dunning", "customer_id": "cus_dunning"}
+TENANT = 4242
+
+
+@pytest.fixture
+def paying_subscription(
+    deliver_and_process: Callable[..., StripeEvent], fake_tenancy: FakeTenancy
+) -> Callable[..., StripeEvent]:
+    fake_tenancy.tenants = {IDS["subscription_id"]: TENANT}
+    deliver_and_process(se.checkout_session_completed(domain="dunning.example.com", email="pay@example.com", **IDS))
+    return deliver_and_process
+
+
+def notices(kind: str) -> list[tuple[str, str]]:
+    return sorted(Notice.objects.filter(kind=kind).values_list("audience", "recipient"))
+
+
+def test_unpaid_past_the_grace_period_suspends_and_paying_resumes(
+    paying_subscription: Callable[..., StripeEvent], fake_tenancy: FakeTenancy, settings: Any
+) -> None:
+    settings.BILLING_GRACE_PERIOD_DAYS = 7
+    start = timezone.now()
+
+    paying_subscription(se.invoice_payment_failed(**IDS))
+    paying_subscription(se.invoice_payment_failed(attempt_count=2, created=int(start.timestamp()) + 60, **IDS))
+
+    subscription = Subscription.objects.get()
+    assert subscription.status == "past_due"
+    assert subscription.past_due_since is not None
+    # Customer and staff are told once, for the first failure.
+    assert notices("payment_failed") == [("customer", "pay@example.com"), ("staff", STAFF)]
+    assert dunning_enforce().suspended == []
+
+    with time_machine.travel(start + timedelta(days=6, hours=23), tick=False):
+        assert dunning_enforce().suspended == []
+    assert fake_tenancy.of("suspend") == []
+
+    with time_machine.travel(start + timedelta(days=7, minutes=1), tick=False):
+        assert dunning_enforce().suspended == [subscription.pk]
+        assert dunning_enforce().suspended == []
+        subscription.refresh_from_db()
+        assert subscription.suspension_reason == SuspensionReason.UNPAID
+        assert fake_tenancy.of("suspend") == [TENANT]
+        assert len(notices("suspended")) == 2
+
+        row = paying_subscription(se.invoice_paid(**IDS))
+
+    assert row.status == "SUCCEEDED"
+    subscription.refresh_from_db()
+    assert (subscription.status, subscription.suspended_at, subscription.past_due_since) == ("active", None, None)
+    assert fake_tenancy.of("resume") == [TENANT]
+    assert notices("resumed") == [("customer", "pay@example.com")]
+
+
+def test_paid_within_the_grace_period_never_suspends(
+    paying_subscription: Callable[..., StripeEvent], fake_tenancy: FakeTenancy
+) -> None:
+    start = timezone.now()
+    paying_subscription(se.invoice_payment_failed(**IDS))
+    with time_machine.travel(start + timedelta(days=3), tick=False):
+        paying_subscription(se.invoice_paid(**IDS))
+    with time_machine.travel(start + timedelta(days=8), tick=False):
+        assert dunning_enforce().suspended == []
+    assert fake_tenancy.of("suspend") == [] and fake_tenancy.of("resume") == []
+
+
+def test_cancelled_suspends_at_once_and_deprovisions_after_retention(
+    paying_subscription: Callable[..., StripeEvent], fake_tenancy: FakeTenancy, settings: Any
+) -> None:
+    settings.BILLING_RETENTION_DAYS = 30
+    start = timezone.now()
+
+    paying_subscription(se.subscription_deleted(plan="build", **IDS))
+
+    subscription = Subscription.objects.get()
+    assert subscription.status == "canceled"
+    assert subscription.suspension_reason == SuspensionReason.CANCELED
+    assert fake_tenancy.of("suspend") == [TENANT]
+    assert subscription.deprovision_due_at is not None
+    assert abs(subscription.deprovision_due_at - (start + timedelta(days=30))) < timedelta(seconds=5)
+
+    with time_machine.travel(start + timedelta(days=29), tick=False):
+        assert dunning_enforce().deprovisioned == []
+    assert fake_tenancy.of("deprovision") == []
+
+    with time_machine.travel(start + timedelta(days=30, minutes=1), tick=False):
+        # No backup since the suspension is on record: staff are told, nothing is wiped.
+        fake_tenancy.backup_confirmed = False
+        report = dunning_enforce()
+        assert (report.deprovisioned, report.waiting) == ([], [subscription.pk])
+        dunning_enforce()
+        assert notices("final_backup_missing") == [("staff", STAFF)]
+        assert fake_tenancy.of("deprovision") == []
+
+        fake_tenancy.backup_confirmed = True
+        assert dunning_enforce().deprovisioned == [subscription.pk]
+        assert dunning_enforce().deprovisioned == []
+
+    assert fake_tenancy.of("backup_check")[-1] == TENANT
+    assert fake_tenancy.of("deprovision") == [TENANT]
+    subscription.refresh_from_db()
+    assert subscription.deprovision_started_at is not None
+    # Paying an old invoice late does not bring a cancelled tenant back.
+    paying_subscription(se.invoice_paid(**IDS))
+    assert fake_tenancy.of("resume") == []
+
+
+def test_the_deprovisioning_job_is_started_through_provisioning(monkeypatch: pytest.MonkeyPatch) -> None:
+    deprovision = pytest.importorskip("provisioning.services.deprovision")
+    started: list[tuple[int, str]] = []
+    monkeypatch.setattr(
+        deprovision, "tenant_deprovision_start", lambda *, tenant_id, reason: started.append((tenant_id, reason))
+    )
+
+    tenancy.tenant_deprovision_start(tenant_id=7, reason="retention over")
+
+    assert started == [(7, "retention over")]
+
+
+def test_suspend_and_resume_reach_the_tenant_and_its_agent() -> None:
+    pytest.importorskip("tenants.services")
+    from tenants.models import Tenant, TenantStatus
+
+    tenant = Tenant.objects.create(domain="suspend-me.example.com", status=TenantStatus.ACTIVE)
+
+    tenancy.tenant_suspend(tenant_id=tenant.pk, reason="unpaid")
+    tenancy.tenant_suspend(tenant_id=tenant.pk, reason="unpaid")
+    tenant.refresh_from_db()
+    assert tenant.status == TenantStatus.SUSPENDED
+    assert tenant.commands.filter(type="suspend").count() == 1
+
+    tenancy.tenant_resume(tenant_id=tenant.pk, reason="paid")
+    tenant.refresh_from_db()
+    assert tenant.status == TenantStatus.ACTIVE
+    assert tenant.commands.filter(type="resume").count() == 1
+
+
+def test_the_tenant_of_a_subscription_is_found_by_its_domain() -> None:
+    from tenants.models import Tenant, TenantStatus
+
+    tenant = Tenant.objects.create(domain="found.example.com", status=TenantStatus.ACTIVE)
+    Tenant.objects.create(domain="other.example.com", status=TenantStatus.ACTIVE)
+
+    found = tenancy.tenant_for_subscription(stripe_subscription_id="sub_unknown", domain="found.example.com")
+
+    assert found == tenant.pk
+
+
+def test_a_tenant_found_after_the_suspension_is_suspended_by_the_next_check(
+    paying_subscription: Callable[..., StripeEvent], fake_tenancy: FakeTenancy
+) -> None:
+    fake_tenancy.tenants = {}
+    paying_subscription(se.subscription_deleted(plan="build", **IDS))
+    assert fake_tenancy.of("suspend") == []
+
+    fake_tenancy.tenants = {IDS["subscription_id"]: TENANT}
+    dunning_enforce()
+    dunning_enforce()
+
+    assert fake_tenancy.of("suspend") == [TENANT]
+    assert Subscription.objects.get().tenant_id == TENANT
+
+
+def test_one_failing_subscription_does_not_stop_the_check_for_the_others(
+    paying_subscription: Callable[..., StripeEvent], fake_tenancy: FakeTenancy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other: dict[str, Any] = {"subscription_id": "sub_other", "customer_id": "cus_other"}
+    fake_tenancy.tenants[other["subscription_id"]] = TENANT + 1
+    paying_subscription(se.subscription_deleted(plan="build", **IDS))
+    paying_subscription(se.subscription_deleted(plan="build", **other))
+
+    def deprovision(*, tenant_id: int, reason: str) -> None:
+        if tenant_id == TENANT:
+            raise tenancy.TenancyUnavailable("provisioning.services.deprovision is not available")
+        fake_tenancy.calls.append(("deprovision", tenant_id, reason))
+
+    monkeypatch.setattr(tenancy, "tenant_deprovision_start", deprovision)
+    with time_machine.travel(timezone.now() + timedelta(days=31), tick=False):
+        report = dunning_enforce()
+
+    first = Subscription.objects.get(stripe_subscription_id=IDS["subscription_id"])
+    assert list(report.errors) == [first.pk]
+    assert fake_tenancy.of("deprovision") == [TENANT + 1]
+    first.refresh_from_db()
+    assert first.deprovision_started_at is None

@@ -1,0 +1,213 @@
+"""Fixtures that start the real components: a Celery worker consuming from the real
+Redis broker against the test database, and helpers to wait for conditions."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+ALL_QUEUES = ",".join(settings.HUB_QUEUES)
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.1, message: str = "") -> Any:
+    """Poll until the predicate returns something truthy; fail after the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}")
+        time.sleep(interval)
+
+
+def test_database_url() -> str:
+    db = connection.settings_dict
+    user = db.get("USER") or "postgres"
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    return f"postgres://{user}{password}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+class WorkerProcess:
+    """A real `celery worker` process against the test database and broker."""
+
+    # Every worker this session started: one that a failed test left running would
+    # go on consuming the next tests' messages with its stale settings.
+    started: list[WorkerProcess] = []
+
+    def __init__(
+        self,
+        *,
+        queues: str = ALL_QUEUES,
+        concurrency: int = 2,
+        pool: str = "prefork",
+        name: str = "w1",
+        env: dict[str, str] | None = None,
+        log_dir: Path,
+    ) -> None:
+        self.queues = queues
+        self.concurrency = concurrency
+        self.pool = pool
+        self.name = name
+        self.extra_env = env or {}
+        self.log_path = log_dir / f"worker-{name}-{time.monotonic_ns()}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.hostname = f"{name}-{os.getpid()}@{socket.gethostname()}"
+
+    def start(self) -> WorkerProcess:
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "hub.settings_test",
+            "DATABASE_URL": test_database_url(),
+            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        }
+        cmd = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "hub",
+            "worker",
+            "-Q",
+            self.queues,
+            "-c",
+            str(self.concurrency),
+            "--pool",
+            self.pool,
+            "-n",
+            self.hostname,
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-l",
+            "INFO",
+        ]
+        self.log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        WorkerProcess.started.append(self)
+        wait_for(
+            lambda: b"ready." in self.log_path.read_bytes() or self.proc.poll() is not None,
+            timeout=60,
+            message=f"worker {self.name} to start",
+        )
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"worker {self.name} exited:\n{self.log_path.read_text()[-3000:]}")
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker: the main process and its pool children."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self.log_file.close()
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        # A warm shutdown: only the main process is told; it lets running tasks end.
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.log_file.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_worker_outlives_the_session() -> Iterator[None]:
+    yield
+    for worker in WorkerProcess.started:
+        if worker.proc is not None and worker.proc.poll() is None:
+            worker.kill()
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture(scope="session")
+def worker_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("workers")
+
+
+@pytest.fixture(scope="session")
+def celery_worker(
+    django_db_setup: None, django_db_blocker: Any, broker: redis.Redis, worker_logs: Path
+) -> Iterator[WorkerProcess]:
+    """One worker on every queue for the whole session, started after the test
+    database exists and stopped before it is dropped."""
+    global _session_worker
+    with django_db_blocker.unblock():
+        worker = WorkerProcess(log_dir=worker_logs, name="session").start()
+    _session_worker = worker
+    yield worker
+    _session_worker = None
+    worker.stop()
+
+
+_session_worker: WorkerProcess | None = None
+
+
+@contextmanager
+def queues_taken_from_session_worker(queues: list[str]) -> Iterator[None]:
+    """A module that runs its own worker on some queues (other settings, another pool)
+    must not share their messages with the session worker, if one is running: it
+    stops consuming them (a real `cancel_consumer` control command) until the
+    block ends."""
+    from hub.celery import app
+
+    worker = _session_worker
+    if worker is None:
+        yield
+        return
+    for queue in queues:
+        replies = app.control.cancel_consumer(queue, destination=[worker.hostname], reply=True, timeout=5)
+        assert replies, f"the session worker did not confirm it stopped consuming {queue}"
+    try:
+        yield
+    finally:
+        for queue in queues:
+            app.control.add_consumer(queue, destination=[worker.hostname], reply=True, timeout=5)
+
+
+@pytest.fixture
+def start_worker(
+    django_db_setup: None, broker: redis.Redis, worker_logs: Path
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start extra workers in a test (to kill them); all are stopped afterwards."""
+    started: list[WorkerProcess] = []
+
+    def start(**kwargs: Any) -> WorkerProcess:
+        worker = WorkerProcess(log_dir=worker_logs, **kwargs).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()

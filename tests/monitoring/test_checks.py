@@ -1,0 +1,268 @@
+"""Each check opens the right alert with the right severity, counts it while the
+condition holds and resolves it when the condition clears."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connections
+from django.test import override_settings
+from django.utils import timezone
+
+from hub.models import Alert, AlertSeverity, AlertStatus
+from monitoring.models import CheckOutcome, CheckRun, HubPresence
+from monitoring.services.checks import check_execute
+from monitoring.services.locks import LOCK_NAMESPACE, lock_key
+from provisioning.models import Order, OrderStatus, Server, ServerProvider, ServerStatus
+from tenants.models import BackupReport, HeartbeatSample, Tenant
+from tests.monitoring.conftest import ago, make_tenants
+
+pytestmark = pytest.mark.django_db
+
+HARD, MEDIUM = AlertSeverity.HARD, AlertSeverity.MEDIUM
+
+
+def open_alerts(kind: str) -> dict[str, Alert]:
+    return {a.subject_id: a for a in Alert.objects.filter(kind=kind, status=AlertStatus.OPEN)}
+
+
+def run(name: str) -> dict[str, Any]:
+    result = check_execute(name=name)
+    assert result.ran
+    return result.summary
+
+
+def hub_seen_just_now() -> None:
+    """The Hub has been up: no outage grace in play."""
+    HubPresence.objects.update_or_create(
+        pk=1, defaults={"beat_seen_at": timezone.now(), "resumed_at": ago(days=1), "outage_reason": ""}
+    )
+
+
+def test_heartbeat_staleness_opens_hard_counts_and_resolves() -> None:
+    hub_seen_just_now()
+    fresh = make_tenants(1, last_heartbeat_at=ago(seconds=30))[0]
+    stale = make_tenants(1, last_heartbeat_at=ago(seconds=200))[0]  # 3 x 60 s missed
+    slow = make_tenants(1, last_heartbeat_at=ago(seconds=200), heartbeat_interval=300)[0]  # its own interval
+
+    run("heartbeats")
+    run("heartbeats")
+
+    alerts = open_alerts("heartbeat_stale")
+    assert list(alerts) == [str(stale.pk)]
+    assert (alerts[str(stale.pk)].severity, alerts[str(stale.pk)].count) == (HARD, 2)
+    assert str(fresh.pk) not in alerts and str(slow.pk) not in alerts
+
+    Tenant.objects.filter(pk=stale.pk).update(last_heartbeat_at=timezone.now())
+    run("heartbeats")
+    assert open_alerts("heartbeat_stale") == {}
+
+
+def test_disk_and_memory() -> None:
+    full, busy, _fine = make_tenants(3)
+    Tenant.objects.filter(pk=full.pk).update(disk_percent=91.0)
+    Tenant.objects.filter(pk=busy.pk).update(memory_percent=95.0)
+
+    run("resources")
+    run("resources")
+
+    assert list(open_alerts("disk_high")) == [str(full.pk)]
+    assert list(open_alerts("memory_high")) == [str(busy.pk)]
+    assert open_alerts("disk_high")[str(full.pk)].severity == MEDIUM
+    assert open_alerts("disk_high")[str(full.pk)].count == 2
+    assert "91%" in open_alerts("disk_high")[str(full.pk)].message
+
+    Tenant.objects.filter(pk=full.pk).update(disk_percent=85.0)
+    Tenant.objects.filter(pk=busy.pk).update(memory_percent=40.0)
+    run("resources")
+    assert open_alerts("disk_high") == {} and open_alerts("memory_high") == {}
+
+
+def test_containers_crashed_or_unhealthy() -> None:
+    crashed, unhealthy, _fine = make_tenants(3)
+    Tenant.objects.filter(pk=crashed.pk).update(
+        containers=[{"name": "ghost", "state": "exited", "health": None}, {"name": "n", "state": "running"}]
+    )
+    Tenant.objects.filter(pk=unhealthy.pk).update(
+        containers=[{"name": "odoo", "state": "running", "health": "unhealthy"}]
+    )
+
+    run("containers")
+    run("containers")
+
+    alerts = open_alerts("containers_unhealthy")
+    assert sorted(alerts) == sorted([str(crashed.pk), str(unhealthy.pk)])
+    assert "ghost (exited)" in alerts[str(crashed.pk)].message
+    assert "odoo (unhealthy)" in alerts[str(unhealthy.pk)].message
+    assert {a.count for a in alerts.values()} == {2}
+
+    Tenant.objects.filter(pk__in=[crashed.pk, unhealthy.pk]).update(
+        containers=[{"name": "ghost", "state": "running", "health": "healthy"}]
+    )
+    run("containers")
+    assert open_alerts("containers_unhealthy") == {}
+
+
+def test_tls_expiry() -> None:
+    soon, expired, _fine = make_tenants(3)
+    now = timezone.now()
+    Tenant.objects.filter(pk=soon.pk).update(tls_expires_at=now + timedelta(days=10))
+    Tenant.objects.filter(pk=expired.pk).update(tls_expires_at=now - timedelta(hours=1))
+
+    run("tls")
+    run("tls")
+
+    alerts = open_alerts("tls_expiring")
+    assert {k: a.severity for k, a in alerts.items()} == {str(soon.pk): MEDIUM, str(expired.pk): HARD}
+
+    Tenant.objects.filter(pk__in=[soon.pk, expired.pk]).update(tls_expires_at=now + timedelta(days=80))
+    run("tls")
+    assert open_alerts("tls_expiring") == {}
+
+
+def report(tenant: Tenant, *, hours_ago: float, statuses: dict[str, str]) -> BackupReport:
+    databases = {name: {"status": status} for name, status in statuses.items()}
+    failed = sum(1 for s in statuses.values() if s == "failed")
+    outcome = "FAILED" if failed == len(statuses) else "PARTIAL" if failed else "SUCCESS"
+    return BackupReport.objects.create(
+        tenant=tenant,
+        report_id=uuid.uuid4(),
+        last_run=ago(hours=hours_ago),
+        duration_seconds=100,
+        databases=databases,
+        outcome=outcome,
+    )
+
+
+def test_backups() -> None:
+    partial, failed, old, never, fine = make_tenants(5)
+    report(partial, hours_ago=30, statuses={"ghost": "success"})
+    report(partial, hours_ago=6, statuses={"ghost": "success", "nextcloud": "failed"})
+    report(failed, hours_ago=6, statuses={"ghost": "failed", "nextcloud": "failed"})
+    report(old, hours_ago=50, statuses={"ghost": "success"})
+    report(fine, hours_ago=50, statuses={"ghost": "failed"})
+    report(fine, hours_ago=5, statuses={"ghost": "success"})  # the latest one counts
+
+    run("backups")
+    run("backups")
+
+    alerts = open_alerts("backup_failed")
+    assert {k: a.severity for k, a in alerts.items()} == {
+        str(partial.pk): MEDIUM,
+        str(failed.pk): HARD,
+        str(old.pk): HARD,
+        str(never.pk): HARD,
+    }
+    assert "nextcloud" in alerts[str(partial.pk)].message
+    assert {a.count for a in alerts.values()} == {2}
+
+    for tenant in (partial, failed, old, never):
+        report(tenant, hours_ago=1, statuses={"ghost": "success"})
+    run("backups")
+    assert open_alerts("backup_failed") == {}
+
+
+def test_orders_stuck_past_their_status_deadline() -> None:
+    stuck = Order.objects.create(domain="stuck.example", status=OrderStatus.DNS_PENDING)
+    fresh = Order.objects.create(domain="fresh.example", status=OrderStatus.DNS_PENDING)
+    Order.objects.filter(pk=stuck.pk).update(status_changed_at=ago(hours=2))
+
+    with override_settings(ORDER_STATUS_DEADLINES={"DNS_PENDING": 1800}):
+        summary = run("stuck_work")
+        run("stuck_work")
+        assert summary["reaper_ran"] is True
+        alerts = open_alerts("order_stuck")
+        assert list(alerts) == [str(stuck.pk)]
+        assert (alerts[str(stuck.pk)].severity, alerts[str(stuck.pk)].count) == (MEDIUM, 2)
+        assert str(fresh.pk) not in alerts
+
+        Order.objects.filter(pk=stuck.pk).update(status=OrderStatus.DNS_READY, status_changed_at=timezone.now())
+        run("stuck_work")
+        assert open_alerts("order_stuck") == {}
+
+
+def test_netcup_shortfall_says_how_many_of_which_plan() -> None:
+    Server.objects.create(
+        provider=ServerProvider.NETCUP, region="us", tier="build", ipv4="192.0.2.1", status=ServerStatus.AVAILABLE
+    )
+    with override_settings(POOL_TARGETS={("us", "build"): 3}, POOL_NETCUP={("us", "build")}):
+        run("pool_replenish")
+        alert = open_alerts("pool_netcup_shortfall")["pool-us-build"]
+        assert alert.severity == MEDIUM
+        assert "order 2 x Netcup RS 2000 G12 (us)" in alert.message
+        assert Server.objects.count() == 1  # nothing bought
+
+        for i in range(2):
+            Server.objects.create(
+                provider=ServerProvider.NETCUP,
+                region="us",
+                tier="build",
+                ipv4=f"192.0.2.{10 + i}",
+                status=ServerStatus.PREPARING,
+            )
+        run("pool_replenish")
+        assert open_alerts("pool_netcup_shortfall") == {}
+
+
+def test_history_prune_deletes_only_past_retention_in_batches() -> None:
+    (tenant,) = make_tenants(1)
+    samples = [
+        HeartbeatSample(
+            tenant=tenant,
+            received_at=ago(days=days, minutes=i),
+            disk_percent=1,
+            memory_percent=1,
+            load=0,
+            uptime_seconds=1,
+        )
+        for i, days in enumerate([40] * 25 + [1] * 5)
+    ]
+    HeartbeatSample.objects.bulk_create(samples)
+
+    with override_settings(HEARTBEAT_HISTORY_RETENTION_DAYS=30, HEARTBEAT_HISTORY_PRUNE_BATCH=10):
+        summary = run("prune_history")
+
+    assert (summary["deleted"], summary["batches"]) == (25, 3)
+    assert HeartbeatSample.objects.count() == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_check_never_runs_twice_at_once() -> None:
+    # given another session holds the check's lock
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s, %s)", [LOCK_NAMESPACE, lock_key("resources")])
+        # when the check is started
+        result = check_execute(name="resources")
+        # then it does nothing
+        assert result.ran is False
+        assert not CheckRun.objects.filter(name="resources").exists()
+        # and once the other session lets go, it runs
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_NAMESPACE, lock_key("resources")])
+        assert check_execute(name="resources").ran is True
+    finally:
+        other.close()
+
+
+def test_a_failing_check_is_recorded_and_alerted(monkeypatch: pytest.MonkeyPatch) -> None:
+    from monitoring.services import checks
+
+    def broken() -> dict[str, Any]:
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(checks.CHECKS, "tls", broken)
+    with pytest.raises(RuntimeError):
+        check_execute(name="tls")
+    run_row = CheckRun.objects.get(name="tls")
+    assert run_row.last_outcome == CheckOutcome.ERROR and "boom" in run_row.last_error
+    assert open_alerts("check_failed")["tls"].severity == MEDIUM
+
+    monkeypatch.undo()
+    run("tls")
+    assert open_alerts("check_failed") == {}
+    assert CheckRun.objects.get(name="tls").last_outcome == CheckOutcome.OK

@@ -1,0 +1,125 @@
+"""MEDIUM and HARD notifications go out once per opening, through the real Celery
+worker, by Django's email backend and to a local webhook receiver; a failing webhook
+is retried with backoff; a duplicated message sends nothing more."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import override_settings
+
+from hub.alerts import Failing, alert_raise, alerts_sync
+from hub.celery import app
+from hub.models import Alert, AlertSeverity
+from monitoring.models import CheckRun, Notification, NotificationChannel, NotificationStatus
+from monitoring.notifications import notifications_requeue
+from tests.conftest import wait_for
+from tests.monitoring.conftest import WebhookReceiver, make_tenants
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
+
+
+def mails(mail_dir: Path) -> list[str]:
+    return [path.read_text() for path in sorted(mail_dir.iterdir())]
+
+
+def all_sent(count: int) -> bool:
+    return Notification.objects.filter(status=NotificationStatus.SENT).count() == count
+
+
+def test_medium_and_hard_are_sent_once_through_the_worker(
+    notifying: Any, mail_dir: Path, webhook: WebhookReceiver
+) -> None:
+    handled_before = notifying.log().count("succeeded in")
+    # given a HARD and a MEDIUM alert opened (and a SOFT one, which only the admin shows)
+    hard = alert_raise(
+        subject_type="tenant",
+        subject_id=11,
+        kind="heartbeat_stale",
+        severity=AlertSeverity.HARD,
+        message="no heartbeat for 400 s",
+    )
+    alerts_sync(kind="disk_high", subject_type="tenant", failing={12: Failing(AlertSeverity.MEDIUM, "disk 91%")})
+    alert_raise(subject_type="tenant", subject_id=13, kind="soft_thing", severity=AlertSeverity.SOFT, message="m")
+
+    # when the worker has sent them
+    wait_for(lambda: all_sent(3), timeout=30, message="3 notifications sent")
+
+    # then staff got two emails and the chat one post, for the HARD alert
+    sent = mails(mail_dir)
+    assert len(sent) == 2
+    assert any("[HARD] heartbeat_stale on tenant 11" in m and "no heartbeat for 400 s" in m for m in sent)
+    assert any("[MEDIUM] disk_high on tenant 12" in m for m in sent)
+    assert len(webhook.posts) == 1
+    assert "[HARD] heartbeat_stale on tenant 11" in webhook.posts[0]["text"]
+
+    # when the conditions hold (counted), and the messages are delivered again
+    alert_raise(
+        subject_type="tenant",
+        subject_id=11,
+        kind="heartbeat_stale",
+        severity=AlertSeverity.HARD,
+        message="no heartbeat for 430 s",
+    )
+    alerts_sync(kind="disk_high", subject_type="tenant", failing={12: Failing(AlertSeverity.MEDIUM, "disk 92%")})
+    ids = list(Notification.objects.values_list("id", flat=True))
+    for notification_id in ids:
+        app.send_task("monitoring.send_notification", args=[notification_id])
+    with override_settings(ALERT_NOTIFICATION_LOST_AFTER=0):
+        assert notifications_requeue() == 0  # nothing PENDING to requeue
+    wait_for(
+        lambda: notifying.log().count("succeeded in") >= handled_before + 3 + len(ids),
+        timeout=30,
+        message="the duplicate messages handled",
+    )
+
+    # then nothing more was sent
+    assert len(mails(mail_dir)) == 2
+    assert len(webhook.posts) == 1
+    assert Notification.objects.filter(alert=hard).count() == 2
+
+
+def test_a_failing_webhook_is_retried_and_still_sent_once(
+    notifying: Any, mail_dir: Path, webhook: WebhookReceiver
+) -> None:
+    webhook.fail_next = 1
+    alert_raise(
+        subject_type="server",
+        subject_id=5,
+        kind="server_missing_at_provider",
+        severity=AlertSeverity.HARD,
+        message="gone at Hetzner",
+    )
+
+    hook = wait_for(
+        lambda: Notification.objects.filter(
+            channel=NotificationChannel.WEBHOOK, status=NotificationStatus.SENT
+        ).first(),
+        timeout=40,
+        message="the webhook sent after a retry",
+    )
+    assert hook.attempts == 2 and hook.last_error == ""
+    assert len(webhook.posts) == 1
+    wait_for(lambda: len(mails(mail_dir)) == 1, timeout=10, message="the email")
+
+
+def test_a_scheduled_check_runs_on_the_worker_and_its_alert_is_mailed_once(notifying: Any, mail_dir: Path) -> None:
+    # given a tenant whose disk is full
+    (tenant,) = make_tenants(1, disk_percent=97.0)
+
+    # when beat's message for the check reaches the worker, twice
+    app.send_task("monitoring.check_resources")
+    wait_for(
+        lambda: Alert.objects.filter(kind="disk_high", subject_id=str(tenant.pk)).exists(),
+        timeout=30,
+        message="the disk alert",
+    )
+    app.send_task("monitoring.check_resources")
+    wait_for(lambda: Alert.objects.get(kind="disk_high").count == 2, timeout=30, message="the alert counted")
+
+    # then one alert, one email
+    wait_for(lambda: all_sent(1), timeout=30, message="the email sent")
+    assert len(mails(mail_dir)) == 1
+    assert CheckRun.objects.get(name="resources").runs == 2

@@ -1,0 +1,143 @@
+"""Pipelines the engine tests run on the real worker. Each action writes what it did
+to files in the job's `effects_dir`, which the test then reads: one line per call in
+`calls.log` (what ran, in which order) and idempotent effects as marker files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from hub.pipeline.context import StepContext
+from hub.pipeline.registry import register
+from hub.pipeline.spec import PermanentStepError, Pipeline, RetryPolicy, StepSpec
+
+FAST_RETRY = RetryPolicy(max_attempts=3, base_delay=0.4, max_delay=5)
+
+
+def _record(ctx: StepContext, what: str) -> None:
+    line = f"{what} job={ctx.job_id} attempt={ctx.attempt} pid={os.getpid()} t={time.time():.3f}\n"
+    # O_APPEND writes of one short line are atomic across processes.
+    fd = os.open(Path(ctx.context["effects_dir"]) / "calls.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def _make_effect_once(ctx: StepContext, name: str) -> bool:
+    """An idempotent side effect: creating a marker that exists at most once."""
+    try:
+        fd = os.open(Path(ctx.context["effects_dir"]) / f"effect-{name}", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True
+
+
+def _plain(name: str) -> StepSpec:
+    def action(ctx: StepContext) -> dict[str, Any]:
+        _record(ctx, f"run {name}")
+        ctx.log(f"{name} done")
+        return {f"{name}_done": True}
+
+    def undo(ctx: StepContext) -> None:
+        _record(ctx, f"undo {name}")
+
+    return StepSpec(name=name, action=action, compensate=undo, retry=FAST_RETRY)
+
+
+register(Pipeline(name="test.five_steps", steps=tuple(_plain(f"s{i}") for i in range(1, 6))))
+
+
+def _flaky(ctx: StepContext) -> None:
+    _record(ctx, "run flaky")
+    if ctx.attempt <= int(ctx.context.get("fail_times", 2)):
+        raise RuntimeError(f"transient failure {ctx.attempt}")
+
+
+register(
+    Pipeline(
+        name="test.flaky",
+        steps=(_plain("before"), StepSpec(name="flaky", action=_flaky, retry=FAST_RETRY), _plain("after")),
+    )
+)
+
+
+def _always_fails(ctx: StepContext) -> None:
+    _record(ctx, "run doomed")
+    raise RuntimeError("the disk is on fire")
+
+
+register(
+    Pipeline(
+        name="test.doomed",
+        steps=(
+            _plain("a"),
+            StepSpec(name="no_undo", action=lambda ctx: _record(ctx, "run no_undo")),
+            _plain("b"),
+            StepSpec(name="doomed", action=_always_fails, retry=RetryPolicy(max_attempts=2, base_delay=0.2)),
+            _plain("never"),
+        ),
+    )
+)
+
+
+def _permanent(ctx: StepContext) -> None:
+    _record(ctx, "run fixable")
+    if not Path(ctx.context["effects_dir"], "fixed").exists():
+        raise PermanentStepError("provider said 422: invalid input")
+
+
+register(
+    Pipeline(name="test.fixable", steps=(_plain("first"), StepSpec(name="fixable", action=_permanent), _plain("last")))
+)
+
+
+def _slow_effect(ctx: StepContext) -> None:
+    """Idempotent: the effect is made once; the slow part is where a worker dies."""
+    _record(ctx, "run slow")
+    if _make_effect_once(ctx, "slow"):
+        _record(ctx, "effect slow")
+    time.sleep(float(ctx.context.get("sleep", 4)))
+
+
+register(
+    Pipeline(
+        name="test.slow",
+        steps=(_plain("one"), StepSpec(name="slow", action=_slow_effect, retry=FAST_RETRY), _plain("three")),
+    )
+)
+
+
+def _kill_own_worker(ctx: StepContext) -> None:
+    _record(ctx, "run killer")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _count_once(ctx: StepContext) -> None:
+    _record(ctx, "run counted")
+    time.sleep(0.5)
+
+
+register(Pipeline(name="test.single", steps=(StepSpec(name="counted", action=_count_once),)))
+
+
+# The same pipelines on a queue only the fault tests' own workers consume, so a
+# worker the test kills is the one that holds the step.
+register(
+    Pipeline(
+        name="test.slow_faults",
+        queue="test-faults",
+        steps=(_plain("one"), StepSpec(name="slow", action=_slow_effect, retry=FAST_RETRY), _plain("three")),
+    )
+)
+register(
+    Pipeline(
+        name="test.killer_faults",
+        queue="test-faults",
+        steps=(_plain("pre"), StepSpec(name="killer", action=_kill_own_worker, retry=FAST_RETRY)),
+    )
+)

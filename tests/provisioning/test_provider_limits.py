@@ -1,0 +1,73 @@
+"""Provider calls pass through one token bucket per provider in Redis, shared by every
+worker; a 429 closes it for everyone for Retry-After seconds."""
+
+from __future__ import annotations
+
+import multiprocessing
+from typing import Any
+
+import pytest
+import redis
+
+from sandbox.control import Sandbox
+
+pytestmark = [pytest.mark.integration]
+
+
+def _worker(settings_values: dict[str, Any], calls: int, out: multiprocessing.Queue) -> None:
+    import django
+
+    django.setup()
+    from django.test import override_settings
+
+    from provisioning.integrations import hetzner
+
+    hetzner._client.cache_clear()
+    with override_settings(**settings_values):
+        done = 0
+        for _ in range(calls):
+            hetzner.servers_with_labels({"storm": "test"})
+            done += 1
+    out.put(done)
+
+
+def test_a_429_storm_is_waited_out_as_retry_after_says_and_two_workers_stay_under_the_rate(
+    sandbox: Sandbox, hub_settings: dict[str, str], broker: redis.Redis
+) -> None:
+    # given a Hetzner bucket of 8 requests/s (burst 2) shared by two worker processes
+    values = {
+        "HCLOUD_API_ENDPOINT": sandbox.env["HCLOUD_API_ENDPOINT"],
+        "HCLOUD_TOKEN": sandbox.env["HCLOUD_TOKEN"],
+        "PROVIDER_RATE_LIMITS": {"hetzner": (8, 1.0, 2), "cloudflare": (1200, 300.0, 200)},
+    }
+    broker.delete("ratelimit:hetzner:bucket", "ratelimit:hetzner:closed")
+    sandbox.clear_requests()
+    # and the emulator answering the next 4 server listings with 429, Retry-After: 1
+    sandbox.hetzner_fault(status=429, count=4, path="/v1/servers", retry_after=1)
+
+    # when two workers list servers 12 times each
+    queue: multiprocessing.Queue = multiprocessing.Queue()
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_worker, args=(values, 12, queue)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    done = [queue.get(timeout=90) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=10)
+
+    # then every call succeeded in the end
+    assert done == [12, 12]
+    log = [r for r in sandbox.requests("hetzner") if r["path"].startswith("/v1/servers")]
+    statuses = [r["status"] for r in log]
+    assert statuses.count(429) == 4
+    assert statuses.count(200) == 24
+    # and once a 429 was answered, nobody asked again before its Retry-After had passed
+    # (a request already in flight at that moment may arrive together with it)
+    for entry in (r for r in log if r["status"] == 429):
+        sent_after = [r["time"] - entry["time"] for r in log if r["time"] - entry["time"] > 0.05]
+        if sent_after:
+            assert min(sent_after) >= 0.9, "a request went out during Retry-After"
+    # and the two together never exceeded the bucket: burst + rate in any second
+    times = sorted(r["time"] for r in log)
+    for start in times:
+        assert len([t for t in times if start <= t < start + 1.0]) <= 2 + 8 + 1

@@ -1,0 +1,298 @@
+"""From a paid order to a running tenant, over real SSH, against the sandbox."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import paramiko
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from hub.models import Alert, AlertSeverity
+from hub.pipeline.models import JobStatus, StepKind, StepStatus
+from provisioning.models import Order, OrderMode, OrderStatus, Server, ServerProvider, ServerStatus
+from provisioning.services.orders import order_create
+from sandbox.control import Sandbox
+from tenants.models import Tenant, TenantStatus
+from tests.conftest import WorkerProcess, wait_for
+from tests.provisioning.conftest import dns_records, hetzner_servers, pool_server
+
+# Customer domains live in the sandbox's Cloudflare zone.
+ZONE = "hub-sandbox.test"
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+# The first call each script makes to a stand-in, in script order.
+SCRIPT_MARKERS = [
+    ("01-system", lambda c: c["cmd"] == "hostnamectl"),
+    ("02-docker", lambda c: c["cmd"] == "docker" and c["args"][:1] == ["version"]),
+    ("03-nginx", lambda c: c["cmd"] == "apt-get" and "nginx" in c["args"]),
+    ("04-firewall", lambda c: c["cmd"] == "ufw"),
+    ("05-ssh-hardening", lambda c: c["cmd"] == "sshd" and "-t" in c["args"]),
+    ("06-tls", lambda c: c["cmd"] == "certbot"),
+    ("07-backups", lambda c: c["cmd"] == "systemctl" and "cron" in c["args"]),
+    ("08-hardening", lambda c: c["cmd"] == "sysctl"),
+    (
+        "09-tools",
+        lambda c: c["cmd"] == "docker" and "compose" in c["args"] and "/opt/hub/tools/" in " ".join(c["args"]),
+    ),
+    ("10-agent", lambda c: c["cmd"] == "systemctl" and "hub-agent" in " ".join(c["args"])),
+]
+
+
+def wait_order(order: Order, statuses: tuple[str, ...], *, timeout: float = 120) -> Order:
+    def reached() -> Order | None:
+        order.refresh_from_db()
+        return order if order.status in statuses else None
+
+    try:
+        return wait_for(reached, timeout=timeout, interval=0.25, message=f"order {order.pk} to reach {statuses}")
+    except AssertionError:
+        steps = [(s.name, s.status, s.attempts, s.error[:200]) for s in order.job.steps.order_by("position")]
+        raise AssertionError(f"order {order.pk} is {order.status}; steps: {steps}") from None
+
+
+def place(name: str, **kwargs: Any) -> Order:
+    domain = f"{name}.{ZONE}"
+    defaults: dict[str, Any] = {
+        "plan": "build",
+        "region": "eu",
+        "tools": ["nextcloud", "ghost"],
+        "customer_email": f"owner@{domain}",
+    }
+    return order_create(domain=domain, **{**defaults, **kwargs})
+
+
+def script_order(calls: list[dict[str, Any]]) -> list[str]:
+    seen = []
+    for name, matches in SCRIPT_MARKERS:
+        index = next((i for i, call in enumerate(calls) if matches(call)), None)
+        assert index is not None, f"{name} left no trace on the host"
+        seen.append((index, name))
+    return [name for _, name in sorted(seen)]
+
+
+def test_order_with_a_pool_server_reaches_fulfilled(
+    sandbox: Sandbox, fresh_hosts: Any, provisioning_worker: WorkerProcess, mail_dir: Path
+) -> None:
+    (host,) = fresh_hosts(1)
+    server = pool_server(host)
+
+    order = wait_order(place("acme-one"), (OrderStatus.FULFILLED, OrderStatus.ROLLED_BACK, OrderStatus.FAILED))
+
+    assert order.status == OrderStatus.FULFILLED, order.failure_reason
+    assert order.server_id == server.pk
+    server.refresh_from_db()
+    assert server.status == ServerStatus.ALLOCATED and server.host_key.startswith("ssh-")
+    records = {(r["type"], r["name"], r["content"]) for r in dns_records(sandbox)}
+    assert ("A", f"acme-one.{ZONE}", host.addr) in records
+    assert ("A", f"*.acme-one.{ZONE}", host.addr) in records
+    assert script_order(sandbox.host(host.addr).calls()) == [name for name, _ in SCRIPT_MARKERS]
+    tenant = Tenant.objects.get(domain=f"acme-one.{ZONE}")
+    assert tenant.status == TenantStatus.ACTIVE and tenant.registered_at is not None
+    assert tenant.server_id == server.pk
+    wait_for(
+        lambda: any(f"acme-one.{ZONE} is ready" in p.read_text() for p in mail_dir.iterdir()),
+        timeout=20,
+        message="the welcome email",
+    )
+    assert order.welcome_sent_at is not None or Order.objects.get(pk=order.pk).welcome_sent_at is not None
+    actions = order.job.steps.filter(kind=StepKind.ACTION)
+    assert set(actions.values_list("status", flat=True)) == {StepStatus.SUCCEEDED}
+    assert order.job.status == JobStatus.SUCCEEDED
+
+
+def test_a_deprovisioned_tenant_loses_dns_and_data_and_its_server_returns_to_the_pool(
+    sandbox: Sandbox, fresh_hosts: Any, provisioning_worker: WorkerProcess
+) -> None:
+    from provisioning.services.deprovision import tenant_deprovision_start
+
+    (host,) = fresh_hosts(1)
+    server = pool_server(host)
+    order = wait_order(place("acme-leaving"), (OrderStatus.FULFILLED, OrderStatus.ROLLED_BACK, OrderStatus.FAILED))
+    assert order.status == OrderStatus.FULFILLED, order.failure_reason
+    tenant = Tenant.objects.get(pk=order.tenant_id)
+    root = sandbox.host(host.addr).root
+    assert (root / "opt/hub/tools/nextcloud/compose.yml").exists()
+
+    # when billing starts the deprovisioning twice (a redelivered task)
+    job = tenant_deprovision_start(tenant_id=tenant.pk, reason="retention over")
+    assert tenant_deprovision_start(tenant_id=tenant.pk, reason="retention over").pk == job.pk
+
+    def done() -> bool:
+        job.refresh_from_db()
+        return job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.ROLLED_BACK)
+
+    wait_for(done, timeout=90, interval=0.25, message="the deprovisioning job")
+    assert job.status == JobStatus.SUCCEEDED, [(s.name, s.status, s.error[:200]) for s in job.steps.all()]
+    tenant.refresh_from_db()
+    assert tenant.status == TenantStatus.DEPROVISIONED
+    assert not tenant.credentials.filter(revoked_at=None).exists()
+    assert not [r for r in dns_records(sandbox) if r["name"].endswith(f"acme-leaving.{ZONE}")]
+    assert not (root / "opt/hub").exists() and not (root / "etc/hub-agent").exists()
+    # the contract server is prepared again and goes back into the pool, untouched
+    wait_for(
+        lambda: Server.objects.get(pk=server.pk).status == ServerStatus.AVAILABLE,
+        timeout=90,
+        interval=0.25,
+        message="the wiped server back in the pool",
+    )
+    assert Server.objects.get(pk=server.pk).touched is False
+
+
+def test_empty_pool_and_auto_buys_a_hetzner_server(sandbox: Sandbox, provisioning_worker: WorkerProcess) -> None:
+    order = place("acme-auto", plan="lite", region="us", tools=["uptime_kuma"])
+
+    order = wait_order(order, (OrderStatus.FULFILLED, OrderStatus.ROLLED_BACK, OrderStatus.FAILED))
+
+    assert order.status == OrderStatus.FULFILLED, order.failure_reason
+    (bought,) = hetzner_servers(sandbox, order=str(order.pk))
+    assert bought["labels"]["managed-by"] == "hub"
+    assert bought["server_type"]["name"] == "cpx21"
+    assert bought["datacenter"]["location"]["name"] == "ash"
+    assert bought["image"]["name"] == "debian-12"
+    server = Server.objects.get(pk=order.server_id)
+    assert server.provider == ServerProvider.HETZNER and server.provider_id == str(bought["id"])
+    assert server.ipv4 == bought["public_net"]["ipv4"]["ip"]
+    assert Tenant.objects.get(domain=f"acme-auto.{ZONE}").registered_at is not None
+
+
+def test_empty_pool_and_manual_waits_for_staff_then_goes_on(
+    sandbox: Sandbox, fresh_hosts: Any, provisioning_worker: WorkerProcess
+) -> None:
+    order = place("acme-manual", plan="scale", mode=OrderMode.MANUAL, tools=[])
+    wait_order(order, (OrderStatus.AWAITING_SERVER,))
+    wait_for(lambda: order.job.steps.get(name="allocate_server").status == StepStatus.RETRY_WAIT, timeout=20)
+    time.sleep(1.0)
+    order.refresh_from_db()
+    assert order.status == OrderStatus.AWAITING_SERVER and order.server_id is None
+    assert hetzner_servers(sandbox, order=str(order.pk)) == []
+
+    (host,) = fresh_hosts(1)
+    server = pool_server(host, tier="scale")
+    staff = get_user_model().objects.create_superuser("staff", "staff@example.com", "pw-for-tests")
+    client = Client()
+    client.force_login(staff)
+    response = client.post(f"/admin/provisioning/order/{order.pk}/assign-server/", {"server": server.pk})
+    assert response.status_code == 302
+
+    order = wait_order(order, (OrderStatus.FULFILLED, OrderStatus.ROLLED_BACK, OrderStatus.FAILED))
+    assert order.status == OrderStatus.FULFILLED, order.failure_reason
+    assert order.server_id == server.pk
+
+
+def test_a_script_that_keeps_failing_rolls_back_and_quarantines_the_touched_pool_server(
+    sandbox: Sandbox, fresh_hosts: Any, provisioning_worker: WorkerProcess
+) -> None:
+    (host,) = fresh_hosts(1)
+    server = pool_server(host)
+    sandbox.host(host.addr).fail("sysctl", 99)
+
+    order = wait_order(place("acme-broken"), (OrderStatus.ROLLED_BACK, OrderStatus.FAILED, OrderStatus.FULFILLED))
+
+    assert order.status == OrderStatus.ROLLED_BACK
+    assert "setup_08-hardening" in order.failure_reason and "injected failure" in order.failure_reason
+    assert dns_records(sandbox, f"acme-broken.{ZONE}") == []
+    assert dns_records(sandbox, f"*.acme-broken.{ZONE}") == []
+    server.refresh_from_db()
+    assert server.status == ServerStatus.QUARANTINED
+    steps = {s.name: s for s in order.job.steps.all()}
+    assert steps["setup_08-hardening"].status == StepStatus.FAILED
+    assert steps["setup_08-hardening"].attempts == steps["setup_08-hardening"].max_attempts > 1
+    assert steps["setup_09-tools"].status == StepStatus.SKIPPED
+    assert steps["undo create_dns"].status == StepStatus.SUCCEEDED
+    assert steps["undo allocate_server"].status == StepStatus.SUCCEEDED
+    assert steps["create_dns"].status == StepStatus.COMPENSATED
+
+
+def test_a_failing_order_deletes_the_server_it_bought(sandbox: Sandbox, provisioning_worker: WorkerProcess) -> None:
+    order = place("acme-bought-broken", plan="enterprise", tools=[])
+    # The host appears when the emulator creates the server; break it before step 8.
+    bought = wait_for(
+        lambda: [s for s in hetzner_servers(sandbox, order=str(order.pk)) if s["public_net"]["ipv4"]["ip"]],
+        timeout=30,
+        interval=0.02,
+    )
+    sandbox.host(bought[0]["public_net"]["ipv4"]["ip"]).fail("sysctl", 99)
+
+    order = wait_order(order, (OrderStatus.ROLLED_BACK, OrderStatus.FAILED, OrderStatus.FULFILLED))
+
+    assert order.status == OrderStatus.ROLLED_BACK
+    assert hetzner_servers(sandbox, order=str(order.pk)) == []
+    assert Server.objects.get(provider_id=str(bought[0]["id"])).status == ServerStatus.DELETED
+    assert dns_records(sandbox, f"acme-bought-broken.{ZONE}") == []
+
+
+def test_a_changed_host_key_refuses_the_connection_and_raises_a_hard_alert(
+    sandbox: Sandbox, fresh_hosts: Any, provisioning_worker: WorkerProcess
+) -> None:
+    (host,) = fresh_hosts(1)
+    server = pool_server(host)
+    impostor = paramiko.Ed25519Key.from_private_key_file(sandbox.env["HUB_SSH_PRIVATE_KEY_PATH"])
+    Server.objects.filter(pk=server.pk).update(host_key=f"{impostor.get_name()} {impostor.get_base64()}")
+
+    order = wait_order(place("acme-mitm"), (OrderStatus.ROLLED_BACK, OrderStatus.FAILED, OrderStatus.FULFILLED))
+
+    assert order.status == OrderStatus.ROLLED_BACK
+    assert "host key" in order.failure_reason
+    alert = Alert.objects.get(subject_type="server", subject_id=str(server.pk), kind="ssh_host_key_mismatch")
+    assert alert.severity == AlertSeverity.HARD
+    server.refresh_from_db()
+    assert server.status == ServerStatus.QUARANTINED
+    assert sandbox.host(host.addr).calls() == [], "nothing ran on a host that failed verification"
+
+
+def test_twenty_orders_against_a_pool_of_ten(
+    sandbox: Sandbox, fresh_hosts: Any, provisioning_worker: WorkerProcess
+) -> None:
+    pool = [pool_server(host) for host in fresh_hosts(10)]
+    orders = [place(f"crowd-{i}", tools=["uptime_kuma"]) for i in range(20)]
+
+    for order in orders:
+        wait_order(order, (OrderStatus.FULFILLED, OrderStatus.ROLLED_BACK, OrderStatus.FAILED), timeout=300)
+
+    assert {o.status for o in orders} == {OrderStatus.FULFILLED}, [(o.pk, o.failure_reason) for o in orders]
+    servers = [o.server_id for o in orders]
+    assert len(set(servers)) == 20, "no server is shared"
+    from_pool = [o for o in orders if o.server_id in {s.pk for s in pool}]
+    assert len(from_pool) == 10
+    bought = Server.objects.filter(pk__in=servers, provider=ServerProvider.HETZNER)
+    assert bought.count() == 10
+    assert len(hetzner_servers(sandbox, **{"managed-by": "hub"})) >= 10
+    assert Server.objects.filter(pk__in=[s.pk for s in pool], status=ServerStatus.ALLOCATED).count() == 10
+
+
+def test_a_netcup_server_registered_through_the_api_is_prepared_into_the_pool(
+    sandbox: Sandbox, fresh_hosts: Any, provisioning_worker: WorkerProcess
+) -> None:
+    (host,) = fresh_hosts(1)
+    staff = get_user_model().objects.create_superuser("pool-admin", "pool@example.com", "pw-for-tests")
+    client = Client()
+    client.force_login(staff)
+
+    response = client.post(
+        "/api/v1/servers/",
+        {"region": "eu", "tier": "build", "ipv4": host.addr, "ssh_port": host.port, "name": "netcup-rs2000-1"},
+        content_type="application/json",
+    )
+    assert response.status_code == 201, response.content
+    server = Server.objects.get(pk=response.json()["id"])
+    assert response.json()["status"] == ServerStatus.PREPARING
+
+    wait_for(lambda: Server.objects.get(pk=server.pk).status == ServerStatus.AVAILABLE, timeout=90)
+    server.refresh_from_db()
+    assert server.host_key.startswith("ssh-") and not server.touched
+    calls = sandbox.host(host.addr).calls()
+    assert any(c["cmd"] == "ufw" for c in calls) and not any(c["cmd"] == "certbot" for c in calls)
+    duplicate = client.post(
+        "/api/v1/servers/", {"region": "eu", "ipv4": host.addr, "ssh_port": host.port}, content_type="application/json"
+    )
+    assert duplicate.status_code == 409 and duplicate.json()["error"] == "duplicate"
+    bad = client.post(
+        "/api/v1/servers/", {"region": "mars", "ipv4": "300.1.1.1", "colour": "red"}, content_type="application/json"
+    )
+    assert bad.status_code == 400 and bad.json()["error"] == "invalid"
+    assert Server.objects.count() == 1

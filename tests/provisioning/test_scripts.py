@@ -1,0 +1,39 @@
+"""The step scripts as they are uploaded (helpers in front): strict bash,
+shellcheck-clean, and idempotent when run twice on a sandbox-like root."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from provisioning.services.remote import script_names, step_script
+
+
+@pytest.mark.parametrize("name", script_names())
+def test_every_step_script_is_strict_and_shellcheck_clean(name: str, tmp_path: Path) -> None:
+    script = step_script(name)
+    assert "set -euo pipefail" in script
+    path = tmp_path / f"{name}.sh"
+    path.write_text(script)
+    result = subprocess.run(["shellcheck", "-s", "bash", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout
+
+
+def test_write_file_leaves_an_unchanged_file_alone_and_fails_loudly(tmp_path: Path) -> None:
+    helpers = step_script("01-system").split("set -euo pipefail", 1)[0]
+    program = helpers + (
+        "set -euo pipefail\n"
+        'write_file /etc/x.conf 0600 <<<hello; echo "first=$WROTE"\n'
+        'write_file /etc/x.conf 0600 <<<hello; echo "second=$WROTE"\n'
+        'write_file /etc/x.conf 0600 <<<changed; echo "third=$WROTE"\n'
+        # A file where a directory must go: even root cannot write there.
+        'touch "$ROOT/blocked"; write_file /blocked/y.conf 0600 <<<x || true; echo unreachable\n'
+    )
+    env = {**os.environ, "HOST_ROOT": str(tmp_path)}
+    result = subprocess.run(["bash", "-c", program], capture_output=True, text=True, env=env, timeout=30)
+    assert "first=1" in result.stdout and "second=0" in result.stdout and "third=1" in result.stdout
+    assert (tmp_path / "etc" / "x.conf").read_text() == "changed\n"
+    assert oct((tmp_path / "etc" / "x.conf").stat().st_mode & 0o777) == "0o600"
+    assert "unreachable" not in result.stdout, "a failed write stops the script even when its caller tests it"
+    assert result.returncode != 0

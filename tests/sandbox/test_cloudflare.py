@@ -1,0 +1,120 @@
+"""The Cloudflare DNS emulator through plain `requests`, as the Hub's client talks to it."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+import requests
+
+from sandbox.control import Sandbox
+
+
+class Cloudflare:
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.base = sandbox.env["CLOUDFLARE_API_BASE"]
+        self.zone_id = sandbox.env["CLOUDFLARE_ZONE_ID"]
+        self.zone_name = sandbox.env["CLOUDFLARE_ZONE_NAME"]
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {sandbox.env['CLOUDFLARE_API_TOKEN']}"
+
+    def records_url(self, record_id: str = "") -> str:
+        return f"{self.base}/zones/{self.zone_id}/dns_records" + (f"/{record_id}" if record_id else "")
+
+    def create(self, **record: Any) -> requests.Response:
+        return self.session.post(self.records_url(), json=record, timeout=5)
+
+    def list(self, **params: Any) -> requests.Response:
+        return self.session.get(self.records_url(), params=params, timeout=5)
+
+
+@pytest.fixture
+def cloudflare(sandbox: Sandbox) -> Cloudflare:
+    return Cloudflare(sandbox)
+
+
+@pytest.fixture
+def domain(cloudflare: Cloudflare) -> str:
+    return f"t{uuid.uuid4().hex[:8]}.{cloudflare.zone_name}"
+
+
+def test_create_list_filter_and_delete_records(cloudflare: Cloudflare, domain: str) -> None:
+    # when the Hub points a tenant's root and wildcard at its server
+    root = cloudflare.create(type="A", name=domain, content="127.0.0.5", ttl=300, proxied=False)
+    wildcard = cloudflare.create(type="A", name=f"*.{domain}", content="127.0.0.5", ttl=1)
+    assert root.status_code == 200
+    body = root.json()
+    assert body["success"] is True and body["errors"] == [] and body["messages"] == []
+    record = body["result"]
+    assert (record["type"], record["name"], record["content"], record["ttl"]) == ("A", domain, "127.0.0.5", 300)
+    assert record["zone_id"] == cloudflare.zone_id and len(record["id"]) == 32
+
+    # then the read calls show them, filtered the way Cloudflare filters
+    listed = cloudflare.list(name=domain, type="A").json()
+    assert [r["id"] for r in listed["result"]] == [record["id"]]
+    assert listed["result_info"] == {"page": 1, "per_page": 100, "count": 1, "total_count": 1, "total_pages": 1}
+    by_suffix = cloudflare.list(**{"name.endswith": domain, "content": "127.0.0.5"}).json()
+    assert sorted(r["name"] for r in by_suffix["result"]) == sorted([domain, f"*.{domain}"])
+    paged = cloudflare.list(**{"name.endswith": domain, "per_page": 1, "page": 2}).json()
+    assert paged["result_info"]["total_pages"] == 2 and paged["result_info"]["count"] == 1
+
+    # and an update and a delete take effect
+    wildcard_id = wildcard.json()["result"]["id"]
+    patched = cloudflare.session.patch(cloudflare.records_url(wildcard_id), json={"content": "127.0.0.6"}, timeout=5)
+    assert patched.json()["result"]["content"] == "127.0.0.6"
+    deleted = cloudflare.session.delete(cloudflare.records_url(record["id"]), timeout=5)
+    assert deleted.json() == {"success": True, "errors": [], "messages": [], "result": {"id": record["id"]}}
+    gone = cloudflare.session.get(cloudflare.records_url(record["id"]), timeout=5)
+    assert gone.status_code == 404
+    assert gone.json()["errors"] == [{"code": 81044, "message": "Record does not exist."}]
+
+
+def test_identical_record_is_refused_with_cloudflares_code(cloudflare: Cloudflare, domain: str) -> None:
+    assert cloudflare.create(type="A", name=domain, content="127.0.0.7").status_code == 200
+    duplicate = cloudflare.create(type="A", name=domain, content="127.0.0.7")
+    assert duplicate.status_code == 400
+    assert duplicate.json() == {
+        "success": False,
+        "errors": [{"code": 81058, "message": "An identical record already exists."}],
+        "messages": [],
+        "result": None,
+    }
+    # A second A record with other content is a legitimate round-robin entry.
+    assert cloudflare.create(type="A", name=domain, content="127.0.0.8").status_code == 200
+
+
+def test_bad_input_and_bad_credentials(cloudflare: Cloudflare, sandbox: Sandbox, domain: str) -> None:
+    invalid = cloudflare.create(type="A", name=domain, content="not-an-ip")
+    assert invalid.status_code == 400
+    assert invalid.json()["errors"][0]["code"] == 9005
+
+    anonymous = requests.get(cloudflare.records_url(), timeout=5)
+    assert anonymous.status_code == 401
+    assert anonymous.json()["success"] is False
+    assert anonymous.json()["errors"][0]["code"] == 10000
+
+    unknown_zone = cloudflare.session.get(f"{cloudflare.base}/zones/{'0' * 32}/dns_records", timeout=5)
+    assert unknown_zone.status_code == 404
+
+
+def test_faults_and_rate_limit(cloudflare: Cloudflare, sandbox: Sandbox, domain: str) -> None:
+    sandbox.cloudflare_fault(status=429, count=1, method="POST", retry_after=3)
+    limited = cloudflare.create(type="A", name=domain, content="127.0.0.9")
+    assert limited.status_code == 429
+    assert limited.headers["Retry-After"] == "3"
+    assert limited.json()["success"] is False
+    assert cloudflare.create(type="A", name=domain, content="127.0.0.9").status_code == 200
+
+    sandbox.cloudflare_fault(status=500, count=1, method="GET")
+    failed = cloudflare.list(name=domain)
+    assert failed.status_code == 500 and failed.json()["success"] is False
+    assert cloudflare.list(name=domain).json()["result_info"]["count"] == 1
+
+    sandbox.set_rate_limit("cloudflare", capacity=1, refill_per_second=0.2)
+    try:
+        statuses = [cloudflare.list().status_code for _ in range(2)]
+        assert statuses == [200, 429]
+    finally:
+        sandbox.set_rate_limit("cloudflare", capacity=1200, refill_per_second=4.0)
+    assert "Ratelimit" in cloudflare.list().headers

@@ -1,0 +1,184 @@
+"""Heartbeats are buffered in Redis and flushed to Postgres in bulk: the tenant's state
+is current within seconds, the history complete, at a constant number of queries."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from tenants import redis_store
+from tenants.models import HeartbeatSample, Tenant
+from tenants.services import agent_key_revoke, command_record_result, heartbeat_flush
+from tenants.simulation import fleet_simulate
+from tests.conftest import wait_for
+from tests.tenants.conftest import HEARTBEAT
+
+HEARTBEAT_URL = "/api/v1/agent/heartbeat"
+
+
+def beat(api: APIClient, api_key: str, **changes: object) -> None:
+    response = api.post(HEARTBEAT_URL, {**HEARTBEAT, **changes}, format="json", HTTP_AUTHORIZATION=f"Bearer {api_key}")
+    assert response.status_code == 200, response.content
+
+
+@pytest.mark.django_db
+def test_heartbeat_is_buffered_then_flushed_into_state_and_history(api, agent):
+    # given two heartbeats, buffered
+    beat(api, agent.api_key, disk_percent=10.0)
+    beat(api, agent.api_key, disk_percent=20.0, versions={"ghost": "5.1"})
+    tenant = Tenant.objects.get(pk=agent.tenant.pk)
+    assert tenant.last_heartbeat_at is None
+    assert redis_store.heartbeats_buffered() == 2
+
+    # when the flush runs
+    result = heartbeat_flush()
+
+    # then the latest state is on the tenant and both samples are in the history
+    assert (result.samples, result.tenants) == (2, 1)
+    tenant.refresh_from_db()
+    assert tenant.last_heartbeat_at is not None
+    assert (timezone.now() - tenant.last_heartbeat_at).total_seconds() < 10
+    assert tenant.disk_percent == 20.0
+    assert tenant.memory_percent == 63.0
+    assert tenant.uptime_seconds == 86400
+    assert tenant.containers == HEARTBEAT["containers"]
+    assert tenant.tls_expires_at == datetime(2027, 1, 15, tzinfo=UTC)
+    assert tenant.versions == {"ghost": "5.1"}
+    samples = list(HeartbeatSample.objects.filter(tenant=tenant).order_by("received_at"))
+    assert [s.disk_percent for s in samples] == [10.0, 20.0]
+    assert samples[-1].received_at == tenant.last_heartbeat_at
+    assert redis_store.heartbeats_buffered() == 0
+
+    # and a later heartbeat's versions are merged into what the tenant had
+    beat(api, agent.api_key, versions={"nextcloud": "29.0.2"})
+    heartbeat_flush()
+    tenant.refresh_from_db()
+    assert tenant.versions == {"ghost": "5.1", "nextcloud": "29.0.2"}
+
+
+@pytest.mark.django_db
+def test_flushing_the_same_buffer_twice_changes_nothing_more(api, agent, monkeypatch):
+    # given a flush that wrote to Postgres but died before clearing the buffer
+    beat(api, agent.api_key)
+    monkeypatch.setattr(redis_store, "heartbeats_taken_done", lambda: None)
+    heartbeat_flush()
+    monkeypatch.undo()
+    state = Tenant.objects.values().get(pk=agent.tenant.pk)
+
+    # when the next flush takes the same buffer again
+    result = heartbeat_flush()
+
+    # then
+    assert result.samples == 1
+    assert result.tenants == 0
+    assert HeartbeatSample.objects.filter(tenant=agent.tenant).count() == 1
+    assert Tenant.objects.values().get(pk=agent.tenant.pk) == state
+    assert redis_store.heartbeats_buffered() == 0
+
+
+@pytest.mark.django_db
+def test_an_older_heartbeat_does_not_undo_an_update_result(api, agent, queue_command):
+    # given a heartbeat still reporting the old version, then the update's success
+    beat(api, agent.api_key, versions={"nextcloud": "29.0.1"})
+    command = queue_command(agent.tenant, type="update", payload={"component": "nextcloud", "version": "30.0.0"})
+    command_record_result(tenant_id=agent.tenant.pk, command_id=command.pk, status="succeeded", output="ok")
+
+    # when the older heartbeat is flushed
+    heartbeat_flush()
+
+    # then
+    assert Tenant.objects.get(pk=agent.tenant.pk).versions["nextcloud"] == "30.0.0"
+
+
+@pytest.mark.django_db
+def test_flush_costs_the_same_queries_for_10_and_200_tenants():
+    def flush_queries(count: int) -> int:
+        api = APIClient()
+        for fleet_agent in fleet_simulate(count=count):
+            beat(api, fleet_agent.api_key)
+            beat(api, fleet_agent.api_key, disk_percent=50.0)
+        with CaptureQueriesContext(connection) as queries:
+            result = heartbeat_flush()
+        assert (result.samples, result.tenants) == (2 * count, count)
+        return len(queries)
+
+    small, large = flush_queries(10), flush_queries(200)
+
+    assert small == large
+    assert large <= 5
+    assert Tenant.objects.filter(disk_percent=50.0).count() == 210
+    assert HeartbeatSample.objects.count() == 420
+
+
+@pytest.mark.django_db
+def test_heartbeat_of_a_deleted_tenant_is_dropped_by_the_flush(api, make_agent):
+    gone, kept = make_agent(), make_agent()
+    beat(api, gone.api_key)
+    beat(api, kept.api_key)
+    Tenant.objects.filter(pk=gone.tenant.pk).delete()
+
+    result = heartbeat_flush()
+
+    assert result.tenants == 1
+    assert HeartbeatSample.objects.count() == 1
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_the_flush_task_runs_on_the_real_worker(celery_worker, api, agent):
+    from tenants.tasks import flush_heartbeats
+
+    beat(api, agent.api_key, disk_percent=33.0)
+
+    flush_heartbeats.delay()
+
+    tenant = wait_for(
+        lambda: Tenant.objects.filter(pk=agent.tenant.pk, last_heartbeat_at__isnull=False).first(),
+        timeout=30,
+        message="the worker to flush the heartbeat",
+    )
+    assert tenant.disk_percent == 33.0
+    assert HeartbeatSample.objects.filter(tenant=tenant).count() == 1
+    assert "tenants.flush_heartbeats" in celery_worker.log()
+
+
+@pytest.mark.django_db
+def test_flush_and_sweep_are_scheduled_on_the_monitoring_queue():
+    from django_celery_beat.models import PeriodicTask
+
+    tasks = {t.task: t for t in PeriodicTask.objects.filter(task__startswith="tenants.")}
+
+    assert set(tasks) == {"tenants.flush_heartbeats", "tenants.sweep_agents"}
+    for task in tasks.values():
+        assert task.queue == "monitoring"
+        assert task.interval.every == 5 and task.interval.period == "seconds"
+        assert task.enabled
+
+
+@pytest.mark.django_db
+def test_without_redis_heartbeats_go_straight_to_postgres(api, make_agent, queue_command, settings):
+    # given a warm key cache, a queued command, a revoked key, and then Redis gone
+    agent, revoked = make_agent(), make_agent()
+    beat(api, agent.api_key)
+    beat(api, revoked.api_key)
+    command = queue_command(agent.tenant)
+    agent_key_revoke(tenant_id=revoked.tenant.pk, actor="test")
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+
+    # when the agents heartbeat
+    response = api.post(HEARTBEAT_URL, {**HEARTBEAT, "disk_percent": 77.0}, format="json", **agent.auth)
+    refused = api.post(HEARTBEAT_URL, HEARTBEAT, format="json", **revoked.auth)
+
+    # then the heartbeat is stored at once, the command handed out, the revoked key refused
+    assert response.status_code == 200
+    assert [c["id"] for c in response.json()["commands"]] == [str(command.pk)]
+    tenant = Tenant.objects.get(pk=agent.tenant.pk)
+    assert tenant.disk_percent == 77.0
+    assert tenant.last_heartbeat_at is not None
+    assert HeartbeatSample.objects.filter(tenant=tenant).count() == 1
+    assert refused.status_code == 401
