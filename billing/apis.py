@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 from billing.checkout import OrderRequestInvalid, checkout_session_start
 from billing.integrations import stripe as stripe_api
 from billing.services.events import stripe_event_receive
+from hub.api import ApiErrorSerializer
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,10 @@ class CheckoutStartApi(APIView):
     permission_classes = [AllowAny]
     throttle_classes = [CheckoutRateThrottle]
 
-    @extend_schema(request=CheckoutInputSerializer, responses={201: CheckoutOutputSerializer})
+    @extend_schema(
+        request=CheckoutInputSerializer,
+        responses={201: CheckoutOutputSerializer, 502: ApiErrorSerializer, 503: ApiErrorSerializer},
+    )
     def post(self, request: Request) -> Response:
         data = CheckoutInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

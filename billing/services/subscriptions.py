@@ -492,6 +492,15 @@ def staff_task_complete(*, task_id: int, actor: str) -> StaffTask:
     task.done_at = timezone.now()
     task.done_by = actor
     task.save(update_fields=["status", "done_at", "done_by"])
+    audit_record(
+        actor=actor,
+        action="staff_task.complete",
+        object_type="staff_task",
+        object_id=task.pk,
+        old=StaffTaskStatus.OPEN,
+        new=StaffTaskStatus.DONE,
+        reason=task.title,
+    )
     if task.kind == "tier_change":
         subscription = Subscription.objects.select_for_update().get(pk=task.subscription_id)
         old = subscription.provisioned_plan

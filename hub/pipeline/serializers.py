@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from hub.pipeline.models import Job, Step
+from hub.pipeline.models import Job, Step, StopReason
 
 
 class StepOutputSerializer(serializers.ModelSerializer):
@@ -24,6 +24,7 @@ class StepOutputSerializer(serializers.ModelSerializer):
 
 class JobOutputSerializer(serializers.ModelSerializer):
     steps = StepOutputSerializer(many=True, read_only=True)
+    stop_reason = serializers.ChoiceField(choices=StopReason.choices, allow_blank=True, read_only=True)
 
     class Meta:
         model = Job

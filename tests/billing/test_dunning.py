@@ -129,16 +129,24 @@ def test_cancelled_suspends_at_once_and_deprovisions_after_retention(
     assert fake_tenancy.of("resume") == []
 
 
-def test_the_deprovisioning_job_is_started_through_provisioning(monkeypatch: pytest.MonkeyPatch) -> None:
-    deprovision = pytest.importorskip("provisioning.services.deprovision")
-    started: list[tuple[int, str]] = []
-    monkeypatch.setattr(
-        deprovision, "tenant_deprovision_start", lambda *, tenant_id, reason: started.append((tenant_id, reason))
+def test_the_deprovisioning_job_is_started_through_provisioning_once() -> None:
+    from hub.pipeline.models import Job
+    from provisioning.models import Server, ServerProvider, ServerStatus
+    from tenants.models import Tenant, TenantStatus
+
+    server = Server.objects.create(
+        provider=ServerProvider.NETCUP, region="eu", tier="build", ipv4="127.0.90.1", status=ServerStatus.ALLOCATED
     )
+    tenant = Tenant.objects.create(domain="leaving.example.com", status=TenantStatus.SUSPENDED, server=server)
 
-    tenancy.tenant_deprovision_start(tenant_id=7, reason="retention over")
+    tenancy.tenant_deprovision_start(tenant_id=tenant.pk, reason="retention over")
+    tenancy.tenant_deprovision_start(tenant_id=tenant.pk, reason="retention over")
 
-    assert started == [(7, "retention over")]
+    tenant.refresh_from_db()
+    assert tenant.status == TenantStatus.DEPROVISIONING
+    (job,) = Job.objects.filter(pipeline="deprovision_tenant", subject_type="tenant", subject_id=str(tenant.pk))
+    assert [s.name for s in job.steps.order_by("position")] == ["remove_dns", "wipe_server", "release_server", "finish"]
+    assert job.context["reason"] == "retention over"
 
 
 def test_suspend_and_resume_reach_the_tenant_and_its_agent() -> None:

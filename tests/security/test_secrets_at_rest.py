@@ -1,0 +1,69 @@
+"""No secret is readable in the database: after agents registered, a key was rotated
+and a server came with its root key over the API, no text column of any table holds
+any of them in the clear (the root key is Fernet ciphertext, keys and tokens hashes)."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test import Client
+from psycopg import sql
+
+from tests.security.conftest import World
+
+pytestmark = pytest.mark.django_db
+
+ROOT_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nroot-key-material-for-the-scan\n-----END OPENSSH PRIVATE KEY-----\n"
+
+
+def columns_holding(needle: str) -> list[str]:
+    """Every `table.column` of a text-like column whose raw value contains the needle."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = 'public' AND data_type IN ('text', 'character varying', 'jsonb', 'json')"
+        )
+        columns = cursor.fetchall()
+        found = []
+        for table, column in columns:
+            query = sql.SQL("SELECT 1 FROM {} WHERE strpos({}::text, %s) > 0 LIMIT 1").format(
+                sql.Identifier(table), sql.Identifier(column)
+            )
+            cursor.execute(query, [needle])
+            if cursor.fetchone():
+                found.append(f"{table}.{column}")
+    return found
+
+
+def test_the_scan_finds_a_plaintext_value() -> None:
+    # Created in the test's transaction, so it is rolled back with it.
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE security_scan_canary (value text)")
+        cursor.execute("INSERT INTO security_scan_canary VALUES ('hak_plaintext_canary')")
+
+    assert columns_holding("hak_plaintext_canary") != []
+
+
+def test_no_agent_key_token_or_root_key_is_stored_in_the_clear(world: World) -> None:
+    staff = Client(HTTP_AUTHORIZATION=f"Token {world.staff_token}")
+    agent = Client(HTTP_AUTHORIZATION=f"Bearer {world.key_a}")
+    issued = staff.post(f"/api/v1/tenants/{world.tenant_b.pk}/registration-token/", {}, content_type="application/json")
+    rotated = agent.post("/api/v1/agent/rotate-key")
+    server = staff.post(
+        "/api/v1/servers/",
+        {"region": "eu", "tier": "build", "ipv4": "127.0.0.78", "root_key": ROOT_KEY},
+        content_type="application/json",
+    )
+    assert (issued.status_code, rotated.status_code, server.status_code) == (201, 201, 201)
+    assert "root_key" not in server.json(), "the root key is write-only"
+    secrets = {
+        "agent key A": world.key_a,
+        "agent key B": world.key_b,
+        "rotated agent key": rotated.json()["api_key"],
+        "registration token": issued.json()["registration_token"],
+        "root key": "root-key-material-for-the-scan",
+    }
+
+    leaks = {name: columns_holding(value) for name, value in secrets.items()}
+
+    assert leaks == {name: [] for name in secrets}

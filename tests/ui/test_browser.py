@@ -1,0 +1,174 @@
+"""The operator's path through the admin in a real browser: Debian's Chromium, driven
+by Playwright, against the live test server, with the real Celery worker running the
+jobs. Log in through the form, read the dashboard, open a failed order, fix the cause,
+retry it and watch the page follow the job to the end without a reload."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connections
+from django.utils import timezone
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from hub.models import Alert, AlertSeverity, AuditEvent
+from hub.pipeline.models import Job, JobStatus, StepKind, StepStatus
+from provisioning.models import Order, OrderStatus, ServerStatus
+from tenants.models import Tenant, TenantStatus
+from tests.conftest import ROOT, queues_taken_from_session_worker, wait_for
+from tests.ui.conftest import STAFF_PASSWORD, make_failed_order, make_server, make_tenant
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts" / "ui"
+# The page polls timeline.json every 1.5 s while the job is live.
+LIVE_TIMEOUT_MS = 20_000
+
+
+@pytest.fixture
+def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: scripts/bootstrap.sh installs Debian's chromium package")
+    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls
+    # are plain synchronous ones all the same (the live server serves from its thread).
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        yield browser
+        # While Playwright's event loop runs in this thread, Django keeps the test's
+        # connection apart from the one pytest-django set up: close it here, or it
+        # outlives the test and the test database cannot be dropped.
+        connections.close_all()
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    yield page
+    context.close()
+
+
+def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_operator_logs_in_reads_the_dashboard_and_retries_a_failed_order_live(
+    page: Page, live_server: Any, celery_worker: Any, staff_user: Any, tmp_path: Path
+) -> None:
+    # given: a fleet with known numbers, and an order whose job failed on the worker
+    now = timezone.now()
+    for n in range(3):
+        tenant = make_tenant(domain=f"live-{n}.example.test")
+        if n < 2:
+            Tenant.objects.filter(pk=tenant.pk).update(last_heartbeat_at=now, registered_at=now)
+    paused = make_tenant(domain="paused.example.test")
+    Tenant.objects.filter(pk=paused.pk).update(status=TenantStatus.SUSPENDED)
+    for n in range(2):
+        make_server(status=ServerStatus.AVAILABLE, region="eu", tier="build", n=10 + n)
+    make_server(status=ServerStatus.PREPARING, region="us", tier="build", n=20)
+    for kind, severity in [("disk", AlertSeverity.HARD), ("tls", AlertSeverity.HARD), ("load", AlertSeverity.SOFT)]:
+        Alert.objects.create(subject_type="tenant", subject_id="1", kind=kind, severity=severity, message=kind)
+    Order.objects.create(domain="waiting.example.test", status=OrderStatus.AWAITING_SERVER, region="eu", plan="build")
+
+    order = make_failed_order(tmp_path)
+    job = wait_for(
+        lambda: Job.objects.filter(pk=order.job_id, status=JobStatus.ROLLED_BACK).first(),
+        timeout=20,
+        message="the fixable job to fail and roll back on the worker",
+    )
+    fixable = job.steps.get(kind=StepKind.ACTION, name="fixable")
+    assert fixable.status == StepStatus.FAILED and "422" in fixable.error
+
+    # when: the operator logs in through the form
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/")
+    shot(page, "01-login")
+    page.fill("#id_username", staff_user.get_username())
+    page.fill("#id_password", STAFF_PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url(f"{live_server.url}/admin/")
+
+    # then: the dashboard shows the numbers of the rows above
+    dashboard = page.locator("#hub-dashboard")
+    expect(dashboard).to_be_visible()
+    shot(page, "02-dashboard")
+    fleet = page.locator("#dash-fleet")
+    expect(fleet.locator("[data-count=total]")).to_have_text("4")
+    expect(fleet.locator("[data-count=active]")).to_have_text("3")
+    expect(fleet.locator("[data-count=healthy]")).to_have_text("2")
+    expect(fleet.locator("[data-count=suspended]")).to_have_text("1")
+    expect(page.locator("#dash-alerts [data-severity=HARD]")).to_have_text("2")
+    expect(page.locator("#dash-alerts [data-severity=SOFT]")).to_have_text("1")
+    expect(page.locator("#dash-alerts h2")).to_have_text("Open alerts (3)")
+    expect(page.locator("#dash-orders [data-status=AWAITING_SERVER]")).to_have_text("1")
+    expect(page.locator("#dash-orders h2")).to_have_text("Orders in flight (1)")
+    expect(page.locator("#dash-pool [data-pool=eu-build] td.num")).to_have_text("2 / 3")
+    expect(page.locator("#dash-pool [data-pool=us-build] td.num")).to_have_text("0 / 2")
+    expect(page.locator("#dash-pool [data-pool=us-build]")).to_contain_text("1 preparing")
+    failed_row = page.locator(f"#dash-failed-jobs [data-job='{job.pk}']")
+    expect(failed_row).to_contain_text("ROLLED_BACK")
+    expect(failed_row).to_contain_text(f"order {order.pk}")
+
+    # when: the operator follows the failed job to its order
+    failed_row.get_by_role("link", name=f"order {order.pk}").click()
+    page.wait_for_url(f"{live_server.url}/admin/provisioning/order/{order.pk}/change/")
+
+    # then: the timeline shows the failed step with its error
+    actions = page.locator("#order-timeline tr.step-row[data-kind=ACTION]")
+    expect(actions).to_have_count(3)
+    expect(page.locator("#order-timeline tr[data-kind=ACTION][data-step=first]")).to_have_attribute(
+        "data-status", StepStatus.COMPENSATED
+    )
+    failed = page.locator("#order-timeline tr[data-kind=ACTION][data-step=fixable]")
+    expect(failed).to_have_attribute("data-status", StepStatus.FAILED)
+    expect(failed).to_contain_text("provider said 422: invalid input")
+    expect(failed).to_contain_text("1 / ")
+    expect(page.locator("#order-status")).to_have_text(OrderStatus.FAILED)
+    expect(page.locator("#job-status")).to_have_text(JobStatus.ROLLED_BACK)
+    shot(page, "03-order-failed")
+
+    # when: the cause is fixed and the operator retries; the worker holds the job's
+    # messages until the page is up, so the page must follow the job by polling
+    (tmp_path / "fixed").touch()
+    with queues_taken_from_session_worker([job.queue]):
+        page.click("#order-retry-button")
+        page.wait_for_url(f"{live_server.url}/admin/provisioning/order/{order.pk}/change/")
+        expect(page.locator("#job-status")).to_have_text(JobStatus.RUNNING)
+        expect(page.locator("#order-live-note")).to_have_text("(live)")
+        expect(page.locator("#order-timeline tr[data-kind=ACTION][data-step=fixable]")).to_have_attribute(
+            "data-status", StepStatus.PENDING
+        )
+        shot(page, "04-order-retried")
+        page.evaluate("window.__sameDocument = true")
+
+    # then: without a reload, the order and job statuses and every step move to the end
+    expect(page.locator("#job-status")).to_have_text(JobStatus.SUCCEEDED, timeout=LIVE_TIMEOUT_MS)
+    for name in ("first", "fixable", "last"):
+        row = page.locator(f"#order-timeline tr[data-kind=ACTION][data-step={name}]")
+        expect(row).to_have_attribute("data-status", StepStatus.SUCCEEDED, timeout=LIVE_TIMEOUT_MS)
+    # The step's error is cleared; its log keeps the failed attempt's line.
+    fixed_row = page.locator("#order-timeline tr[data-kind=ACTION][data-step=fixable]")
+    expect(fixed_row.locator("td").nth(6)).to_have_text("")
+    expect(fixed_row.locator("td").nth(7)).to_contain_text("attempt 1 failed")
+    # order_retry puts a failed order back at the start of the flow (PAYMENT_CONFIRMED);
+    # the test pipeline has no step that moves it further.
+    expect(page.locator("#order-status")).to_have_text(OrderStatus.PAYMENT_CONFIRMED)
+    expect(page.locator("#order-live-note")).to_have_text("")
+    assert page.evaluate("window.__sameDocument") is True, "the page reloaded instead of polling"
+    shot(page, "05-order-succeeded")
+
+    order.refresh_from_db()
+    assert order.status == OrderStatus.PAYMENT_CONFIRMED
+    assert order.failure_reason == ""
+    assert Job.objects.get(pk=job.pk).status == JobStatus.SUCCEEDED
+    retry = AuditEvent.objects.get(action="order.retry", object_type="order", object_id=str(order.pk))
+    assert (retry.actor, retry.old, retry.new) == ("ops-anna", OrderStatus.FAILED, OrderStatus.PAYMENT_CONFIRMED)
+    assert retry.created_at > now - timedelta(minutes=1)
