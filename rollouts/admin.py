@@ -190,7 +190,7 @@ class RolloutAdmin(admin.ModelAdmin):
     def failing_tenants(self, rollout: Rollout) -> SafeString:
         rows = selectors.failing_updates(rollout_id=rollout.pk)
         if not rows:
-            return mark_safe("<em>none</em>")  # noqa: S308 - a constant
+            return mark_safe("<em>none</em>")
         return format_html(
             "<table><tr><th>tenant</th><th>stage</th><th>status</th><th>error</th></tr>{}</table>",
             format_html_join(
