@@ -1,4 +1,5 @@
-"""The Hub's own pipelines. `hub.demo` shows the engine at work in `make demo`."""
+"""The Hub's own pipelines. `hub.demo` shows the engine at work on its own:
+`python manage.py demo_job` starts one to watch in the admin's job timeline."""
 
 import time
 

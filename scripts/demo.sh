@@ -36,7 +36,9 @@ for p in "$PORT" "$FLOWER_PORT"; do
 done
 
 # --- where the demo keeps its state: its own database, Redis database and directory ---
-env_file_value() { [[ -f .env ]] && sed -n "s/^$1=//p" .env | tail -1 || true; }
+env_file_value() {
+  if [[ -f .env ]]; then sed -n "s/^$1=//p" .env | tail -1; fi
+}
 base_db="${DATABASE_URL:-$(env_file_value DATABASE_URL)}"
 base_db="${base_db:-postgres://postgres:postgres@127.0.0.1:5432/hub}"
 base_redis="${CELERY_BROKER_URL:-$(env_file_value CELERY_BROKER_URL)}"
@@ -94,6 +96,7 @@ mkdir -p "$RUN_DIR/mail"
 
 say "database $DEMO_DB and Redis database $DEMO_REDIS_DB, made afresh"
 admin_db="${DATABASE_URL%/*}/postgres"
+export PGOPTIONS="-c client_min_messages=warning"
 psql "$admin_db" -qc "DROP DATABASE IF EXISTS \"$DEMO_DB\" WITH (FORCE)" >/dev/null
 psql "$admin_db" -qc "CREATE DATABASE \"$DEMO_DB\"" >/dev/null
 redis-cli -u "$CELERY_BROKER_URL" flushdb >/dev/null
@@ -145,6 +148,7 @@ say "the Hub is up at $HUB_PUBLIC_URL"
 
 story=0
 "$PY" manage.py demo_story --hub-url "$HUB_PUBLIC_URL" --hosts "$SANDBOX_HOSTS" || story=$?
+(( story == 130 )) && exit 130  # Ctrl-C during the story
 
 cat <<MSG
 
@@ -156,6 +160,7 @@ cat <<MSG
   Ctrl-C stops everything this demo started.
 
 MSG
+say "up and told in ${SECONDS}s"
 if (( story )); then
   say "the story did not end as it should (exit $story); the logs are in ${RUN_DIR#"$ROOT"/}/"
 fi
