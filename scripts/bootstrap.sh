@@ -33,6 +33,8 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || need_pkgs+=(python3-venv)
 command -v pg_isready >/dev/null || need_pkgs+=(postgresql-client)
 # The browser tests (tests/ui, playwright) drive Debian's Chromium, not a downloaded one.
 [[ -x /usr/bin/chromium ]] || need_pkgs+=(chromium)
+# `make bench` drives the heartbeat load with wrk (a Python generator stands in without it).
+command -v wrk >/dev/null || need_pkgs+=(wrk)
 if (( ${#need_pkgs[@]} )); then
   if [[ $(id -u) -ne 0 ]]; then
     log "missing OS packages: ${need_pkgs[*]} (run as root or install them)"; exit 1

@@ -1,0 +1,286 @@
+"""Benchmark 3: the fleet checks. Every scheduled monitoring check that reads the fleet
+runs over a small and a large fleet in which every tenant fails it (each run opens an
+alert per tenant), again (each run counts them) and over the healed fleet (each run
+resolves them). Per check: the slowest of the three runs on the large fleet, and the
+queries of each run on both fleets, which must be the same (the side-by-side
+comparison of this bench). Runs in this process, through `check_execute`, as the
+beat task does."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from bench.common import Result, fresh_database
+
+GOAL_SECONDS = 1.0
+PHASES = ("open", "count", "resolve")
+# The checks whose work depends on the fleet. pool_replenish and reconcile_servers
+# talk to the Hetzner API and scale with servers, hub_backup runs pg_dump: none of them
+# reads the tenants.
+TENANT_CHECKS = ("heartbeats", "resources", "containers", "tls", "backups")
+ORDER_CHECK = "stuck_work"
+HISTORY_CHECK = "prune_history"
+
+
+@dataclass
+class Measured:
+    seconds: tuple[float, ...]
+    queries: tuple[int, ...]
+    alerts: int
+    # Opening an alert enqueues one Celery message per notification, after commit.
+    enqueued: int
+    enqueue_seconds: float
+
+
+class _EnqueueMeter:
+    """Wraps the notifications' enqueue to count the messages and the time they take."""
+
+    def __init__(self) -> None:
+        self.messages = 0
+        self.seconds = 0.0
+
+    def __enter__(self) -> _EnqueueMeter:
+        from monitoring import notifications
+
+        self._original = notifications.notifications_enqueue
+
+        def measured(*, notification_ids: list[int]) -> None:
+            started = time.perf_counter()
+            self._original(notification_ids=notification_ids)
+            self.seconds += time.perf_counter() - started
+            self.messages += len(notification_ids)
+
+        notifications.notifications_enqueue = measured  # type: ignore[assignment]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from monitoring import notifications
+
+        notifications.notifications_enqueue = self._original  # type: ignore[assignment]
+
+
+def _ago(**delta: float) -> datetime:
+    from django.utils import timezone
+
+    return timezone.now() - timedelta(**delta)
+
+
+def _reset() -> None:
+    from django.db import connection
+
+    from hub.models import Alert
+    from provisioning.models import Order
+    from tenants.models import Tenant
+
+    Alert.objects.all().delete()
+    Order.objects.all().delete()
+    Tenant.objects.all().delete()
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
+
+
+def _failing_fleet(count: int) -> int:
+    """`count` ACTIVE tenants, each failing every tenant check, with a failed backup
+    report, a heartbeat sample past retention, and an order stuck in DNS_PENDING."""
+    from django.utils import timezone
+
+    from monitoring.models import HubPresence
+    from provisioning.models import Order, OrderStatus
+    from tenants.models import BackupReport, HeartbeatSample, Tenant, TenantStatus
+
+    now = timezone.now()
+    HubPresence.objects.update_or_create(
+        pk=1, defaults={"beat_seen_at": now, "resumed_at": now - timedelta(days=1), "outage_reason": ""}
+    )
+    tenants = Tenant.objects.bulk_create(
+        [
+            Tenant(
+                domain=f"t{i}.bench.test",
+                status=TenantStatus.ACTIVE,
+                registered_at=now - timedelta(days=3),
+                heartbeat_interval=60,
+                last_heartbeat_at=now - timedelta(minutes=10),
+                disk_percent=95.0,
+                memory_percent=97.0,
+                containers=[{"name": "ghost", "state": "exited", "health": None}],
+                tls_expires_at=now + timedelta(days=3),
+            )
+            for i in range(count)
+        ],
+        batch_size=5000,
+    )
+    # One tenant still heartbeats: with none at all, the Hub's intake would count as down.
+    Tenant.objects.filter(pk=tenants[0].pk).update(last_heartbeat_at=now)
+    BackupReport.objects.bulk_create(
+        [
+            BackupReport(
+                tenant=t,
+                report_id=f"00000000-0000-0000-0000-{t.pk:012d}",
+                last_run=now - timedelta(hours=3),
+                duration_seconds=1,
+                databases={"ghost": {"status": "failed"}},
+                outcome="FAILED",
+            )
+            for t in tenants
+        ],
+        batch_size=5000,
+    )
+    HeartbeatSample.objects.bulk_create(
+        [
+            HeartbeatSample(
+                tenant=t,
+                received_at=now - timedelta(days=400),
+                disk_percent=1.0,
+                memory_percent=1.0,
+                load=0.0,
+                uptime_seconds=1,
+            )
+            for t in tenants
+        ],
+        batch_size=5000,
+    )
+    Order.objects.bulk_create(
+        [Order(domain=f"o{i}.bench.test", status=OrderStatus.DNS_PENDING) for i in range(count)], batch_size=5000
+    )
+    Order.objects.update(status_changed_at=now - timedelta(hours=5))
+    return int(tenants[0].pk)
+
+
+def _heal() -> None:
+    from django.utils import timezone
+
+    from provisioning.models import Order, OrderStatus
+    from tenants.models import BackupReport, Tenant
+
+    now = timezone.now()
+    Tenant.objects.update(
+        last_heartbeat_at=now,
+        disk_percent=10.0,
+        memory_percent=10.0,
+        containers=[{"name": "ghost", "state": "running", "health": "healthy"}],
+        tls_expires_at=now + timedelta(days=90),
+    )
+    BackupReport.objects.update(last_run=now, outcome="SUCCESS", databases={"ghost": {"status": "success"}})
+    Order.objects.update(status=OrderStatus.FULFILLED)
+
+
+def _run_phases(names: tuple[str, ...], count: int) -> dict[str, Measured]:
+    """Every check over a fresh failing fleet of `count`: open, count, resolve."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from hub.models import Alert
+    from monitoring.models import HubPresence
+    from monitoring.services.checks import check_execute
+    from tenants.models import Tenant
+
+    _reset()
+    live = _failing_fleet(count)
+    seconds: dict[str, list[float]] = {n: [] for n in names}
+    queries: dict[str, list[int]] = {n: [] for n in names}
+    alerts: dict[str, int] = {}
+    meters = {n: _EnqueueMeter() for n in names}
+    for phase in PHASES:
+        if phase == "resolve":
+            _heal()
+        for name in names:
+            # The live tenant keeps heartbeating while the runs take their time: were its
+            # heartbeat to age past HUB_OUTAGE_GAP_SECONDS, the heartbeat check would
+            # judge the Hub's intake silent and take its short path.
+            Tenant.objects.filter(pk=live).update(last_heartbeat_at=_ago())
+            with meters[name], CaptureQueriesContext(connection) as captured:
+                started = time.perf_counter()
+                outcome = check_execute(name=name)
+                elapsed = time.perf_counter() - started
+            if not outcome.ran:
+                raise RuntimeError(f"check {name} did not run ({phase}, {count} tenants)")
+            seconds[name].append(elapsed)
+            queries[name].append(len(captured.captured_queries))
+            if phase == "open":
+                alerts[name] = Alert.objects.exclude(subject_type="hub").filter(kind__in=_kinds(name)).count()
+            HubPresence.objects.filter(pk=1).update(beat_seen_at=_ago())
+    return {
+        n: Measured(tuple(seconds[n]), tuple(queries[n]), alerts[n], meters[n].messages, meters[n].seconds)
+        for n in names
+    }
+
+
+def _kinds(name: str) -> tuple[str, ...]:
+    return {
+        "heartbeats": ("heartbeat_stale",),
+        "resources": ("disk_high", "memory_high"),
+        "containers": ("containers_unhealthy",),
+        "tls": ("tls_expiring",),
+        "backups": ("backup_failed",),
+        "stuck_work": ("order_stuck",),
+    }.get(name, ())
+
+
+def _with_deadlines(func: Callable[[], Any]) -> Any:
+    from django.test import override_settings
+
+    # An order in DNS_PENDING for 5 hours is stuck under a 30-minute deadline.
+    with override_settings(ORDER_STATUS_DEADLINES={"DNS_PENDING": 1800}):
+        return func()
+
+
+def run(quick: bool) -> Result:
+    small, large = (20, 200) if quick else (1_000, 10_000)
+    names = (*TENANT_CHECKS, ORDER_CHECK, HISTORY_CHECK)
+    result = Result(
+        f"fleet checks: each check over {small:,} and {large:,} failing tenants (open, count, resolve their alerts)"
+    )
+    with fresh_database():
+        measured_small = _with_deadlines(lambda: _run_phases(names, small))
+        measured_large = _with_deadlines(lambda: _run_phases(names, large))
+    slowest = 0.0
+    all_equal = True
+    for name in names:
+        big, little = measured_large[name], measured_small[name]
+        worst = max(big.seconds)
+        slowest = max(slowest, worst)
+        phases = " / ".join(f"{s * 1000:.0f}" for s in big.seconds)
+        result.add(f"{name}: ms at {large:,} (open/count/resolve)", phases, f"< {GOAL_SECONDS * 1000:.0f}", worst < 1)
+        equal = big.queries == little.queries
+        if name == HISTORY_CHECK:
+            # Deletes in batches of HEARTBEAT_HISTORY_PRUNE_BATCH rows on purpose: its
+            # statements grow with the rows past retention, not with the fleet.
+            result.add(
+                f"{name}: queries {small:,} vs {large:,}",
+                f"{_q(little.queries)} vs {_q(big.queries)}",
+                "1 per batch",
+            )
+            continue
+        all_equal = all_equal and equal
+        result.add(
+            f"{name}: queries {small:,} vs {large:,}", f"{_q(little.queries)} vs {_q(big.queries)}", "equal", equal
+        )
+        if name in _kinds_checked():
+            opened_ok = big.alerts >= large - 1 and little.alerts >= small - 1
+            result.add(f"{name}: alerts opened", f"{little.alerts:,} / {big.alerts:,}", "every tenant", opened_ok)
+            if big.enqueued:
+                result.add(
+                    f"{name}: notification messages at {large:,}",
+                    f"{big.enqueued:,} in {big.enqueue_seconds * 1000:.0f} ms",
+                    "",
+                )
+    result.ratio = (
+        f"queries at {large:,} / at {small:,} tenants = {'1.00 for every check' if all_equal else 'NOT equal'}; "
+        f"slowest run at {large:,} = {slowest * 1000:.0f} ms"
+    )
+    result.notes.append(
+        "not measured: pool_replenish and reconcile_servers (Hetzner API, scale with servers), hub_backup (pg_dump)"
+    )
+    return result
+
+
+def _kinds_checked() -> tuple[str, ...]:
+    return (*TENANT_CHECKS, ORDER_CHECK)
+
+
+def _q(queries: tuple[int, ...]) -> str:
+    return "/".join(str(q) for q in queries)

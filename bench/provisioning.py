@@ -1,0 +1,280 @@
+"""Benchmark 5: concurrent provisioning. Real orders against the sandbox: pool servers
+that are real sshd hosts on 127.0.0.x whose provisioning scripts each wait about a
+second in a stand-in (`host.slow`), the Cloudflare emulator for DNS, the Hub under
+gunicorn for the deployed agents to register with, and one provisioning worker. First
+one order alone, then N at once, on the threads pool (production's choice) and on
+prefork at its default concurrency (one process per core); side by side, the N-order
+wall time over the one-order wall time."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bench.common import (
+    VAR,
+    Process,
+    Result,
+    bench_env,
+    free_port,
+    fresh_database,
+    process_tree,
+    start_gunicorn,
+    start_worker,
+    wait_for,
+)
+
+GOAL_FACTOR = 1.5
+ZONE = "hub-sandbox.test"
+# Stand-in calls, about one per provisioning script, that wait SCRIPT_SECONDS first, as
+# real package installs and image pulls make a script wait on the network.
+SCRIPT_SECONDS = 1
+SLOW_CALLS = (
+    "hostnamectl",  # 01-system
+    "systemctl enable --now docker",  # 02-docker
+    "apt-get install -y -qq nginx",  # 03-nginx
+    "ufw --force",  # 04-firewall
+    "sshd -t",  # 05-ssh-hardening
+    "certbot certonly",  # 06-tls
+    "systemctl enable --now cron",  # 07-backups
+    "sysctl",  # 08-hardening
+    "docker compose",  # 09-tools (one tool) and 10-agent (the AI stack)
+)
+# The retries and waits of tests/provisioning: nothing here is meant to fail.
+FAST = {
+    "PROVISIONING_RETRY_BASE_DELAY": "0.3",
+    "PROVISIONING_SCRIPT_ATTEMPTS": "2",
+    "PROVISIONING_AGENT_WAIT_SECONDS": "120",
+    "PROVISIONING_SSH_WAIT_SECONDS": "60",
+    "HCLOUD_POLL_INTERVAL": "0.2",
+    "AGENT_HEARTBEAT_INTERVAL": "5",
+    "AGENT_THROTTLE_RATE": "100000/minute",
+    "AGENT_REGISTER_THROTTLE_RATE": "100000/minute",
+}
+TERMINAL = ("FULFILLED", "ROLLED_BACK", "FAILED", "CANCELLED")
+
+
+@dataclass
+class Batch:
+    orders: int
+    wall_seconds: float
+    order_seconds: list[float]
+    fulfilled: int
+    failures: list[str]
+    script_seconds: float
+
+
+def _place(count: int, label: str) -> list[int]:
+    from provisioning.services.orders import order_create
+
+    return [
+        order_create(
+            plan="build",
+            region="eu",
+            domain=f"{label}-{i}.{ZONE}",
+            tools=["uptime_kuma"],
+            customer_email=f"owner@{label}-{i}.{ZONE}",
+            actor="bench",
+        ).pk
+        for i in range(count)
+    ]
+
+
+def _pool(hosts: list[Any]) -> None:
+    from provisioning.models import Server, ServerProvider, ServerStatus
+
+    Server.objects.bulk_create(
+        [
+            Server(
+                provider=ServerProvider.NETCUP,
+                region="eu",
+                tier="build",
+                ipv4=host.addr,
+                ssh_port=host.port,
+                status=ServerStatus.AVAILABLE,
+                name=f"netcup-{host.addr}",
+            )
+            for host in hosts
+        ]
+    )
+
+
+def _wait_orders(ids: list[int], started: float, timeout: float) -> dict[int, float]:
+    from provisioning.models import Order
+
+    done: dict[int, float] = {}
+
+    def all_done() -> bool:
+        pending = [i for i in ids if i not in done]
+        for pk in Order.objects.filter(pk__in=pending, status__in=TERMINAL).values_list("pk", flat=True):
+            done[pk] = time.monotonic() - started
+        return len(done) == len(ids)
+
+    wait_for(all_done, timeout=timeout, interval=0.1, message=f"{len(ids)} orders to end")
+    return done
+
+
+def _batch(count: int, label: str, timeout: float) -> Batch:
+    from django.db.models import Q
+
+    from hub.pipeline.models import Step
+    from provisioning.models import Order, OrderStatus
+
+    started = time.monotonic()
+    ids = _place(count, label)
+    done = _wait_orders(ids, started, timeout)
+    wall = max(done.values())
+    orders = list(Order.objects.filter(pk__in=ids))
+    failures = [f"{o.domain}: {o.status} {o.failure_reason[:200]}" for o in orders if o.status != OrderStatus.FULFILLED]
+    scripts = Step.objects.filter(
+        Q(name__startswith="setup_") | Q(name="agent_handover"), job__order__in=ids, finished_at__isnull=False
+    )
+    script_total = sum((s.finished_at - s.started_at).total_seconds() for s in scripts if s.started_at)
+    return Batch(
+        orders=count,
+        wall_seconds=wall,
+        order_seconds=sorted(done.values()),
+        fulfilled=len(orders) - len(failures),
+        failures=failures,
+        script_seconds=script_total / max(1, count),
+    )
+
+
+def _rss_mb(process: Process) -> float:
+    """Resident memory of the worker and its pool children, in MB."""
+    if process.proc is None:
+        return 0.0
+    total = 0
+    for pid in process_tree(process.proc.pid):
+        try:
+            with open(f"/proc/{pid}/statm") as handle:
+                total += int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            continue
+    return total / 2**20
+
+
+def _configuration(
+    *, pool: str, concurrency: int, orders: int, single: bool, wait_seconds: int, timeout: float
+) -> tuple[Batch | None, Batch, float]:
+    """One sandbox, one Hub, one worker: optionally one order alone, then `orders` at
+    once. Returns (single, batch, worker RSS in MB at the end)."""
+    from django.test import override_settings
+
+    from sandbox.control import Sandbox
+
+    hosts_needed = orders + (1 if single else 0)
+    box = Sandbox(
+        state_dir=VAR / f"sandbox-{pool}",
+        hosts_count=hosts_needed,
+        ssh_port=free_port(),
+        hetzner_port=free_port(),
+        cloudflare_port=free_port(),
+        action_seconds=0.2,
+        exit_with_parent=True,
+    ).up(timeout=120)
+    web: Process | None = None
+    worker: Process | None = None
+    try:
+        hosts = list(box.hosts)
+        for host in hosts if wait_seconds else ():
+            for call in SLOW_CALLS:
+                host.slow(call, wait_seconds)
+        port = free_port()
+        env = bench_env(
+            **box.env,
+            **FAST,
+            HUB_PUBLIC_URL=f"http://127.0.0.1:{port}",
+            EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",
+            EMAIL_FILE_PATH=str(VAR / "mail"),
+        )
+        typed = {k: v for k, v in box.env.items() if k != "HCLOUD_SSH_PORT"}
+        with fresh_database(), override_settings(**typed, HUB_PUBLIC_URL=env["HUB_PUBLIC_URL"]):
+            web = start_gunicorn(f"provisioning-web-{pool}", port=port, workers=1, threads=8, env=env)
+            worker = start_worker(
+                f"provisioning-{pool}",
+                queues="provisioning,default",
+                pool=pool,
+                concurrency=concurrency,
+                env=env,
+                include="bench.pipelines",
+            )
+            one = None
+            if single:
+                _pool(hosts[:1])
+                one = _batch(1, f"{pool}-one", timeout)
+                hosts = hosts[1:]
+            _pool(hosts[:orders])
+            batch = _batch(orders, f"{pool}-many", timeout)
+            rss = _rss_mb(worker)
+    finally:
+        if worker is not None:
+            worker.stop()
+        if web is not None:
+            web.stop()
+        box.down()
+    return one, batch, rss
+
+
+def run(quick: bool) -> Result:
+    # Quick mode (CI): two orders, no added waits, and no prefork run, to stay short.
+    orders = 2 if quick else 30
+    wait_seconds = 0 if quick else SCRIPT_SECONDS
+    timeout = 120 if quick else 900
+    prefork_concurrency = os.cpu_count() or 2
+    waits = f"scripts wait {len(SLOW_CALLS) * wait_seconds} s in all in stand-ins" if wait_seconds else "no added waits"
+    result = Result(f"concurrent provisioning: {orders} orders at once vs one alone, on sandbox hosts, {waits}")
+    one, threads, threads_rss = _configuration(
+        pool="threads", concurrency=orders, orders=orders, single=True, wait_seconds=wait_seconds, timeout=timeout
+    )
+    assert one is not None
+    threads_factor = threads.wall_seconds / one.wall_seconds
+    result.add("one order alone (threads)", f"{one.wall_seconds:.1f} s", "")
+    result.add("  of which in its scripts", f"{one.script_seconds:.1f} s", "")
+    result.add(
+        f"{orders} orders at once, threads -c {orders}",
+        f"{threads.wall_seconds:.1f} s (median order {_median(threads.order_seconds):.1f} s)",
+        "",
+    )
+    result.add("  / one order", f"{threads_factor:.2f}x", f"<= {GOAL_FACTOR}x", threads_factor <= GOAL_FACTOR)
+    result.add("  fulfilled", f"{threads.fulfilled} of {orders}", "all", threads.fulfilled == orders)
+    result.add("  worker RSS", f"{threads_rss:.0f} MB", "")
+    result.add("  script time per order", f"{threads.script_seconds:.1f} s", "")
+    failures = list(threads.failures)
+    ratio = f"{orders} orders / one order = {threads_factor:.2f}x on threads -c {orders}"
+    if not quick:
+        _, prefork, prefork_rss = _configuration(
+            pool="prefork",
+            concurrency=prefork_concurrency,
+            orders=orders,
+            single=False,
+            wait_seconds=wait_seconds,
+            timeout=timeout,
+        )
+        prefork_factor = prefork.wall_seconds / one.wall_seconds
+        result.add(
+            f"{orders} orders at once, prefork -c {prefork_concurrency}",
+            f"{prefork.wall_seconds:.1f} s (median order {_median(prefork.order_seconds):.1f} s)",
+            "",
+        )
+        result.add("  / one order", f"{prefork_factor:.2f}x", "")
+        result.add("  fulfilled", f"{prefork.fulfilled} of {orders}", "all", prefork.fulfilled == orders)
+        result.add("  worker RSS", f"{prefork_rss:.0f} MB", "")
+        failures += prefork.failures
+        ratio += (
+            f", {prefork_factor:.2f}x on prefork -c {prefork_concurrency}; "
+            f"prefork / threads wall time = {prefork.wall_seconds / threads.wall_seconds:.2f}x"
+        )
+    else:
+        result.notes.append("quick mode: no prefork run")
+    result.ratio = ratio
+    result.notes.extend(f"failed: {failure}" for failure in failures[:5])
+    result.notes.append("the Hub web, the worker, the sshd hosts and their scripts all share the same 2 cores")
+    return result
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] if ordered else float("nan")

@@ -1,0 +1,109 @@
+"""Benchmark 4: rollout dispatch. A one-stage (100%) rollout started over a small and
+a large simulated fleet (tenants with servers and registered agents, all on the old
+version, heartbeating): the time of `rollout_start`, which picks every eligible tenant
+and writes its update and its `update` command in bulk, and its queries on both
+fleets, which must be the same (the side-by-side comparison of this bench)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from bench.common import Result, fresh_database
+
+GOAL_SECONDS = 3.0
+DIGEST = "@sha256:" + "b" * 64
+COMPONENT = "safety-wrapper"
+
+
+@dataclass
+class Dispatch:
+    tenants: int
+    seconds: float
+    queries: int
+    sent: int
+    commands: int
+
+
+def _fleet(count: int) -> None:
+    from django.db import connection
+    from django.utils import timezone
+
+    from hub.models import AuditEvent
+    from provisioning.models import Server
+    from rollouts.models import Release, Rollout
+    from tenants.models import Command, Tenant
+    from tenants.simulation import fleet_simulate
+
+    Command.objects.all().delete()
+    Rollout.objects.all().delete()
+    Release.objects.all().delete()
+    Tenant.objects.all().delete()
+    Server.objects.all().delete()
+    AuditEvent.objects.all().delete()
+    fleet_simulate(count=count, internal=0, actor="bench")
+    Tenant.objects.update(
+        last_heartbeat_at=timezone.now(),
+        versions={"agent": "1.4.2", COMPONENT: "1.0.0", "openclaw": "2.3.0", "secrets-proxy": "0.9.4"},
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
+
+
+def _dispatch(count: int) -> Dispatch:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from rollouts.models import RolloutStatus, TenantUpdate, UpdateStatus
+    from rollouts.services import StageSpec, release_create, rollout_create, rollout_start
+    from tenants.models import Command
+
+    _fleet(count)
+    release = release_create(
+        component=COMPONENT, version="1.1.0", image=f"ghcr.io/example/{COMPONENT}:1.1.0{DIGEST}", actor="bench"
+    )
+    rollout = rollout_create(
+        release_id=release.pk, actor="bench", stages=[StageSpec(percent=100, soak_seconds=0)], min_finished=1
+    )
+    with CaptureQueriesContext(connection) as captured:
+        started = time.perf_counter()
+        rollout_start(rollout_id=rollout.pk, actor="bench")
+        elapsed = time.perf_counter() - started
+    rollout.refresh_from_db()
+    if rollout.status != RolloutStatus.RUNNING:
+        raise RuntimeError(f"the rollout is {rollout.status} after start")
+    return Dispatch(
+        tenants=count,
+        seconds=elapsed,
+        queries=len(captured.captured_queries),
+        sent=TenantUpdate.objects.filter(rollout=rollout, status=UpdateStatus.SENT).count(),
+        commands=Command.objects.filter(type="update", payload__component=COMPONENT).count(),
+    )
+
+
+def run(quick: bool) -> Result:
+    small, large = (20, 200) if quick else (1_000, 10_000)
+    result = Result(f"rollout dispatch: rollout_start of one 100% stage over {small:,} and {large:,} tenants")
+    with fresh_database():
+        # Warm: imports, connection, the query plans' caches.
+        _dispatch(small)
+        little = _dispatch(small)
+        big = _dispatch(large)
+    result.add(f"start time at {small:,}", f"{little.seconds * 1000:.0f} ms", "")
+    result.add(f"start time at {large:,}", f"{big.seconds * 1000:.0f} ms", f"< {GOAL_SECONDS:.0f} s", big.seconds < 3)
+    result.add(f"per tenant at {large:,}", f"{big.seconds / large * 1e6:.0f} us", "")
+    result.add(
+        f"queries {small:,} vs {large:,}", f"{little.queries} vs {big.queries}", "equal", little.queries == big.queries
+    )
+    result.add(
+        "updates SENT / update commands",
+        f"{little.sent:,}/{little.commands:,} and {big.sent:,}/{big.commands:,}",
+        "every tenant",
+        (little.sent, little.commands, big.sent, big.commands) == (small, small, large, large),
+    )
+    growth = big.seconds / little.seconds if little.seconds else float("nan")
+    result.ratio = (
+        f"queries at {large:,} / at {small:,} = {big.queries / little.queries:.2f}; "
+        f"time {big.seconds:.2f} s / {little.seconds:.2f} s = {growth:.1f}x for {large // small}x the tenants"
+    )
+    return result

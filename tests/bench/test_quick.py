@@ -1,0 +1,116 @@
+"""Every benchmark runs in quick mode (tiny sizes, a few seconds each) so `make bench`
+cannot rot: one `python -m bench --quick` for all of them, whose JSON results each
+test reads. What is asserted is that the table was produced with sane numbers (no
+errors, the ratio computed, equal query counts for the two fleet sizes), never a
+timing goal: speed depends on the machine."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("bench") / "results.json"
+    env = {
+        **os.environ,
+        # Its own database, so a full bench run and this one never meet.
+        "BENCH_DATABASE_NAME": os.environ.get("BENCH_QUICK_DATABASE_NAME", "bench_hub_quick"),
+    }
+    for key in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "TEST_DATABASE_NAME"):
+        env.pop(key, None)
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert out.exists(), (
+        f"no results (exit {completed.returncode}):\n{completed.stdout[-3000:]}\n{completed.stderr[-3000:]}"
+    )
+    results: dict[str, Any] = json.loads(out.read_text())
+    results["_stdout"] = completed.stdout
+    results["_returncode"] = completed.returncode
+    return results
+
+
+def result(quick: dict[str, Any], name: str) -> dict[str, Any]:
+    data = quick[name]
+    assert "error" not in data, f"{name} raised:\n{data['error']}"
+    assert f"== {data['title']} ==" in quick["_stdout"], f"{name} printed no table"
+    assert data["rows"], f"{name} has an empty table"
+    return data
+
+
+def row(data: dict[str, Any], name: str) -> dict[str, Any]:
+    matching = [r for r in data["rows"] if r["name"].strip() == name]
+    assert matching, f"no row {name!r} in {[r['name'] for r in data['rows']]}"
+    return matching[0]
+
+
+def ratio_value(data: dict[str, Any], label: str) -> float:
+    match = re.search(re.escape(label) + r" = ([0-9.]+)", data["ratio"])
+    assert match, f"no '{label} = <number>' in the ratio line: {data['ratio']!r}"
+    value = float(match.group(1))
+    assert math.isfinite(value) and value > 0, data["ratio"]
+    return value
+
+
+def test_the_quick_run_ends_without_a_failed_benchmark(quick: dict[str, Any]) -> None:
+    assert quick["_returncode"] == 0, quick["_stdout"][-3000:]
+
+
+def test_heartbeat_ingest_answers_every_heartbeat_and_compares_with_the_trivial_view(quick: dict[str, Any]) -> None:
+    data = result(quick, "heartbeat")
+    assert row(data, "heartbeat errors")["passed"], row(data, "heartbeat errors")
+    assert row(data, "samples in Postgres after flush")["passed"], row(data, "samples in Postgres after flush")
+    assert float(row(data, "heartbeats/s")["value"].replace(",", "")) > 0
+    ratio_value(data, "heartbeat / trivial view throughput")
+
+
+def test_pipeline_overhead_times_the_job_and_the_raw_chain(quick: dict[str, Any]) -> None:
+    data = result(quick, "overhead")
+    assert float(row(data, "job wall time (median)")["value"].split()[0]) > 0
+    assert float(row(data, "raw chain wall time (median)")["value"].split()[0]) > 0
+    ratio_value(data, "job / raw chain")
+
+
+def test_fleet_checks_take_as_many_queries_for_the_small_and_the_large_fleet(quick: dict[str, Any]) -> None:
+    data = result(quick, "checks")
+    equal = [r for r in data["rows"] if r["goal"] == "equal"]
+    assert len(equal) >= 6, "every fleet check has a query row"
+    assert all(r["passed"] for r in equal), [r for r in equal if not r["passed"]]
+    opened = [r for r in data["rows"] if r["name"].endswith("alerts opened")]
+    assert opened and all(r["passed"] for r in opened), opened
+    assert "1.00 for every check" in data["ratio"]
+
+
+def test_rollout_dispatch_sends_every_tenant_an_update_in_constant_queries(quick: dict[str, Any]) -> None:
+    data = result(quick, "rollout")
+    queries = [r for r in data["rows"] if r["name"].startswith("queries ")]
+    assert queries and queries[0]["passed"], queries
+    assert row(data, "updates SENT / update commands")["passed"]
+    assert ratio_value(data, "queries at 200 / at 20") == 1.0
+
+
+def test_concurrent_provisioning_fulfils_every_order(quick: dict[str, Any]) -> None:
+    data = result(quick, "provisioning")
+    fulfilled = [r for r in data["rows"] if r["name"].strip() == "fulfilled"]
+    assert fulfilled and all(r["passed"] for r in fulfilled), fulfilled
+    assert float(row(data, "one order alone (threads)")["value"].split()[0]) > 0
+    ratio_value(data, "2 orders / one order")
