@@ -9,8 +9,7 @@ bootstrap:
 	@bash scripts/bootstrap.sh
 
 test: bootstrap
-	@BOOTSTRAP_SKIP_MIGRATE=1 true
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@PYTEST_ARGS="$(PYTEST_ARGS)" bash scripts/test.sh
 
 lint: bootstrap
 	.venv/bin/ruff check .

@@ -175,11 +175,12 @@ _session_worker: WorkerProcess | None = None
 
 
 @contextmanager
-def queues_taken_from_session_worker(queues: list[str]) -> Iterator[None]:
+def queues_taken_from_session_worker(queues: list[str], *, purge: bool = False) -> Iterator[None]:
     """A module that runs its own worker on some queues (other settings, another pool)
     must not share their messages with the session worker, if one is running: it
     stops consuming them (a real `cancel_consumer` control command) until the
-    block ends."""
+    block ends. With `purge`, what the block left in them (meant for its own worker)
+    is dropped before the session worker gets them back."""
     from hub.celery import app
 
     worker = _session_worker
@@ -192,6 +193,10 @@ def queues_taken_from_session_worker(queues: list[str]) -> Iterator[None]:
     try:
         yield
     finally:
+        if purge:
+            with app.connection_for_write() as conn:
+                for queue in queues:
+                    conn.default_channel.queue_purge(queue)
         for queue in queues:
             app.control.add_consumer(queue, destination=[worker.hostname], reply=True, timeout=5)
 

@@ -44,6 +44,15 @@ def stripe_server() -> Iterator[StripeEmulator]:
 CLOSED_PORT = "http://127.0.0.1:9"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def billing_queues_to_ourselves() -> Iterator[None]:
+    """Billing's events are handled by the billing worker (pointed at the Stripe
+    emulator), and the provisioning jobs that paid orders start must stay unrun: the
+    session worker, if running, leaves both queues alone until the module ends."""
+    with queues_taken_from_session_worker(["billing", "provisioning"], purge=True):
+        yield
+
+
 @pytest.fixture(scope="session")
 def billing_worker(
     django_db_setup: None,
@@ -64,8 +73,7 @@ def billing_worker(
     }
     with django_db_blocker.unblock():
         worker = WorkerProcess(log_dir=worker_logs, name="billing", queues="billing", env=env).start()
-    with queues_taken_from_session_worker(["billing", "provisioning"]):
-        yield worker
+    yield worker
     worker.stop()
 
 

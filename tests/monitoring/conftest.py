@@ -143,6 +143,15 @@ def mail_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("mail")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def monitoring_queues_to_ourselves() -> Iterator[None]:
+    """The session worker, if an earlier module started it, must not run this module's
+    notifications (another mail backend) nor the preparation jobs a replenishment
+    starts (their rows are truncated under it)."""
+    with queues_taken_from_session_worker(["monitoring", "provisioning"], purge=True):
+        yield
+
+
 @pytest.fixture(scope="module")
 def notification_worker(
     django_db_setup: None,
@@ -166,8 +175,7 @@ def notification_worker(
                 "ALERT_WEBHOOK_URL": webhook_receiver.url,
             },
         ).start()
-    with queues_taken_from_session_worker(["monitoring"]):
-        yield worker
+    yield worker
     worker.stop()
 
 

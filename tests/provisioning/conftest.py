@@ -78,7 +78,7 @@ def hub_settings(sandbox: Sandbox, live_server: Any, mail_dir: Path) -> Iterator
 def provisioning_queues_to_ourselves() -> Iterator[None]:
     """These tests run their own workers with the sandbox's settings: the session
     worker, if an earlier module started it, must leave their queues alone."""
-    with queues_taken_from_session_worker(["provisioning", "default"]):
+    with queues_taken_from_session_worker(["provisioning", "default"], purge=True):
         yield
 
 

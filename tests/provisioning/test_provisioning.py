@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from hub.models import Alert, AlertSeverity
-from hub.pipeline.models import JobStatus, StepKind, StepStatus
+from hub.pipeline.models import Job, JobStatus, StepKind, StepStatus
 from provisioning.models import Order, OrderMode, OrderStatus, Server, ServerProvider, ServerStatus
 from provisioning.services.orders import order_create
 from sandbox.control import Sandbox
@@ -100,9 +100,15 @@ def test_order_with_a_pool_server_reaches_fulfilled(
         message="the welcome email",
     )
     assert order.welcome_sent_at is not None or Order.objects.get(pk=order.pk).welcome_sent_at is not None
-    actions = order.job.steps.filter(kind=StepKind.ACTION)
+    # The order turns FULFILLED inside the last step; the engine records the step
+    # (and the job) right after.
+    job = wait_for(
+        lambda: Job.objects.filter(pk=order.job_id, status=JobStatus.SUCCEEDED).first(),
+        timeout=20,
+        message="the job recorded as SUCCEEDED",
+    )
+    actions = job.steps.filter(kind=StepKind.ACTION)
     assert set(actions.values_list("status", flat=True)) == {StepStatus.SUCCEEDED}
-    assert order.job.status == JobStatus.SUCCEEDED
 
 
 def test_a_deprovisioned_tenant_loses_dns_and_data_and_its_server_returns_to_the_pool(
