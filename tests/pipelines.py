@@ -141,3 +141,26 @@ register(
         steps=(_plain("pre"), StepSpec(name="killer", action=_kill_own_worker, retry=FAST_RETRY)),
     )
 )
+
+
+def _half_done(ctx: StepContext) -> None:
+    """Makes the first half of its effect, then fails for good."""
+    _record(ctx, "run half")
+    _make_effect_once(ctx, "half-1")
+    raise PermanentStepError("the second half was refused")
+
+
+def _undo_half(ctx: StepContext) -> None:
+    _record(ctx, "undo half")
+    Path(ctx.context["effects_dir"], "effect-half-1").unlink(missing_ok=True)
+
+
+register(
+    Pipeline(
+        name="test.half_done",
+        steps=(
+            _plain("a"),
+            StepSpec(name="half", action=_half_done, compensate=_undo_half, compensate_if_failed=True),
+        ),
+    )
+)

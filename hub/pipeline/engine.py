@@ -346,7 +346,10 @@ def record_outcome(claim: Claim, outcome: Outcome) -> None:
                 job.context = {**job.context, **outcome.result}
                 job.save(update_fields=["context", "updated_at"])
             if step.kind == StepKind.COMPENSATION and step.compensates_id:
-                Step.objects.filter(pk=step.compensates_id).update(status=StepStatus.COMPENSATED, updated_at=now)
+                # A failed step stays FAILED: its compensation only cleaned up after it.
+                Step.objects.filter(pk=step.compensates_id, status=StepStatus.SUCCEEDED).update(
+                    status=StepStatus.COMPENSATED, updated_at=now
+                )
             advance_job(job, now)
             return
 
@@ -432,8 +435,9 @@ def advance_job(job: Job, now: datetime) -> None:
 
 
 def begin_compensation(job: Job, now: datetime) -> None:
-    """Undo the succeeded steps in reverse order, each once: one compensation step row
-    per step to undo, appended to the job and run by the same engine."""
+    """Undo the succeeded steps (and a failed one that asks for it) in reverse order,
+    each once: one compensation step row per step to undo, appended to the job and run
+    by the same engine."""
     if job.status == JobStatus.COMPENSATING:
         return
     # Steps not yet run will not run.
@@ -441,8 +445,13 @@ def begin_compensation(job: Job, now: datetime) -> None:
         kind=StepKind.ACTION, status__in=[StepStatus.PENDING, StepStatus.QUEUED, StepStatus.RETRY_WAIT]
     ).update(status=StepStatus.SKIPPED, lease_token=None, updated_at=now)
     pipeline = registry.get(job.pipeline)
-    succeeded = list(job.steps.filter(kind=StepKind.ACTION, status=StepStatus.SUCCEEDED).order_by("-position"))
-    to_undo = [step for step in succeeded if pipeline.step(step.name).compensate is not None]
+    done = job.steps.filter(kind=StepKind.ACTION, status__in=[StepStatus.SUCCEEDED, StepStatus.FAILED])
+    to_undo = [
+        step
+        for step in done.order_by("-position")
+        if pipeline.step(step.name).compensate is not None
+        and (step.status == StepStatus.SUCCEEDED or pipeline.step(step.name).compensate_if_failed)
+    ]
     last = job.steps.order_by("-position").values_list("position", flat=True).first() or 0
     Step.objects.bulk_create(
         [

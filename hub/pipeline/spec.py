@@ -61,6 +61,10 @@ class StepSpec:
     # Past this the lease is no longer renewed: the reaper takes the step back.
     timeout: float = 300.0
     compensation_retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(max_attempts=5))
+    # A step whose effect comes in parts (two DNS records, a server bought before it
+    # was recorded) may have made some of them before it failed for good: its own
+    # compensation, idempotent like every compensation, then runs first.
+    compensate_if_failed: bool = False
 
 
 @dataclass(frozen=True)

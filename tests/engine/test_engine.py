@@ -117,6 +117,20 @@ def test_step_failing_for_good_compensates_earlier_steps_in_reverse_once(
     assert moves == [JobStatus.RUNNING, JobStatus.COMPENSATING, JobStatus.ROLLED_BACK]
 
 
+def test_a_step_that_failed_half_way_is_cleaned_up_by_its_own_compensation_first(
+    celery_worker: WorkerProcess, tmp_path: Path
+) -> None:
+    job = start("test.half_done", tmp_path)
+
+    wait_job(job, (JobStatus.ROLLED_BACK,))
+
+    assert calls(tmp_path) == ["run a", "run half", "undo half", "undo a"]
+    assert not (tmp_path / "effect-half-1").exists(), "the half-made effect is undone"
+    assert step(job, "half").status == StepStatus.FAILED, "a failed step stays FAILED"
+    assert step(job, "a").status == StepStatus.COMPENSATED
+    assert "the second half was refused" in job.error
+
+
 def test_the_same_step_message_delivered_twice_runs_the_action_once(
     celery_worker: WorkerProcess, tmp_path: Path
 ) -> None:
