@@ -54,6 +54,12 @@ class RateLimitTimeout(Exception):
     """No token could be had within the caller's patience; try again later."""
 
 
+class RateLimiterUnavailable(ConnectionError):
+    """The bucket's Redis did not answer (restarting, say). A builtin ConnectionError,
+    so the steps' retry policies treat it as the passing fault it is: redis-py's own
+    errors are no OSError, and a Redis blip would otherwise fail a step for good."""
+
+
 @lru_cache(maxsize=4)
 def _client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
@@ -74,13 +80,19 @@ class TokenBucket:
     def _redis(self) -> redis.Redis:
         return _client(settings.RATE_LIMIT_REDIS_URL)
 
+    def _eval(self, script: str, keys: list[str], *args: float) -> object:
+        try:
+            return self._redis().eval(script, len(keys), *keys, *args)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise RateLimiterUnavailable(f"rate limiter {self.name}: redis unavailable: {exc}") from exc
+
     def _keys(self) -> tuple[str, str]:
         return f"ratelimit:{self.name}:bucket", f"ratelimit:{self.name}:closed"
 
     def try_take(self) -> float:
         """Take a token if one is there; otherwise return how long to wait."""
         bucket, closed = self._keys()
-        return float(self._redis().eval(_TAKE, 2, bucket, closed, self.rate, self.burst))
+        return float(self._eval(_TAKE, [bucket, closed], self.rate, self.burst))  # type: ignore[arg-type]
 
     def take(self, *, max_wait: float = 120.0, sleep=time.sleep) -> None:  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + max_wait
@@ -94,7 +106,7 @@ class TokenBucket:
 
     def close_for(self, seconds: float) -> None:
         """The provider said 429 with Retry-After: nobody sends until then."""
-        self._redis().eval(_CLOSE, 1, self._keys()[1], max(0.0, seconds))
+        self._eval(_CLOSE, [self._keys()[1]], max(0.0, seconds))
 
 
 def provider_bucket(provider: str) -> TokenBucket:

@@ -135,12 +135,10 @@ def test_redis_restarted_empty_mid_provisioning_every_order_ends_honestly_and_no
         f"rolled back: {[(o.pk, o.failure_reason) for o in finished if o.status != OrderStatus.FULFILLED]}"
     )
     outcomes = Counter(o.status for o in finished)
-    # Every order ends FULFILLED, or ROLLED_BACK with the reason told; none FAILED.
-    assert set(outcomes) <= {OrderStatus.FULFILLED, OrderStatus.ROLLED_BACK}, [
-        (o.pk, o.status, o.failure_reason) for o in finished
-    ]
+    # A Redis outage is a passing fault: every order gets through it (an honest
+    # rollback, with its reason, would still be no loss, but none is expected here).
     assert all(o.failure_reason for o in finished if o.status == OrderStatus.ROLLED_BACK)
-    assert outcomes[OrderStatus.FULFILLED] >= ORDERS - 1, [(o.pk, o.status, o.failure_reason) for o in finished]
+    assert outcomes == {OrderStatus.FULFILLED: ORDERS}, [(o.pk, o.status, o.failure_reason) for o in finished]
 
     # no server was given to two orders, and each fulfilled order has its own
     by_server = Counter(o.server_id for o in finished if o.server_id is not None)
