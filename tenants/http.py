@@ -198,6 +198,15 @@ def _check_storable(value: Any, depth: int = 0) -> None:
             _check_storable(item, depth + 1)
 
 
+def _may_be_unstorable(text: str) -> bool:
+    """False when the JSON text alone proves `_check_storable` would pass, which spares
+    the walk on nearly every request: json.loads refuses raw control characters in
+    strings and the UTF-8 codec refuses encoded surrogates, so a NUL or a lone
+    surrogate can only come from a \\u escape; and nesting deeper than MAX_JSON_DEPTH
+    needs more brackets than that."""
+    return "\\u" in text or text.count("[") + text.count("{") > MAX_JSON_DEPTH
+
+
 class BoundedJSONParser(JSONParser):
     """JSON of at most AGENT_REQUEST_MAX_BYTES (413 beyond), finite numbers only, and
     only what Postgres can store."""
@@ -215,8 +224,10 @@ class BoundedJSONParser(JSONParser):
         if len(raw) > limit:
             raise PayloadTooLarge
         try:
-            data = json.loads(raw.decode("utf-8"), parse_float=_finite_float, parse_constant=_reject_constant)
-            _check_storable(data)
+            text = raw.decode("utf-8")
+            data = json.loads(text, parse_float=_finite_float, parse_constant=_reject_constant)
+            if _may_be_unstorable(text):
+                _check_storable(data)
         except (ValueError, RecursionError) as exc:
             raise exceptions.ParseError(f"JSON parse error - {str(exc)[:200]}") from exc
         return data

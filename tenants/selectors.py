@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.db import connection
 from django.db.models import Count, Max, Q, QuerySet
 
 from tenants.models import COMMAND_OPEN_STATUSES, AgentCredential, Command, CommandStatus, Tenant
@@ -50,14 +51,34 @@ def commands_expired(*, now: datetime) -> QuerySet[Command]:
     return Command.objects.filter(status__in=COMMAND_OPEN_STATUSES, expires_at__lte=now)
 
 
+# Every key-cache miss of the heartbeat runs one of these; compiling them through the
+# ORM cost more CPU than all the rest of the heartbeat, so they are written out.
+_CREDENTIALS_USABLE_SQL = f"""
+    SELECT c.key_prefix, c.id, c.tenant_id, c.key_hash, c.expires_at, t.heartbeat_interval
+    FROM {AgentCredential._meta.db_table} c JOIN {Tenant._meta.db_table} t ON t.id = c.tenant_id
+    WHERE c.key_prefix {{match}} %s AND c.revoked_at IS NULL AND (c.expires_at IS NULL OR c.expires_at > %s)
+    ORDER BY c.id DESC
+"""  # noqa: S608 - table names from model metadata, values bound
+
+
 def agent_credentials_usable(*, key_prefix: str, now: datetime) -> list[tuple[int, int, str, datetime | None, int]]:
     """(credential id, tenant id, key hash, expires_at, heartbeat interval) of the keys
-    with this prefix that work now."""
-    return list(
-        AgentCredential.objects.filter(key_prefix=key_prefix, revoked_at=None)
-        .filter(Q(expires_at=None) | Q(expires_at__gt=now))
-        .values_list("id", "tenant_id", "key_hash", "expires_at", "tenant__heartbeat_interval")
-    )
+    with this prefix that work now, newest first."""
+    with connection.cursor() as cursor:
+        cursor.execute(_CREDENTIALS_USABLE_SQL.format(match="="), [key_prefix, now])
+        return [tuple(row[1:]) for row in cursor.fetchall()]  # type: ignore[misc]
+
+
+def agent_credentials_usable_in_bucket(
+    *, bucket: str, now: datetime
+) -> list[tuple[str, int, int, str, datetime | None, int]]:
+    """(key prefix, then as agent_credentials_usable) of the keys that work now and whose
+    prefix starts with `bucket` (hex characters), newest first."""
+    if not bucket.isalnum():
+        raise ValueError(f"not a key prefix bucket: {bucket!r}")
+    with connection.cursor() as cursor:
+        cursor.execute(_CREDENTIALS_USABLE_SQL.format(match="LIKE"), [f"{bucket}%", now])
+        return [tuple(row) for row in cursor.fetchall()]  # type: ignore[misc]
 
 
 def agent_credentials_fingerprint() -> str:

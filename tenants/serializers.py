@@ -10,6 +10,7 @@ from typing import Any
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.fields import empty
 
 from tenants.commands import NAME_RE, command_payload_errors
 from tenants.models import BackupReport, Command, CommandType, Tenant, UsageReport
@@ -222,6 +223,44 @@ class HeartbeatInputSerializer(FieldsBuiltOnce, StrictSerializer):
     containers = ContainersField(required=False, default=list)
     versions = VersionsField(required=False, default=dict)
     tls_expires_at = BoundedDateTimeField(required=False, allow_null=True, default=None)
+
+    # (name, upper bound) of the readings that are numbers from 0 up; uptime is an int.
+    _readings = (("disk_percent", 100), ("memory_percent", 100), ("load", 100_000))
+    _max_uptime = 10**10
+
+    def run_validation(self, data: Any = empty) -> Any:
+        # The heartbeat is the hot path of the Hub: a well-formed one is checked here,
+        # by the same rules as the fields above and in a fraction of the time. Anything
+        # this does not accept goes through DRF, which decides and words the error.
+        validated = self._validated_quickly(data)
+        return super().run_validation(data) if validated is None else validated
+
+    def _validated_quickly(self, data: Any) -> dict[str, Any] | None:
+        """What DRF would validate `data` to, or None to leave the decision to DRF."""
+        if type(data) is not dict or not data.keys() <= self._declared_fields.keys():
+            return None
+        validated: dict[str, Any] = {}
+        for name, upper in self._readings:
+            value = data.get(name)
+            # type() rather than isinstance(): a boolean is no number here.
+            if (type(value) is not float and type(value) is not int) or not 0 <= value <= upper:
+                return None
+            validated[name] = float(value)
+        uptime = data.get("uptime_seconds")
+        if type(uptime) is not int or not 0 <= uptime <= self._max_uptime:
+            return None
+        validated["uptime_seconds"] = uptime
+        fields = self.fields
+        try:
+            validated["containers"] = (
+                fields["containers"].to_internal_value(data["containers"]) if "containers" in data else []
+            )
+            validated["versions"] = fields["versions"].to_internal_value(data["versions"]) if "versions" in data else {}
+            tls = data.get("tls_expires_at")
+            validated["tls_expires_at"] = None if tls is None else fields["tls_expires_at"].to_internal_value(tls)
+        except serializers.ValidationError:
+            return None
+        return validated
 
 
 class CommandDeliverySerializer(serializers.Serializer):

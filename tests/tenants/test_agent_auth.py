@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from datetime import timedelta
 
@@ -10,6 +11,7 @@ from django.utils import timezone
 
 from tenants import keycache
 from tenants.models import AgentCredential, Command, CommandStatus
+from tenants.secrets import secret_digest
 from tenants.services import agent_key_revoke, agent_key_rotate, agents_sweep
 from tests.conftest import wait_for
 from tests.tenants.conftest import HEARTBEAT
@@ -206,3 +208,48 @@ def test_cache_reset_under_a_request_rechecks_the_key(api, agent):
     keycache.reset(generation="something-else")
 
     assert api.post(HEARTBEAT_URL, HEARTBEAT, format="json", **agent.auth).status_code == 200
+
+
+def _key_with_prefix(tenant, prefix: str) -> dict[str, str]:
+    """A working key whose lookup prefix the test chooses (keys are random otherwise)."""
+    plaintext = f"hak_{prefix}_{secrets.token_urlsafe(32)}"
+    AgentCredential.objects.create(tenant=tenant, key_prefix=prefix, key_hash=secret_digest(plaintext))
+    return {"HTTP_AUTHORIZATION": f"Bearer {plaintext}"}
+
+
+def test_a_cold_cache_loads_a_whole_bucket_of_keys_with_one_query(api, make_tenant, django_assert_num_queries):
+    first, neighbour, stranger = (
+        _key_with_prefix(make_tenant(), p) for p in ("ab0000000001", "ab0000000002", "cd0000000001")
+    )
+
+    with django_assert_num_queries(1):
+        assert api.post(HEARTBEAT_URL, HEARTBEAT, format="json", **first).status_code == 200
+    with django_assert_num_queries(0):
+        # same bucket ("ab"): already loaded with the first
+        assert api.post(HEARTBEAT_URL, HEARTBEAT, format="json", **neighbour).status_code == 200
+    with django_assert_num_queries(1):
+        assert api.post(HEARTBEAT_URL, HEARTBEAT, format="json", **stranger).status_code == 200
+
+
+def test_a_key_made_after_its_bucket_was_loaded_still_works(api, make_tenant, django_assert_num_queries):
+    early = _key_with_prefix(make_tenant(), "ef0000000001")
+    assert api.post(HEARTBEAT_URL, HEARTBEAT, format="json", **early).status_code == 200
+
+    late = _key_with_prefix(make_tenant(), "ef0000000002")
+
+    # the bucket does not know it: one query for that prefix alone, then cached
+    with django_assert_num_queries(1):
+        assert api.post(HEARTBEAT_URL, HEARTBEAT, format="json", **late).status_code == 200
+    with django_assert_num_queries(0):
+        assert api.post(HEARTBEAT_URL, HEARTBEAT, format="json", **late).status_code == 200
+
+
+def test_a_wrong_secret_behind_a_cached_prefix_is_refused(api, make_tenant):
+    good = _key_with_prefix(make_tenant(), "aa0000000001")
+    assert api.post(HEARTBEAT_URL, HEARTBEAT, format="json", **good).status_code == 200
+
+    forged = {"HTTP_AUTHORIZATION": f"Bearer hak_aa0000000001_{secrets.token_urlsafe(32)}"}
+
+    response = api.post(HEARTBEAT_URL, HEARTBEAT, format="json", **forged)
+    assert response.status_code == 401
+    assert response.json() == GENERIC_401
