@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
@@ -256,10 +257,24 @@ class HeartbeatInputSerializer(FieldsBuiltOnce, StrictSerializer):
                 fields["containers"].to_internal_value(data["containers"]) if "containers" in data else []
             )
             validated["versions"] = fields["versions"].to_internal_value(data["versions"]) if "versions" in data else {}
-            tls = data.get("tls_expires_at")
-            validated["tls_expires_at"] = None if tls is None else fields["tls_expires_at"].to_internal_value(tls)
         except serializers.ValidationError:
             return None
+        tls = data.get("tls_expires_at")
+        if tls is None:
+            validated["tls_expires_at"] = None
+        else:
+            # DRF parses with fromisoformat too, then converts through the current
+            # time zone, which costs more than the rest; a naive moment is left to it.
+            try:
+                moment = datetime.fromisoformat(tls) if type(tls) is str else None
+            except ValueError:
+                return None
+            if moment is None or moment.tzinfo is None:
+                return None
+            moment = moment.astimezone(UTC)
+            if not 2000 <= moment.year <= 2200:
+                return None
+            validated["tls_expires_at"] = moment
         return validated
 
 

@@ -34,7 +34,21 @@ FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "containers": st.one_of(st.lists(CONTAINER, max_size=3), ODD),
     "versions": st.one_of(st.dictionaries(st.text(max_size=8), st.one_of(st.text(max_size=8), st.integers())), ODD),
     "tls_expires_at": st.one_of(
-        st.none(), st.sampled_from(["2027-01-15T00:00:00Z", "1999-12-31T00:00:00Z", "2027-13-01", "now"]), ODD
+        st.none(),
+        st.sampled_from(
+            [
+                "2027-01-15T00:00:00Z",
+                "2027-01-15T02:30:00+02:30",
+                "2027-01-15T00:00:00",
+                "2027-01-15",
+                "20270115T000000Z",
+                "1999-12-31T23:59:59Z",
+                "2200-12-31T23:59:59-05:00",
+                "2027-13-01",
+                "now",
+            ]
+        ),
+        ODD,
     ),
 }
 VALID = st.fixed_dictionaries(
@@ -79,6 +93,8 @@ def drf_decision(data: Any) -> tuple[bool, Any]:
 @example({**HEARTBEAT, "disk_percent": True})
 @example({**HEARTBEAT, "uptime_seconds": 1.0})
 @example({**HEARTBEAT, "containers": None})
+@example({**HEARTBEAT, "tls_expires_at": "2200-12-31T23:59:59-05:00"})
+@example({**HEARTBEAT, "tls_expires_at": "2027-01-15T00:00:00"})
 def test_the_quick_check_accepts_only_what_drf_accepts_and_validates_it_the_same(data):
     quick = HeartbeatInputSerializer()._validated_quickly(data)
 
