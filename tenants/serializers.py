@@ -267,11 +267,11 @@ class HeartbeatInputSerializer(FieldsBuiltOnce, StrictSerializer):
             # time zone, which costs more than the rest; a naive moment is left to it.
             try:
                 moment = datetime.fromisoformat(tls) if type(tls) is str else None
-            except ValueError:
+                if moment is None or moment.tzinfo is None:
+                    return None
+                moment = moment.astimezone(UTC)
+            except (ValueError, OverflowError):
                 return None
-            if moment is None or moment.tzinfo is None:
-                return None
-            moment = moment.astimezone(UTC)
             if not 2000 <= moment.year <= 2200:
                 return None
             validated["tls_expires_at"] = moment

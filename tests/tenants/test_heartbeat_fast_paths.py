@@ -44,6 +44,7 @@ FIELDS: dict[str, st.SearchStrategy[Any]] = {
                 "20270115T000000Z",
                 "1999-12-31T23:59:59Z",
                 "2200-12-31T23:59:59-05:00",
+                "9999-12-31T23:59:59-05:00",
                 "2027-13-01",
                 "now",
             ]
@@ -95,6 +96,7 @@ def drf_decision(data: Any) -> tuple[bool, Any]:
 @example({**HEARTBEAT, "containers": None})
 @example({**HEARTBEAT, "tls_expires_at": "2200-12-31T23:59:59-05:00"})
 @example({**HEARTBEAT, "tls_expires_at": "2027-01-15T00:00:00"})
+@example({**HEARTBEAT, "tls_expires_at": "9999-12-31T23:59:59-05:00"})
 def test_the_quick_check_accepts_only_what_drf_accepts_and_validates_it_the_same(data):
     quick = HeartbeatInputSerializer()._validated_quickly(data)
 
