@@ -70,7 +70,7 @@ class StripeEventAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Sweep now: re-enqueue every lost, stuck or due event")
     def requeue_events(self, request: HttpRequest, queryset: QuerySet[StripeEvent]) -> None:
-        requeued = stripe_events_requeue()
+        requeued = stripe_events_requeue(actor=request.user.get_username())
         self.message_user(request, f"{len(requeued)} events re-enqueued.", messages.SUCCESS)
 
 

@@ -168,9 +168,10 @@ def stripe_event_process(*, event_row_id: int) -> StripeEvent | None:
     return row
 
 
-def stripe_events_requeue() -> list[int]:
+def stripe_events_requeue(*, actor: str = "") -> list[int]:
     """Ring again for events whose message was lost (RECEIVED and old), whose worker
-    died (HANDLER_STARTED past the lease) or whose retry is due (FAILED)."""
+    died (HANDLER_STARTED past the lease) or whose retry is due (FAILED). A staff
+    member's sweep (`actor`) is audited on every event it touched; beat's is not."""
     now = timezone.now()
     lost_before = now - timedelta(seconds=settings.BILLING_EVENT_LOST_AFTER)
     lease_before = now - timedelta(seconds=settings.BILLING_EVENT_LEASE_SECONDS)
@@ -192,6 +193,14 @@ def stripe_events_requeue() -> list[int]:
                 row.save(update_fields=["status", "error"])
             _enqueue_on_commit(row.pk)
             requeued.append(row.pk)
+            if actor:
+                audit_record(
+                    actor=actor,
+                    action="stripe_event.requeue",
+                    object_type="stripe_event",
+                    object_id=row.stripe_event_id,
+                    old=row.status,
+                )
     if requeued:
         logger.warning("billing: re-enqueued %d stripe events", len(requeued))
     return requeued

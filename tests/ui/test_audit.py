@@ -376,6 +376,24 @@ def test_stripe_event_retry_is_audited(staff_client: Client, since: datetime) ->
     assert (row.old, row.new) == (5, 0)
 
 
+def test_stripe_event_requeue_sweep_is_audited_on_each_event_it_touched(
+    staff_client: Client, since: datetime, settings: Any
+) -> None:
+    settings.BILLING_EVENT_LOST_AFTER = 0
+    lost = StripeEvent.objects.create(
+        stripe_event_id="evt_audit_lost", type="invoice.paid", created=0, payload={}, status=EventStatus.RECEIVED
+    )
+    done = StripeEvent.objects.create(
+        stripe_event_id="evt_audit_done", type="invoice.paid", created=0, payload={}, status=EventStatus.SUCCEEDED
+    )
+
+    admin_action(staff_client, "admin:billing_stripeevent_changelist", "requeue_events", lost.pk)
+
+    row = audited(since, action="stripe_event.requeue", object_type="stripe_event", object_id="evt_audit_lost")
+    assert row.old == EventStatus.RECEIVED
+    assert not AuditEvent.objects.filter(object_id=done.stripe_event_id).exists(), "only what the sweep touched"
+
+
 @pytest.mark.parametrize("kind", ["tier_change", "manual_move"])
 def test_staff_task_complete_is_audited(kind: str, staff_client: Client, since: datetime) -> None:
     subscription = Subscription.objects.create(stripe_subscription_id=f"sub_audit_{kind}", plan="scale")
