@@ -86,7 +86,10 @@ def job_retry(*, job_id: int, actor: str) -> Job:
         lease_expires_at=None,
         next_run_at=None,
         enqueued_at=None,
+        started_at=None,
+        attempt_started_at=None,
         finished_at=None,
+        duration_seconds=None,
         updated_at=now,
     )
     old = job.status

@@ -237,6 +237,7 @@ def test_retry_from_the_failed_step_through_the_admin_action(
     page = staff_client.get(f"/admin/hub/job/{job.pk}/change/")
     assert page.status_code == 200 and b"job-timeline" in page.content and b"provider said 422" in page.content
 
+    failed_at = step(job, "fixable").finished_at
     (tmp_path / "fixed").touch()
     response = staff_client.post("/admin/hub/job/", {"action": "retry_jobs", "_selected_action": [job.pk]}, follow=True)
     assert response.status_code == 200
@@ -247,6 +248,8 @@ def test_retry_from_the_failed_step_through_the_admin_action(
     assert calls(tmp_path) == ["run first", "run fixable", "undo first", "run first", "run fixable", "run last"]
     assert AuditEvent.objects.filter(action="job.retry", object_id=str(job.pk), actor="ops").exists()
     assert step(job, "fixable").attempts == 1
+    # the timeline shows the retried run, not the time the job sat failed
+    assert step(job, "fixable").started_at > failed_at
 
 
 def test_retry_is_refused_for_a_job_that_did_not_fail(
