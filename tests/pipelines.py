@@ -164,3 +164,25 @@ register(
         ),
     )
 )
+
+
+def _undo_refused(ctx: StepContext) -> None:
+    _record(ctx, "undo stuck")
+    raise RuntimeError("the provider refuses to delete it")
+
+
+register(
+    Pipeline(
+        name="test.stuck_undo",
+        steps=(
+            _plain("a"),
+            StepSpec(
+                name="stuck",
+                action=lambda ctx: _record(ctx, "run stuck"),
+                compensate=_undo_refused,
+                compensation_retry=RetryPolicy(max_attempts=3, base_delay=0.1),
+            ),
+            StepSpec(name="fails", action=_permanent),
+        ),
+    )
+)

@@ -131,6 +131,24 @@ def test_a_step_that_failed_half_way_is_cleaned_up_by_its_own_compensation_first
     assert "the second half was refused" in job.error
 
 
+def test_a_compensation_that_keeps_failing_ends_the_job_failed_not_rolled_back(
+    celery_worker: WorkerProcess, tmp_path: Path
+) -> None:
+    job = start("test.stuck_undo", tmp_path)
+
+    job = wait_job(job, (JobStatus.FAILED, JobStatus.ROLLED_BACK))
+
+    assert job.status == JobStatus.FAILED, "a rollback that left something behind is no rollback"
+    assert job.compensation_failed
+    undo = job.steps.get(kind=StepKind.COMPENSATION, name__contains="stuck")
+    assert (undo.status, undo.attempts) == (StepStatus.FAILED, 3)
+    assert "refuses to delete" in undo.error
+    assert step(job, "a").status == StepStatus.COMPENSATED, "the other undo still ran"
+    assert calls(tmp_path).count("undo stuck") == 3
+    moved = AuditEvent.objects.filter(object_type="job", object_id=str(job.pk), new=JobStatus.FAILED).get()
+    assert "compensation failed" in moved.reason
+
+
 def test_the_same_step_message_delivered_twice_runs_the_action_once(
     celery_worker: WorkerProcess, tmp_path: Path
 ) -> None:
