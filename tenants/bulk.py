@@ -122,7 +122,7 @@ def commands_queue_select(
     ttl = ttl_seconds if ttl_seconds is not None else settings.COMMAND_TTL
     source_sql, source_params = source.query.sql_with_params()
     table = Command._meta.db_table
-    values = [type, json.dumps(payload), CommandStatus.PENDING, actor, now, now + timedelta(seconds=ttl)]
+    values: list[Any] = [type, json.dumps(payload), CommandStatus.PENDING, actor, now, now + timedelta(seconds=ttl)]
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} "  # noqa: S608 - table from model metadata, source built by the ORM, values bound
