@@ -11,6 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import (
+    CharField,
     Count,
     DateTimeField,
     Exists,
@@ -24,6 +25,7 @@ from django.db.models import (
     Value,
 )
 from django.db.models.fields.json import KT
+from django.db.models.functions import Coalesce
 
 from rollouts.models import (
     UPDATE_DISPATCHED_STATUSES,
@@ -61,17 +63,18 @@ def tenants_eligible(*, component: str, version: str, now: datetime, rollout_id:
     return queryset.order_by("-created_at", "-id")
 
 
-def stage_candidates(
-    *, rollout: Rollout, stage: RolloutStage, now: datetime, limit: int | None
-) -> list[tuple[int, str]]:
-    """(tenant id, its current version of the component) for the stage, newest first."""
+def stage_candidates(*, rollout: Rollout, stage: RolloutStage, now: datetime, limit: int | None) -> QuerySet[Any, Any]:
+    """(tenant id, its current version of the component or "") for the stage, newest
+    first: a query, so dispatch can insert from it without reading the rows."""
     queryset = tenants_eligible(
         component=rollout.component, version=rollout.target_version, now=now, rollout_id=rollout.pk
     ).filter(is_internal=stage.internal)
-    rows = queryset.annotate(from_version=KT(f"versions__{rollout.component}")).values_list("pk", "from_version")
+    rows = queryset.annotate(
+        from_version=Coalesce(KT(f"versions__{rollout.component}"), Value(""), output_field=CharField())
+    ).values_list("pk", "from_version")
     if limit is not None:
         rows = rows[:limit]
-    return [(pk, from_version or "") for pk, from_version in rows]
+    return rows
 
 
 def stage_sizes(*, percents: Sequence[int | None], population: int) -> list[int | None]:

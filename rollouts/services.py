@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from hub.alerts import alert_raise, alert_resolve
@@ -36,7 +36,7 @@ from rollouts.models import (
     TenantUpdate,
     UpdateStatus,
 )
-from tenants.bulk import commands_queue_bulk, commands_withdraw_bulk
+from tenants.bulk import commands_queue_bulk, commands_queue_select, commands_withdraw_bulk
 from tenants.commands import NAME_RE, VERSION_RE
 from tenants.models import TENANT_LIVE_STATUSES, Command, CommandStatus, CommandType
 
@@ -340,46 +340,66 @@ def _updates_mark_sent(*, pairs: Sequence[tuple[int, uuid.UUID]], now: datetime,
         )
 
 
-def _stage_dispatch(*, rollout: Rollout, stage: RolloutStage, now: datetime) -> int:
-    """Start the stage: pick its tenants, create their updates and `update` commands in
-    bulk (a constant number of queries whatever the stage's size)."""
+def _updates_insert_sent(*, rollout: Rollout, stage: RolloutStage, now: datetime, limit: int | None) -> None:
+    """One SENT update per candidate tenant of the stage, each naming the id of the
+    command that will carry it, in one INSERT ... SELECT. The (rollout, tenant) unique
+    constraint makes a second or concurrent dispatch insert nothing for a tenant that
+    already has its update (ON CONFLICT DO NOTHING); the commands are then written from
+    the updates (`_stage_send`), so a tenant never gets a second one."""
+    candidates_sql, candidates_params = selectors.stage_candidates(
+        rollout=rollout, stage=stage, now=now, limit=limit
+    ).query.sql_with_params()
+    table = TenantUpdate._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} "  # noqa: S608 - table from model metadata, candidates built by the ORM, values bound
+            "(rollout_id, stage_id, tenant_id, from_version, to_version, status, command_id, attempts, sent_at, "
+            "error, rollback_error) "
+            "SELECT %s, %s, c.tenant_id, c.from_version, %s, %s, gen_random_uuid(), 1, %s, '', '' "
+            f"FROM ({candidates_sql}) AS c(tenant_id, from_version) "
+            "ON CONFLICT ON CONSTRAINT tenant_update_once_per_rollout DO NOTHING",
+            [rollout.pk, stage.pk, rollout.target_version, UpdateStatus.SENT, now, *candidates_params],
+        )
+
+
+def _stage_send(*, rollout: Rollout, stage: RolloutStage, now: datetime) -> int:
+    """Pick the stage's tenants, create their updates and `update` commands with two
+    INSERT ... SELECT (the rows never pass through Python) and one audit row for the
+    stage's commands: a constant number of queries whatever the stage's size. Each
+    command is created by `rollout:<id>` and its update points at it. Run again, or
+    concurrently, it adds nothing for a tenant already sent this rollout's update.
+    Returns how many commands it queued."""
     limit = None if stage.internal or (stage.percent or 0) >= 100 else stage.planned_size
-    candidates = [] if limit == 0 else selectors.stage_candidates(rollout=rollout, stage=stage, now=now, limit=limit)
-    payload = _update_payload(rollout)
-    commands = commands_queue_bulk(
-        tenant_ids=[tenant_id for tenant_id, _ in candidates],
+    if limit != 0:
+        _updates_insert_sent(rollout=rollout, stage=stage, now=now, limit=limit)
+    return commands_queue_select(
+        source=TenantUpdate.objects.filter(stage=stage, status=UpdateStatus.SENT, command__isnull=False)
+        .exclude(Exists(Command.objects.filter(pk=OuterRef("command_id"))))
+        .values_list("command_id", "tenant_id"),
         type=CommandType.UPDATE,
-        payloads=[payload] * len(candidates),
+        payload=_update_payload(rollout),
         actor=_actor_for(rollout),
         ttl_seconds=rollout.update_timeout_seconds,
+        subject_type="rollout",
+        subject_id=rollout.pk,
+        subject={"stage": stage.position},
     )
-    TenantUpdate.objects.bulk_create(
-        [
-            TenantUpdate(
-                rollout=rollout,
-                stage=stage,
-                tenant_id=tenant_id,
-                from_version=from_version,
-                to_version=rollout.target_version,
-                status=UpdateStatus.SENT,
-                command=command,
-                attempts=1,
-                sent_at=now,
-            )
-            for (tenant_id, from_version), command in zip(candidates, commands, strict=True)
-        ]
-    )
-    stage.dispatched = len(candidates)
+
+
+def _stage_dispatch(*, rollout: Rollout, stage: RolloutStage, now: datetime) -> int:
+    """Start the stage (locked by the caller): send its updates, mark it UPDATING."""
+    dispatched = _stage_send(rollout=rollout, stage=stage, now=now)
+    stage.dispatched = dispatched
     stage.started_at = now
     stage.deadline_at = now + timedelta(seconds=stage.soak_seconds + rollout.stage_deadline_seconds)
     _stage_move(
         stage,
         StageStatus.UPDATING,
         actor=_actor_for(rollout),
-        reason=f"dispatched {len(candidates)} updates",
+        reason=f"dispatched {dispatched} updates",
         fields=["dispatched", "started_at", "deadline_at"],
     )
-    return len(candidates)
+    return dispatched
 
 
 def _advance(*, rollout: Rollout, actor: str, now: datetime) -> None:

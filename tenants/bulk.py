@@ -1,6 +1,11 @@
 """Commands for many tenants at once: what `services.command_queue` does for one tenant
 (validate, insert, audit, flag the tenant in Redis after commit), in a constant number
-of queries whatever the number of tenants. Used by fleet-wide work such as rollouts."""
+of queries whatever the number of tenants. Used by fleet-wide work such as rollouts.
+
+`commands_queue_bulk` takes a list of tenants and writes one audit row per command;
+`commands_queue_select` takes a query and writes the commands with one INSERT ... SELECT
+(no row passes through Python) and one audit row for the whole batch: the commands
+carry their creator in `created_by`, and the caller's rows point at them."""
 
 from __future__ import annotations
 
@@ -13,9 +18,11 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
+from hub.audit import audit_record
 from hub.errors import DomainError
 from hub.models import AuditEvent
 from tenants import redis_store
@@ -89,6 +96,54 @@ def commands_queue_bulk(
     flagged = list(dict.fromkeys(tenant_ids))
     transaction.on_commit(lambda: _flag_commands_due(flagged))
     return commands
+
+
+@transaction.atomic
+def commands_queue_select(
+    *,
+    source: QuerySet[Any, Any],
+    type: str,
+    payload: dict[str, Any],
+    actor: str,
+    ttl_seconds: int | None = None,
+    subject_type: str,
+    subject_id: object,
+    subject: dict[str, Any] | None = None,
+) -> int:
+    """One command per row of `source`, a `values_list(command id, tenant id)` query
+    whose tenants all take commands (the caller's filter guarantees it, e.g. ACTIVE),
+    with the same payload. One audit row says who queued how many commands for what
+    (`subject_type`/`subject_id`, plus `subject` details); the flagged tenants' next
+    heartbeats hand the commands out. Returns how many were queued."""
+    errors = command_payload_errors(type=type, payload=payload)
+    if errors:
+        raise DomainError("; ".join(errors), code="invalid_command")
+    now = timezone.now()
+    ttl = ttl_seconds if ttl_seconds is not None else settings.COMMAND_TTL
+    source_sql, source_params = source.query.sql_with_params()
+    table = Command._meta.db_table
+    values: list[Any] = [type, json.dumps(payload), CommandStatus.PENDING, actor, now, now + timedelta(seconds=ttl)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} "  # noqa: S608 - table from model metadata, source built by the ORM, values bound
+            "(id, tenant_id, type, payload, status, created_by, created_at, expires_at, delivery_count) "
+            "SELECT s.command_id, s.tenant_id, %s, %s::jsonb, %s, %s, %s, %s, 0 "
+            f"FROM ({source_sql}) AS s(command_id, tenant_id) RETURNING tenant_id",
+            [*values, *source_params],
+        )
+        tenant_ids = [tenant_id for (tenant_id,) in cursor.fetchall()]
+    if not tenant_ids:
+        return 0
+    audit_record(
+        actor=actor,
+        action="command.queue_bulk",
+        object_type=subject_type,
+        object_id=subject_id,
+        new={**(subject or {}), "type": type, "payload": payload, "commands": len(tenant_ids)},
+    )
+    flagged = list(dict.fromkeys(tenant_ids))
+    transaction.on_commit(lambda: _flag_commands_due(flagged))
+    return len(tenant_ids)
 
 
 @transaction.atomic

@@ -1,0 +1,152 @@
+"""Dispatching a stage: one `update` command per selected tenant, handed out through the
+real heartbeat API; one audit row for the stage's commands; nothing added when the same
+stage is dispatched again, one after the other or at the same time."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection, connections, transaction
+from django.utils import timezone
+
+from hub.models import AuditEvent
+from rollouts.models import Rollout, RolloutStage, TenantUpdate, UpdateStatus
+from rollouts.services import StageSpec, _stage_send, rollout_start, updates_sync_outcomes
+from tenants import redis_store
+from tenants.models import Command, CommandType, Tenant, TenantStatus
+from tests.conftest import wait_for
+from tests.rollouts.conftest import COMPONENT, NEW, NEW_IMAGE, Fleet
+
+pytestmark = pytest.mark.django_db
+
+
+def commands_by_tenant(rollout: Rollout) -> dict[int, list[Command]]:
+    by_tenant: dict[int, list[Command]] = {}
+    for command in Command.objects.filter(created_by=f"rollout:{rollout.pk}").order_by("tenant_id"):
+        by_tenant.setdefault(command.tenant_id, []).append(command)
+    return by_tenant
+
+
+def test_a_stage_delivers_exactly_one_update_command_to_each_selected_tenant(
+    make_fleet: Any, make_rollout: Any, on_commit: Any
+) -> None:
+    # given 12 heartbeating tenants, of which three are not eligible: one already on the
+    # new version, one whose heartbeat went stale, one suspended
+    fleet: Fleet = make_fleet(12)
+    agents = fleet.agents
+    on_new, stale, suspended = agents[0], agents[1], agents[2]
+    on_new.versions = {**on_new.versions, COMPONENT: NEW}
+    fleet.round()
+    stale.silent = suspended.silent = True
+    Tenant.objects.filter(pk=stale.tenant_id).update(last_heartbeat_at=timezone.now() - timedelta(hours=1))
+    Tenant.objects.filter(pk=suspended.tenant_id).update(status=TenantStatus.SUSPENDED)
+    selected = {agent.tenant_id for agent in agents[3:]}
+    rollout = make_rollout(stages=[StageSpec(percent=100, soak_seconds=3600)])
+
+    # when the one-stage rollout starts and every agent heartbeats twice
+    on_commit(rollout_start, rollout_id=rollout.pk, actor="staff:ops")
+    flagged = {int(tenant_id) for tenant_id in redis_store.client().smembers(redis_store.COMMANDS_DUE_KEY)}
+    fleet.round()
+    fleet.round()
+
+    # then every selected tenant was flagged, and its agent ran exactly one update, the
+    # release pinned by digest; the others got nothing
+    assert flagged >= selected
+    ran = {agent.tenant_id: agent.executed for agent in agents if agent.executed}
+    assert set(ran) == selected
+    assert all(executed == [{"component": COMPONENT, "version": NEW, "image": NEW_IMAGE}] for executed in ran.values())
+    # each command was created by the rollout, its tenant's update points at it and
+    # learns the agent's answer from it
+    by_tenant = commands_by_tenant(rollout)
+    assert set(by_tenant) == selected and all(len(commands) == 1 for commands in by_tenant.values())
+    updates_sync_outcomes()
+    updates = TenantUpdate.objects.filter(rollout=rollout)
+    assert {(u.tenant_id, u.command_id) for u in updates} == {(t, c[0].pk) for t, c in by_tenant.items()}
+    assert all(u.status == UpdateStatus.SUCCEEDED and u.from_version == "1.0.0" for u in updates)
+    assert rollout.stages.get().dispatched == len(selected)
+    # one audit row says who queued how many commands for which rollout and stage
+    audit = AuditEvent.objects.get(action="command.queue_bulk", object_type="rollout", object_id=str(rollout.pk))
+    assert audit.actor == f"rollout:{rollout.pk}"
+    assert audit.new == {
+        "stage": 0,
+        "type": CommandType.UPDATE,
+        "payload": {"component": COMPONENT, "version": NEW, "image": NEW_IMAGE},
+        "commands": len(selected),
+    }
+
+
+def test_dispatching_the_same_stage_twice_adds_nothing(make_fleet: Any, make_rollout: Any, on_commit: Any) -> None:
+    # given a started one-stage rollout over 8 tenants
+    make_fleet(8)
+    rollout = make_rollout(stages=[StageSpec(percent=100, soak_seconds=3600)])
+    on_commit(rollout_start, rollout_id=rollout.pk, actor="test")
+    stage = RolloutStage.objects.get(rollout=rollout)
+    before = commands_by_tenant(rollout)
+
+    # when the stage's updates are sent again
+    rollout = Rollout.objects.select_related("release").get(pk=rollout.pk)
+    again = _stage_send(rollout=rollout, stage=stage, now=timezone.now())
+
+    # then no update, command or audit row was added
+    assert again == 0
+    assert commands_by_tenant(rollout) == before and len(before) == 8
+    assert TenantUpdate.objects.filter(rollout=rollout).count() == 8
+    assert AuditEvent.objects.filter(action="command.queue_bulk", object_id=str(rollout.pk)).count() == 1
+
+
+def waiting_on_a_lock(pid: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid])
+        row = cursor.fetchone()
+    return row is not None and row[0] == "Lock"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_dispatches_of_a_stage_at_once_send_one_command_per_tenant(make_fleet: Any, make_rollout: Any) -> None:
+    # given a one-stage rollout over 8 tenants, RUNNING, its stage not yet sent
+    make_fleet(8)
+    rollout = make_rollout(stages=[StageSpec(percent=100, soak_seconds=3600)])
+    Rollout.objects.filter(pk=rollout.pk).update(status="RUNNING", current_position=0, started_at=timezone.now())
+    first_sent, first_may_commit = threading.Event(), threading.Event()
+    sent: dict[str, int] = {}
+    pids: dict[str, int] = {}
+    errors: list[BaseException] = []
+
+    def dispatch(name: str, hold: bool) -> None:
+        try:
+            with transaction.atomic():
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_backend_pid()")
+                    pids[name] = cursor.fetchone()[0]
+                loaded = Rollout.objects.select_related("release").get(pk=rollout.pk)
+                stage = RolloutStage.objects.get(rollout=loaded)
+                sent[name] = _stage_send(rollout=loaded, stage=stage, now=timezone.now())
+                if hold:
+                    first_sent.set()
+                    assert first_may_commit.wait(timeout=30)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+            first_sent.set()
+        finally:
+            connections.close_all()
+
+    # when a second dispatch runs while the first one's transaction is still open
+    first = threading.Thread(target=dispatch, args=("first", True))
+    second = threading.Thread(target=dispatch, args=("second", False))
+    first.start()
+    assert first_sent.wait(timeout=30)
+    second.start()
+    wait_for(lambda: "second" in pids and waiting_on_a_lock(pids["second"]), timeout=30, message="a blocked dispatch")
+    first_may_commit.set()
+    first.join(timeout=30)
+    second.join(timeout=30)
+
+    # then the second one waited for the first, and added nothing
+    assert not errors, errors
+    assert sent == {"first": 8, "second": 0}
+    by_tenant = commands_by_tenant(rollout)
+    assert len(by_tenant) == 8 and all(len(commands) == 1 for commands in by_tenant.values())
+    assert TenantUpdate.objects.filter(rollout=rollout).count() == 8
