@@ -354,6 +354,9 @@ COMMANDS_PER_HEARTBEAT = env.int("COMMANDS_PER_HEARTBEAT", default=20)
 HEARTBEAT_FLUSH_CHUNK = env.int("HEARTBEAT_FLUSH_CHUNK", default=20_000)
 PROVISIONING_RETRY_BASE_DELAY = env.float("PROVISIONING_RETRY_BASE_DELAY", default=10.0)
 PROVISIONING_SCRIPT_ATTEMPTS = env.int("PROVISIONING_SCRIPT_ATTEMPTS", default=3)
+# Attempts of each undo (release server, delete DNS, revoke agent) before a rollback
+# gives up, the order goes FAILED and staff get a HARD alert (about 10 min at 10 s).
+PROVISIONING_COMPENSATION_ATTEMPTS = env.int("PROVISIONING_COMPENSATION_ATTEMPTS", default=8)
 # The one-time token the agent registers with (the issue: expires in 24 h).
 PROVISIONING_REGISTRATION_TOKEN_TTL = env.int("PROVISIONING_REGISTRATION_TOKEN_TTL", default=24 * 3600)
 

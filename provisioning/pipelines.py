@@ -39,6 +39,16 @@ def _retry(max_attempts: int) -> RetryPolicy:
     )
 
 
+def _undo_retry() -> RetryPolicy:
+    # Undoing must try hard and on any error: giving up leaves a server or DNS
+    # records behind, and the order FAILED with a HARD alert for staff.
+    return RetryPolicy(
+        max_attempts=settings.PROVISIONING_COMPENSATION_ATTEMPTS,
+        base_delay=settings.PROVISIONING_RETRY_BASE_DELAY,
+        max_delay=300,
+    )
+
+
 def _script_step(name: str) -> StepSpec:
     return StepSpec(
         name=f"setup_{name}",
@@ -60,6 +70,7 @@ register(
                 action=steps.allocate_server,
                 compensate=steps.release_server,
                 compensate_if_failed=True,
+                compensation_retry=_undo_retry(),
                 retry=_retry(5),
                 timeout=900,
             ),
@@ -69,6 +80,7 @@ register(
                 action=steps.create_dns,
                 compensate=steps.delete_dns,
                 compensate_if_failed=True,
+                compensation_retry=_undo_retry(),
                 retry=_retry(5),
             ),
             *(_script_step(name) for name in SETUP_SCRIPTS),
@@ -77,6 +89,7 @@ register(
                 action=steps.agent_handover,
                 compensate=steps.revoke_agent,
                 compensate_if_failed=True,
+                compensation_retry=_undo_retry(),
                 retry=_retry(settings.PROVISIONING_SCRIPT_ATTEMPTS),
                 timeout=settings.PROVISIONING_SCRIPT_TIMEOUT,
             ),
