@@ -58,3 +58,49 @@ class EncryptedTextField(models.TextField):
         if isinstance(value, str) and value.startswith(PREFIX):
             return decrypt(value)
         return value
+
+
+def encrypted_fields() -> list[tuple[type[models.Model], EncryptedTextField]]:
+    from django.apps import apps
+
+    return [
+        (model, field)
+        for model in apps.get_models()
+        for field in model._meta.get_fields()
+        if isinstance(field, EncryptedTextField)
+    ]
+
+
+def encrypted_values_rotate(*, batch_size: int = 500) -> dict[str, int]:
+    """Re-encrypt every stored value of every EncryptedTextField under the newest key,
+    in batches by primary key; a row changed meanwhile is left as it was written (it
+    was written under the newest key anyway). Idempotent: run it again at will.
+    Returns the number of values re-encrypted per model field."""
+    from django.db import connection, transaction
+
+    rotated: dict[str, int] = {}
+    for model, field in encrypted_fields():
+        quote = connection.ops.quote_name
+        table, column, pk = quote(model._meta.db_table), quote(field.column), quote(model._meta.pk.column)
+        label = f"{model._meta.label}.{field.name}"
+        rotated[label] = 0
+        last = None
+        while True:
+            with transaction.atomic(), connection.cursor() as cursor:
+                where = "" if last is None else f"AND {pk} > %s"
+                cursor.execute(
+                    f"SELECT {pk}, {column} FROM {table} WHERE {column} LIKE %s {where} ORDER BY {pk} LIMIT %s",  # noqa: S608 - names from model metadata
+                    [PREFIX + "%", *([] if last is None else [last]), batch_size],
+                )
+                rows = cursor.fetchall()
+                for row_pk, stored in rows:
+                    fresh = rotate(stored)
+                    cursor.execute(
+                        f"UPDATE {table} SET {column} = %s WHERE {pk} = %s AND {column} = %s",  # noqa: S608
+                        [fresh, row_pk, stored],
+                    )
+                    rotated[label] += cursor.rowcount
+            if len(rows) < batch_size:
+                break
+            last = rows[-1][0]
+    return rotated

@@ -5,10 +5,13 @@ any of them in the clear (the root key is Fernet ciphertext, keys and tokens has
 from __future__ import annotations
 
 import pytest
+from cryptography.fernet import Fernet
+from django.core.management import call_command
 from django.db import connection
 from django.test import Client
 from psycopg import sql
 
+from provisioning.models import Server
 from tests.security.conftest import World
 
 pytestmark = pytest.mark.django_db
@@ -67,3 +70,28 @@ def test_no_agent_key_token_or_root_key_is_stored_in_the_clear(world: World) -> 
     leaks = {name: columns_holding(value) for name, value in secrets.items()}
 
     assert leaks == {name: [] for name in secrets}
+
+
+def test_an_old_field_key_is_retired_by_re_encrypting_under_the_new_one(settings) -> None:
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.FIELD_ENCRYPTION_KEYS = [old]
+    servers = [
+        Server.objects.create(name=f"rot-{i}", ipv4=f"198.18.0.{i + 1}", root_key=f"{ROOT_KEY}{i}") for i in range(3)
+    ]
+
+    def raw() -> list[str]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT root_key FROM provisioning_server WHERE name LIKE 'rot-%%' ORDER BY id")
+            return [row[0] for row in cursor.fetchall()]
+
+    before = raw()
+    # the new key goes first; the old one still reads what it wrote
+    settings.FIELD_ENCRYPTION_KEYS = [new, old]
+    call_command("rotate_field_keys", batch_size=2)
+    after = raw()
+
+    # then, with the old key dropped, every value still reads, and the column changed
+    settings.FIELD_ENCRYPTION_KEYS = [new]
+    assert [Server.objects.get(pk=s.pk).root_key for s in servers] == [f"{ROOT_KEY}{i}" for i in range(3)]
+    assert all(a != b and a.startswith("fernet:") for a, b in zip(after, before, strict=True))
+    assert not any(ROOT_KEY.strip() in value for value in after)
