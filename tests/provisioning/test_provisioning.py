@@ -8,6 +8,7 @@ from typing import Any
 
 import paramiko
 import pytest
+import requests
 from django.contrib.auth import get_user_model
 from django.test import Client
 
@@ -163,7 +164,31 @@ def test_empty_pool_and_auto_buys_a_hetzner_server(sandbox: Sandbox, provisionin
     server = Server.objects.get(pk=order.server_id)
     assert server.provider == ServerProvider.HETZNER and server.provider_id == str(bought["id"])
     assert server.ipv4 == bought["public_net"]["ipv4"]["ip"]
+    assert script_order(sandbox.host(server.ipv4).calls()) == [name for name, _ in SCRIPT_MARKERS], "set up over SSH"
     assert Tenant.objects.get(domain=f"acme-auto.{ZONE}").registered_at is not None
+
+
+def test_an_identical_dns_record_already_there_is_reused_not_doubled(
+    sandbox: Sandbox, fresh_hosts: Any, provisioning_worker: WorkerProcess
+) -> None:
+    (host,) = fresh_hosts(1)
+    pool_server(host)
+    env = sandbox.env
+    response = requests.post(
+        f"{env['CLOUDFLARE_API_BASE']}/zones/{env['CLOUDFLARE_ZONE_ID']}/dns_records",
+        headers={"Authorization": f"Bearer {env['CLOUDFLARE_API_TOKEN']}"},
+        json={"type": "A", "name": f"acme-again.{ZONE}", "content": host.addr, "ttl": 300, "proxied": False},
+        timeout=5,
+    )
+    response.raise_for_status()
+    existing = response.json()["result"]["id"]
+
+    order = wait_order(place("acme-again"), (OrderStatus.FULFILLED, OrderStatus.ROLLED_BACK, OrderStatus.FAILED))
+
+    assert order.status == OrderStatus.FULFILLED, order.failure_reason
+    (apex,) = dns_records(sandbox, f"acme-again.{ZONE}")
+    assert apex["id"] == existing
+    assert len(dns_records(sandbox, f"*.acme-again.{ZONE}")) == 1
 
 
 def test_empty_pool_and_manual_waits_for_staff_then_goes_on(
