@@ -149,6 +149,26 @@ def test_a_compensation_that_keeps_failing_ends_the_job_failed_not_rolled_back(
     assert "compensation failed" in moved.reason
 
 
+def test_a_step_that_outlives_its_lease_keeps_it_by_renewal_while_the_reaper_watches(
+    celery_worker: WorkerProcess, tmp_path: Path
+) -> None:
+    # a 6 s step under a 2 s lease (the test settings), the reaper running all along
+    job = start("test.slow", tmp_path, sleep=6)
+
+    def done() -> bool:
+        pipeline_reap()
+        job.refresh_from_db()
+        return job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.ROLLED_BACK)
+
+    wait_for(done, timeout=40, interval=0.3, message="the slow job to end")
+
+    assert job.status == JobStatus.SUCCEEDED
+    slow = step(job, "slow")
+    assert slow.attempts == 1
+    assert [entry["outcome"] for entry in slow.history] == ["succeeded"], "the reaper never took it back"
+    assert calls(tmp_path).count("run slow") == 1
+
+
 def test_the_same_step_message_delivered_twice_runs_the_action_once(
     celery_worker: WorkerProcess, tmp_path: Path
 ) -> None:
