@@ -16,6 +16,7 @@ from hub.pipeline.models import Job, StepKind, StepStatus
 from hub.pipeline.reaper import pipeline_reap
 from provisioning.models import Order, OrderStatus, Server, ServerStatus
 from sandbox.control import Sandbox
+from tenants.models import AgentCredential, RegistrationToken, Tenant, TenantStatus
 from tests.conftest import WorkerProcess, wait_for
 from tests.provisioning.conftest import dns_records, hetzner_servers, pool_server
 from tests.provisioning.test_provisioning import ZONE, place
@@ -239,3 +240,32 @@ def test_a_rollback_that_cannot_finish_fails_the_order_with_a_hard_alert(
     alert = Alert.objects.get(subject_type="order", subject_id=str(order.pk), kind="provisioning_rollback_failed")
     assert (alert.severity, alert.status) == (AlertSeverity.HARD, AlertStatus.OPEN)
     assert len(dns_records(sandbox, order.domain)) == 1, "the record it could not delete is still there"
+
+
+def test_an_agent_handover_that_fails_for_good_revokes_what_it_issued(
+    sandbox: Sandbox, fresh_hosts: Any, provisioning_worker: Callable[..., WorkerProcess]
+) -> None:
+    (host,) = fresh_hosts(1)
+    server = pool_server(host)
+    # given the agent's script failing at its very end, after the token went out
+    sandbox.host(host.addr).fail("systemctl restart hub-agent", 99)
+    worker = provisioning_worker("handover")
+    try:
+        order = place("acme-handover")
+        order = wait_reaping(order, (OrderStatus.FULFILLED, OrderStatus.ROLLED_BACK, OrderStatus.FAILED))
+    finally:
+        worker.stop()
+        sandbox.host(host.addr).clear_faults()
+
+    # then the order is rolled back, and nothing the handover issued still works
+    assert order.status == OrderStatus.ROLLED_BACK
+    assert "agent_handover" in order.failure_reason
+    assert order.job.steps.get(name="agent_handover").status == StepStatus.FAILED
+    tenant = Tenant.objects.get(domain=order.domain)
+    assert tenant.status == TenantStatus.DEPROVISIONED, "the domain is free for a new order"
+    now = timezone.now()
+    assert RegistrationToken.objects.filter(tenant=tenant).exists()
+    assert not any(token.can_use(now=now) for token in RegistrationToken.objects.filter(tenant=tenant))
+    assert not any(key.is_usable(now=now) for key in AgentCredential.objects.filter(tenant=tenant))
+    server.refresh_from_db()
+    assert server.status == ServerStatus.QUARANTINED
