@@ -1,10 +1,12 @@
+import functools
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
+from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry, LogEntryManager
+from django.contrib.auth import get_user_model
+from django.contrib.contenttypes.models import ContentType
 from django.db.models import QuerySet
-from django.db.models.signals import post_save
-from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
@@ -141,17 +143,47 @@ class AuditEventAdmin(admin.ModelAdmin):
 ADMIN_LOG_ACTIONS = {ADDITION: "admin.add", CHANGE: "admin.change", DELETION: "admin.delete"}
 
 
-@receiver(post_save, sender=LogEntry, dispatch_uid="hub_admin_log_to_audit")
-def admin_log_to_audit(sender: type[LogEntry], instance: LogEntry, created: bool, **kwargs: Any) -> None:
-    """Every add or change saved through an admin form also lands in the audit trail
-    (admin actions and buttons call services, which write their own audit rows)."""
-    if not created:
+def admin_log_entries_audit(*, user_id: object, entries: Iterable[LogEntry]) -> None:
+    """One audit row per admin log entry: who, what, on which object."""
+    actor = get_user_model().objects.get(pk=user_id).get_username()
+    for entry in entries:
+        content_type_id: int | None = entry.content_type_id  # type: ignore[attr-defined]
+        audit_record(
+            actor=actor,
+            action=ADMIN_LOG_ACTIONS.get(entry.action_flag, "admin.log"),
+            # get_for_id is cached: no query per entry, unlike entry.content_type.
+            object_type=ContentType.objects.get_for_id(content_type_id).model if content_type_id else "",
+            object_id=entry.object_id or "",
+            new=entry.get_change_message() or None,
+            reason=entry.object_repr,
+        )
+
+
+def admin_log_audit_install() -> None:
+    """Every add, change and delete made through an admin form or the "delete selected"
+    action also lands in the audit trail (admin actions and buttons call services, which
+    write their own audit rows).
+
+    The admin writes its log through LogEntryManager.log_actions, for every ModelAdmin
+    including Django's and third-party ones; a bulk "delete selected" saves its entries
+    with bulk_create, which sends no post_save, so the hook sits on log_actions itself."""
+    if getattr(LogEntryManager.log_actions, "hub_audited", False):
         return
-    audit_record(
-        actor=instance.user.get_username(),
-        action=ADMIN_LOG_ACTIONS.get(instance.action_flag, "admin.log"),
-        object_type=instance.content_type.model if instance.content_type_id else "",
-        object_id=instance.object_id or "",
-        new=instance.get_change_message() or None,
-        reason=instance.object_repr,
-    )
+    log_actions: Callable[..., Any] = LogEntryManager.log_actions
+
+    @functools.wraps(log_actions)
+    def audited_log_actions(
+        self: LogEntryManager,
+        user_id: object,
+        queryset: Iterable[Any],
+        action_flag: int,
+        change_message: Any = "",
+        *,
+        single_object: bool = False,
+    ) -> Any:
+        logged = log_actions(self, user_id, queryset, action_flag, change_message, single_object=single_object)
+        admin_log_entries_audit(user_id=user_id, entries=logged if isinstance(logged, list) else [logged])
+        return logged
+
+    audited_log_actions.hub_audited = True  # type: ignore[attr-defined]
+    LogEntryManager.log_actions = audited_log_actions  # type: ignore[method-assign]

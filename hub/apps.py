@@ -8,6 +8,8 @@ class HubConfig(AppConfig):
 
     def ready(self) -> None:
         from hub import checks  # noqa: F401 - registers the system checks
+        from hub.admin import admin_log_audit_install
         from hub.pipeline import registry
 
         registry.autodiscover()
+        admin_log_audit_install()

@@ -186,3 +186,26 @@ def test_docker_compose_accepts_the_file() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+# --- The tenant-side compose file for the agent --------------------------------------
+
+AGENT_COMPOSE_FILE = COMPOSE / "agent.yml"
+AGENT_README = ROOT / "agent" / "README.md"
+
+
+def test_the_agent_service_has_a_healthcheck_and_a_restart_policy() -> None:
+    agent = yaml.safe_load(AGENT_COMPOSE_FILE.read_text())["services"]["hub-agent"]
+    check = agent.get("healthcheck")
+    assert check and not check.get("disable"), "the agent has no healthcheck"
+    assert check["test"][-2:] == ["agent", "healthcheck"], check["test"]
+    assert agent.get("restart") in ("always", "unless-stopped"), agent.get("restart")
+
+
+def test_every_agent_compose_variable_is_documented_in_the_agent_readme() -> None:
+    text = re.sub(r"(^|\s)#.*$", "", AGENT_COMPOSE_FILE.read_text(), flags=re.MULTILINE)
+    variables = set(re.findall(r"(?<!\$)\$\{([A-Z][A-Z0-9_]*)", text))
+    assert variables, "no variables found: the pattern is wrong"
+    readme = AGENT_README.read_text()
+    missing = {name for name in variables if f"`{name}`" not in readme}
+    assert not missing, f"not in agent/README.md: {sorted(missing)}"

@@ -4,6 +4,7 @@ constant number of queries, and survives a broker that is down."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from hub.celery import app as celery_app
 from hub.models import Alert, AlertSeverity
 from hub.pipeline.models import Job, JobStatus, Step, StepKind, StepStatus
 from hub.pipeline.services import job_start
@@ -379,3 +381,26 @@ def test_readyz_answers_200_when_database_and_broker_are_up(broker: redis.Redis)
     response = Client().get("/readyz")
     assert response.status_code == 200, response.content
     assert response.json()["checks"] == {"database": "ok", "broker": "ok"}
+
+
+@pytest.fixture
+def broker_unreachable() -> Iterator[None]:
+    """The web process's broker URL points at a port where nothing listens, as when Redis is down.
+    Celery resolved broker_write_url from broker_url when it was configured: set both."""
+    names = ("broker_url", "broker_write_url")
+    configured = {name: celery_app.conf[name] for name in names}
+    celery_app.conf.update(dict.fromkeys(names, "redis://127.0.0.1:1/0"))
+    try:
+        yield
+    finally:
+        celery_app.conf.update(configured)
+
+
+def test_readyz_answers_503_and_names_the_broker_when_it_is_unreachable(broker_unreachable: None) -> None:
+    response = Client().get("/readyz")
+
+    assert response.status_code == 503, response.content
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["broker"].startswith("error: "), body

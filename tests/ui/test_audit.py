@@ -18,7 +18,7 @@ from rest_framework.test import APIClient
 from billing.models import EventStatus, StaffTask, StaffTaskStatus, StripeEvent, Subscription
 from hub.models import Alert, AlertSeverity, AuditEvent
 from hub.pipeline.models import Job, JobStatus
-from provisioning.models import Order, OrderMode, OrderStatus, ServerStatus
+from provisioning.models import Order, OrderMode, OrderStatus, Server, ServerStatus
 from rollouts.models import Rollout, RolloutStage, RolloutStatus, StageStatus
 from rollouts.services import StageSpec, release_create, rollout_create
 from tenants.models import Command, CommandType, Tenant
@@ -431,3 +431,46 @@ def test_rollout_promote_is_audited(
         {"stage": 0, "status": StageStatus.AWAITING_PROMOTE},
         {"stage": 0, "status": StageStatus.PASSED},
     )
+
+
+# --- Generic admin edits -------------------------------------------------------------
+
+
+def test_bulk_delete_selected_is_audited_once_per_object(staff_client: Client, since: datetime) -> None:
+    # given: two servers; "delete selected" logs them with one bulk_create, which sends no post_save
+    servers = [make_server(n=n) for n in (31, 32)]
+
+    # when: the staff confirm the built-in "delete selected" action
+    response = staff_client.post(
+        reverse("admin:provisioning_server_changelist"),
+        {"action": "delete_selected", "_selected_action": [str(s.pk) for s in servers], "post": "yes"},
+    )
+
+    # then
+    assert response.status_code == 302, response.content[:2000]
+    assert not Server.objects.filter(pk__in=[s.pk for s in servers]).exists()
+    for server in servers:
+        row = audited(since, action="admin.delete", object_type="server", object_id=server.pk)
+        assert row.reason == str(server)
+
+
+def test_single_delete_is_audited_once(staff_client: Client, since: datetime) -> None:
+    server = make_server(n=33)
+    post(staff_client, reverse("admin:provisioning_server_delete", args=[server.pk]), {"post": "yes"})
+
+    assert not Server.objects.filter(pk=server.pk).exists()
+    audited(since, action="admin.delete", object_type="server", object_id=server.pk)
+
+
+def test_change_form_edit_is_audited(staff_client: Client, since: datetime) -> None:
+    server = make_server(n=34)
+    url = reverse("admin:provisioning_server_change", args=[server.pk])
+    form = staff_client.get(url).context["adminform"].form
+    data = {name: value for name in form.fields if (value := form[name].value()) is not None}
+
+    post(staff_client, url, {**data, "name": "renamed-by-staff"})
+
+    server.refresh_from_db()
+    assert server.name == "renamed-by-staff"
+    row = audited(since, action="admin.change", object_type="server", object_id=server.pk)
+    assert "Name" in str(row.new), row.new
