@@ -85,10 +85,12 @@ def notifications_create(openings: list[Opening]) -> list[int]:
     """Write the notification rows of these openings (one per channel, once per
     opening: the dedup key is unique) and enqueue their sending on commit. Call in the
     transaction that opens the alerts. One query whatever the number of openings."""
+    # A storm is thousands of openings of a few severities: route each severity once.
+    routes = {severity: channels_for(severity) for severity in {opening.severity for opening in openings}}
     rows = [
         (opening.alert_id, channel, dedup_key(opening, channel), *_texts(opening))
         for opening in openings
-        for channel in channels_for(opening.severity)
+        for channel in routes[opening.severity]
     ]
     if not rows:
         return []
