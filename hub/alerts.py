@@ -132,6 +132,7 @@ def alerts_sync(*, kind: str, subject_type: str, failing: Mapping[object, Failin
     check now): open the new ones, count those still failing, resolve the others.
     Constant number of queries, whatever the number of subjects."""
     table = Alert._meta.db_table
+    audit_table = AuditEvent._meta.db_table
     now = timezone.now()
     wanted = {str(subject): condition for subject, condition in failing.items()}
     result = SyncResult()
@@ -145,12 +146,24 @@ def alerts_sync(*, kind: str, subject_type: str, failing: Mapping[object, Failin
 
     gone = [pk for pk, subject, _, _ in open_rows if subject not in wanted]
     if gone:
-        resolved = Alert.objects.filter(pk__in=gone, status=AlertStatus.OPEN).update(
-            status=AlertStatus.RESOLVED, resolved_at=now
-        )
-        if resolved:
-            _audit_bulk("alert.resolve", gone, new=AlertStatus.RESOLVED)
-            result.resolved = [subject for _, subject, _, _ in open_rows if subject not in wanted]
+        # One statement resolves them and writes their audit rows, server-side: a fleet
+        # that heals at once is 20,000 rows, too many to build as model instances.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                WITH resolved AS (
+                    UPDATE {table} SET status = %s, resolved_at = %s
+                     WHERE id = ANY(%s::bigint[]) AND status = 'OPEN'
+                    RETURNING id, subject_id
+                ), audited AS (
+                    INSERT INTO {audit_table} (actor, action, object_type, object_id, new, reason, created_at)
+                    SELECT 'monitoring', 'alert.resolve', 'alert', id::text, to_jsonb(%s::text), '', %s FROM resolved
+                )
+                SELECT subject_id FROM resolved
+                """,  # noqa: S608 - the table names are ours, the values are parameters
+                [AlertStatus.RESOLVED, now, gone, AlertStatus.RESOLVED, now],
+            )
+            result.resolved = [subject for (subject,) in cursor.fetchall()]
 
     still = [(open_by_subject[s][0], c) for s, c in wanted.items() if s in open_by_subject]
     openings: list[Opening] = []
@@ -185,16 +198,24 @@ def alerts_sync(*, kind: str, subject_type: str, failing: Mapping[object, Failin
     new = [(s, c) for s, c in wanted.items() if s not in open_by_subject]
     if new:
         with connection.cursor() as cursor:
+            # The audit rows of the openings are written by the same statement.
             cursor.execute(
                 f"""
-                INSERT INTO {table}
-                    (subject_type, subject_id, kind, severity, status, message, count,
-                     first_seen_at, last_seen_at, acknowledged_by)
-                SELECT %s, s.subject_id, %s, s.severity, 'OPEN', s.message, 1, %s, %s, ''
-                  FROM unnest(%s::text[], %s::text[], %s::text[]) AS s(subject_id, severity, message)
-                ON CONFLICT DO NOTHING
-                RETURNING id, subject_id, severity, message
-                """,  # noqa: S608 - the table name is ours, the values are parameters
+                WITH opened AS (
+                    INSERT INTO {table}
+                        (subject_type, subject_id, kind, severity, status, message, count,
+                         first_seen_at, last_seen_at, acknowledged_by)
+                    SELECT %s, s.subject_id, %s, s.severity, 'OPEN', s.message, 1, %s, %s, ''
+                      FROM unnest(%s::text[], %s::text[], %s::text[]) AS s(subject_id, severity, message)
+                    ON CONFLICT DO NOTHING
+                    RETURNING id, subject_id, severity, message
+                ), audited AS (
+                    INSERT INTO {audit_table} (actor, action, object_type, object_id, new, reason, created_at)
+                    SELECT 'monitoring', 'alert.open', 'alert', id::text, to_jsonb(severity), left(message, 2000), %s
+                      FROM opened
+                )
+                SELECT id, subject_id, severity, message FROM opened
+                """,  # noqa: S608 - the table names are ours, the values are parameters
                 [
                     subject_type,
                     kind,
@@ -203,6 +224,7 @@ def alerts_sync(*, kind: str, subject_type: str, failing: Mapping[object, Failin
                     [s for s, _ in new],
                     [c.severity for _, c in new],
                     [c.message for _, c in new],
+                    now,
                 ],
             )
             inserted = cursor.fetchall()
@@ -220,19 +242,6 @@ def alerts_sync(*, kind: str, subject_type: str, failing: Mapping[object, Failin
                 )
             )
         if inserted:
-            AuditEvent.objects.bulk_create(
-                [
-                    AuditEvent(
-                        actor="monitoring",
-                        action="alert.open",
-                        object_type="alert",
-                        object_id=str(pk),
-                        new=severity,
-                        reason=message[:2000],
-                    )
-                    for pk, _, severity, message in inserted
-                ]
-            )
             logger.warning("alerts: %d opened for %s on %s", len(inserted), kind, subject_type)
 
     if openings:

@@ -368,6 +368,10 @@ ALERT_WEBHOOK_TIMEOUT = env.float("ALERT_WEBHOOK_TIMEOUT", default=10.0)
 ALERT_NOTIFICATION_MAX_RETRIES = env.int("ALERT_NOTIFICATION_MAX_RETRIES", default=8)
 # A notification still PENDING this long after its last try had its message lost.
 ALERT_NOTIFICATION_LOST_AFTER = env.int("ALERT_NOTIFICATION_LOST_AFTER", default=900)
+# Notifications per Celery message: an alert storm of 20,000 is 100 messages, not 20,000.
+# Small enough that a batch whose webhook times out on every post (up to 100 posts of
+# ALERT_WEBHOOK_TIMEOUT) still ends well within CELERY_TASK_TIME_LIMIT.
+ALERT_NOTIFICATION_BATCH_SIZE = env.int("ALERT_NOTIFICATION_BATCH_SIZE", default=200)
 # A tenant is stale after this many missed intervals (its own heartbeat_interval).
 HEARTBEAT_STALE_INTERVALS = env.int("HEARTBEAT_STALE_INTERVALS", default=3)
 # A gap this long between two heartbeat checks, or with no heartbeat from anyone,

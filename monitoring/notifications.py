@@ -1,6 +1,7 @@
 """Alert notifications: which channels a severity goes to, the rows written with an
 opening, and sending one row exactly once (claimed under a row lock, marked SENT in
-the same transaction)."""
+the same transaction). Rows are enqueued in batches: an alert storm costs one Celery
+message per ALERT_NOTIFICATION_BATCH_SIZE notifications, not one per notification."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from monitoring.models import Notification, NotificationChannel, NotificationSta
 
 logger = logging.getLogger(__name__)
 
-SEND_TASK = "monitoring.send_notification"
+SEND_BATCH_TASK = "monitoring.send_notifications"
 CHANNELS_BY_SEVERITY: dict[str, tuple[str, ...]] = {
     AlertSeverity.SOFT: (),
     AlertSeverity.MEDIUM: (NotificationChannel.EMAIL,),
@@ -84,10 +85,12 @@ def notifications_create(openings: list[Opening]) -> list[int]:
     """Write the notification rows of these openings (one per channel, once per
     opening: the dedup key is unique) and enqueue their sending on commit. Call in the
     transaction that opens the alerts. One query whatever the number of openings."""
+    # A storm is thousands of openings of a few severities: route each severity once.
+    routes = {severity: channels_for(severity) for severity in {opening.severity for opening in openings}}
     rows = [
         (opening.alert_id, channel, dedup_key(opening, channel), *_texts(opening))
         for opening in openings
-        for channel in channels_for(opening.severity)
+        for channel in routes[opening.severity]
     ]
     if not rows:
         return []
@@ -110,12 +113,20 @@ def notifications_create(openings: list[Opening]) -> list[int]:
     return ids
 
 
-def notifications_enqueue(*, notification_ids: list[int]) -> None:
+def notifications_enqueue(*, notification_ids: list[int]) -> int:
+    """One `monitoring.send_notifications` message per ALERT_NOTIFICATION_BATCH_SIZE
+    ids, over one broker connection. Returns the number of messages."""
     # By name: the task module imports the checks, which import the alerts.
     from hub.celery import app
 
-    for notification_id in notification_ids:
-        app.send_task(SEND_TASK, args=[notification_id])
+    size = max(1, settings.ALERT_NOTIFICATION_BATCH_SIZE)
+    batches = [notification_ids[i : i + size] for i in range(0, len(notification_ids), size)]
+    if not batches:
+        return 0
+    with app.producer_or_acquire() as producer:
+        for batch in batches:
+            app.send_task(SEND_BATCH_TASK, args=[batch], producer=producer)
+    return len(batches)
 
 
 def _deliver(notification: Notification) -> None:
@@ -164,6 +175,20 @@ def notification_send(*, notification_id: int) -> bool:
         raise
     logger.info("notification %s sent (%s)", notification_id, notification.channel)
     return True
+
+
+def notifications_send_batch(*, notification_ids: list[int]) -> dict[int, str]:
+    """Send each of them as `notification_send` does, each claimed and marked SENT in a
+    transaction of its own: a batch delivered twice (or two copies at once) sends
+    nothing twice, and a delivery that fails neither undoes nor holds up the others.
+    Returns the ids whose delivery failed, with the error, for a retry one by one."""
+    failed: dict[int, str] = {}
+    for notification_id in notification_ids:
+        try:
+            notification_send(notification_id=notification_id)
+        except NotificationDeliveryError as exc:
+            failed[notification_id] = str(exc)
+    return failed
 
 
 def _record_attempt(*, notification_id: int, error: str) -> None:

@@ -101,6 +101,37 @@ def test_sync_escalation_notifies_the_new_channel_once() -> None:
     assert channels(alert) == [NotificationChannel.EMAIL, NotificationChannel.WEBHOOK]
 
 
+def test_sync_audits_each_opening_and_each_resolution() -> None:
+    # given two subjects failing, then one of them healed
+    alerts_sync(
+        kind="disk_high",
+        subject_type="tenant",
+        failing={1: Failing(MEDIUM, "disk 91%"), 2: Failing(HARD, "x" * 2100)},
+    )
+    one, two = Alert.objects.order_by("subject_id")
+    result = alerts_sync(kind="disk_high", subject_type="tenant", failing={2: Failing(HARD, "disk 99%")})
+
+    # then each alert has its own opening row, and the healed one its resolution row
+    assert result.resolved == ["1"]
+    opened = {e.object_id: e for e in AuditEvent.objects.filter(action="alert.open")}
+    assert set(opened) == {str(one.pk), str(two.pk)}
+    assert (opened[str(one.pk)].actor, opened[str(one.pk)].new, opened[str(one.pk)].reason) == (
+        "monitoring",
+        MEDIUM,
+        "disk 91%",
+    )
+    assert (opened[str(two.pk)].new, opened[str(two.pk)].reason) == (HARD, "x" * 2000)
+    (resolved,) = AuditEvent.objects.filter(action="alert.resolve")
+    assert (resolved.actor, resolved.object_type, resolved.object_id, resolved.old, resolved.new) == (
+        "monitoring",
+        "alert",
+        str(one.pk),
+        None,
+        AlertStatus.RESOLVED,
+    )
+    assert Alert.objects.get(pk=one.pk).status == AlertStatus.RESOLVED
+
+
 def test_sync_leaves_other_kinds_alone() -> None:
     alert_raise(subject_type="tenant", subject_id=1, kind="disk_high", severity=MEDIUM, message="m")
     alerts_sync(kind="memory_high", subject_type="tenant", failing={})

@@ -1,6 +1,7 @@
 """MEDIUM and HARD notifications go out once per opening, through the real Celery
 worker, by Django's email backend and to a local webhook receiver; a failing webhook
-is retried with backoff; a duplicated message sends nothing more."""
+is retried with backoff, alone; a duplicated message sends nothing more; a storm is a
+few batch messages."""
 
 from __future__ import annotations
 
@@ -8,21 +9,32 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import transaction
 from django.test import override_settings
 
 from hub.alerts import Failing, alert_raise, alerts_sync
 from hub.celery import app
 from hub.models import Alert, AlertSeverity
 from monitoring.models import CheckRun, Notification, NotificationChannel, NotificationStatus
-from monitoring.notifications import notifications_requeue
+from monitoring.notifications import notifications_enqueue, notifications_requeue
 from tests.conftest import wait_for
 from tests.monitoring.conftest import WebhookReceiver, make_tenants
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 
 
+MAIL_SEPARATOR = "-" * 79 + "\n"
+
+
 def mails(mail_dir: Path) -> list[str]:
-    return [path.read_text() for path in sorted(mail_dir.iterdir())]
+    """Every message mailed: Django's file backend appends the messages a process sends
+    within one second to one file, each followed by a line of 79 dashes."""
+    return [
+        message
+        for path in sorted(mail_dir.iterdir())
+        for message in path.read_text().split(MAIL_SEPARATOR)
+        if message.strip()
+    ]
 
 
 def all_sent(count: int) -> bool:
@@ -70,7 +82,8 @@ def test_medium_and_hard_are_sent_once_through_the_worker(
     with override_settings(ALERT_NOTIFICATION_LOST_AFTER=0):
         assert notifications_requeue() == 0  # nothing PENDING to requeue
     wait_for(
-        lambda: notifying.log().count("succeeded in") >= handled_before + 3 + len(ids),
+        # two batch messages (the HARD alert's email and post, the MEDIUM email) and the copies
+        lambda: notifying.log().count("succeeded in") >= handled_before + 2 + len(ids),
         timeout=30,
         message="the duplicate messages handled",
     )
@@ -123,3 +136,67 @@ def test_a_scheduled_check_runs_on_the_worker_and_its_alert_is_mailed_once(notif
     wait_for(lambda: all_sent(1), timeout=30, message="the email sent")
     assert len(mails(mail_dir)) == 1
     assert CheckRun.objects.get(name="resources").runs == 2
+
+
+def messages(worker: Any, task: str, event: str) -> int:
+    """How many messages of this task the worker logged as `received` or `succeeded`."""
+    return sum(1 for line in worker.log().splitlines() if f"Task {task}[" in line and event in line)
+
+
+BATCH = "monitoring.send_notifications"
+SINGLE = "monitoring.send_notification"
+
+
+def test_a_storm_is_a_few_batch_messages_and_each_notification_is_sent_once(
+    notifying: Any, mail_dir: Path, webhook: WebhookReceiver
+) -> None:
+    batches_before = messages(notifying, BATCH, "received")
+    done_before = messages(notifying, BATCH, "succeeded")
+    singles_before = messages(notifying, SINGLE, "received")
+    # given 40 tenants that go HARD at once (80 notifications: email and webhook), 25 per message
+    failing = {pk: Failing(AlertSeverity.HARD, f"no heartbeat from {pk}") for pk in range(1000, 1040)}
+    with override_settings(ALERT_NOTIFICATION_BATCH_SIZE=25), transaction.atomic():
+        result = alerts_sync(kind="heartbeat_stale", subject_type="tenant", failing=failing)
+        # and every batch message published twice, back to back (a redelivery)
+        transaction.on_commit(lambda: notifications_enqueue(notification_ids=result.notifications))
+
+    # when the worker has handled them
+    wait_for(lambda: all_sent(80), timeout=60, message="80 notifications sent")
+    wait_for(
+        lambda: messages(notifying, BATCH, "succeeded") >= done_before + 8,
+        timeout=30,
+        message="the 4 batches and their 4 copies handled",
+    )
+
+    # then the broker carried 4 messages (twice), none per notification
+    assert messages(notifying, BATCH, "received") - batches_before == 8
+    assert messages(notifying, SINGLE, "received") == singles_before
+    # and each opening was mailed and posted exactly once
+    sent = mails(mail_dir)
+    assert len(sent) == 40
+    assert len(webhook.posts) == 40
+    for pk in failing:
+        assert sum(f"heartbeat_stale on tenant {pk}\n" in m for m in sent) == 1
+        assert sum(f"heartbeat_stale on tenant {pk}*" in p["text"] for p in webhook.posts) == 1
+    assert set(Notification.objects.values_list("attempts", flat=True)) == {1}
+
+
+def test_a_failed_delivery_in_a_batch_is_retried_alone(
+    notifying: Any, mail_dir: Path, webhook: WebhookReceiver
+) -> None:
+    singles_before = messages(notifying, SINGLE, "received")
+    # given the webhook refuses its first post, in a batch of 10 notifications
+    webhook.fail_next = 1
+    failing = {pk: Failing(AlertSeverity.HARD, f"no heartbeat from {pk}") for pk in range(2000, 2005)}
+    alerts_sync(kind="heartbeat_stale", subject_type="tenant", failing=failing)
+
+    # when the worker has sent them
+    wait_for(lambda: all_sent(10), timeout=40, message="10 notifications sent")
+
+    # then the failed one was retried on its own and the others were not sent again
+    assert messages(notifying, SINGLE, "received") - singles_before == 1
+    retried = Notification.objects.get(attempts=2)
+    assert retried.channel == NotificationChannel.WEBHOOK and retried.last_error == ""
+    assert Notification.objects.filter(attempts=1).count() == 9
+    assert len(webhook.posts) == 5
+    assert len(mails(mail_dir)) == 5
