@@ -178,6 +178,20 @@ def test_the_tenant_of_a_subscription_is_found_by_its_domain() -> None:
     assert found == tenant.pk
 
 
+def test_a_tenant_another_subscription_ordered_is_never_found_by_its_domain() -> None:
+    from provisioning.models import Order, OrderStatus
+    from tenants.models import Tenant, TenantStatus
+
+    tenant = Tenant.objects.create(domain="ordered.example.com", status=TenantStatus.ACTIVE)
+    Order.objects.create(
+        domain="ordered.example.com", stripe_subscription_id="sub_owner", tenant=tenant, status=OrderStatus.FULFILLED
+    )
+
+    found = tenancy.tenant_for_subscription(stripe_subscription_id="sub_no_order", domain="ordered.example.com")
+
+    assert found is None
+
+
 def test_a_tenant_found_after_the_suspension_is_suspended_by_the_next_check(
     paying_subscription: Callable[..., StripeEvent], fake_tenancy: FakeTenancy
 ) -> None:
@@ -215,3 +229,34 @@ def test_one_failing_subscription_does_not_stop_the_check_for_the_others(
     assert fake_tenancy.of("deprovision") == [TENANT + 1]
     first.refresh_from_db()
     assert first.deprovision_started_at is None
+
+
+@pytest.mark.parametrize("owner_ordered", [True, False], ids=["owner-has-an-order", "owner-predates-orders"])
+def test_a_refused_order_for_a_taken_domain_never_suspends_the_tenant_that_has_it(
+    deliver_and_process: Callable[..., StripeEvent], owner_ordered: bool
+) -> None:
+    """Someone pays for a domain another customer's tenant has: the order is refused.
+    When that subscription is then cancelled, the other customer's tenant must not be
+    taken for its tenant (found by the domain) and suspended, then wiped."""
+    pytest.importorskip("provisioning.services.orders")
+    from provisioning.models import Order, OrderStatus
+    from tenants.models import Tenant, TenantStatus
+
+    owner = Tenant.objects.create(domain="owned.example.com", status=TenantStatus.ACTIVE)
+    if owner_ordered:
+        Order.objects.create(
+            domain="owned.example.com", stripe_subscription_id="sub_owner", tenant=owner, status=OrderStatus.FULFILLED
+        )
+    ids: dict[str, Any] = {"subscription_id": "sub_intruder", "customer_id": "cus_intruder"}
+    checkout = deliver_and_process(se.checkout_session_completed(domain="owned.example.com", **ids))
+    assert Order.objects.get(source_event_id=checkout.stripe_event_id).status == OrderStatus.FAILED
+
+    deliver_and_process(se.subscription_deleted(created=checkout.created + 60, plan="build", **ids))
+    with time_machine.travel(timezone.now() + timedelta(days=31), tick=False):
+        dunning_enforce()
+
+    owner.refresh_from_db()
+    assert owner.status == TenantStatus.ACTIVE
+    assert not owner.commands.exists()
+    subscription = Subscription.objects.get(stripe_subscription_id="sub_intruder")
+    assert subscription.tenant_id is None and subscription.is_suspended
