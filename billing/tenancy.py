@@ -134,13 +134,16 @@ def tenant_resume(*, tenant_id: int, reason: str) -> None:
 
 
 def tenant_final_backup_confirmed(*, tenant_id: int, since: datetime) -> bool:
-    """A backup that ran after the tenant was suspended succeeded for every database:
-    the data the customer left is safe before the server is wiped."""
+    """A backup that ran after the tenant was suspended succeeded for every database and
+    its off-site copy was uploaded: the data the customer left is safe before the
+    server is wiped (a copy that stayed on the server is wiped with it)."""
     try:
         from tenants.models import BackupOutcome, BackupReport
     except ImportError as exc:
         raise TenancyUnavailable("tenants.models.BackupReport is not available") from exc
-    return BackupReport.objects.filter(tenant_id=tenant_id, last_run__gte=since, outcome=BackupOutcome.SUCCESS).exists()
+    return BackupReport.objects.filter(
+        tenant_id=tenant_id, last_run__gte=since, outcome=BackupOutcome.SUCCESS, remote_sync__status="success"
+    ).exists()
 
 
 def tenant_deprovision_start(*, tenant_id: int, reason: str) -> None:

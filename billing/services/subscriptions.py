@@ -443,8 +443,8 @@ def subscription_deprovision(*, subscription_id: int) -> bool:
                 kind="final_backup_missing",
                 subject=f"no final backup for {_label(subscription)}",
                 body=(
-                    f"The retention period of {_label(subscription)} (tenant {tenant_id}) is over, but no successful "
-                    "backup since its suspension is on record. Deprovisioning waits until one is."
+                    f"The retention period of {_label(subscription)} (tenant {tenant_id}) is over, but no successful, "
+                    "off-site backup since its suspension is on record. Deprovisioning waits until one is."
                 ),
                 dedup_key=f"final_backup_missing:{subscription.stripe_subscription_id}",
             )

@@ -262,17 +262,25 @@ def test_a_refused_order_for_a_taken_domain_never_suspends_the_tenant_that_has_i
     assert subscription.tenant_id is None and subscription.is_suspended
 
 
-def backup(tenant: Any, *, last_run: Any, outcome: str) -> None:
+UPLOADED = {"status": "success", "uploaded_mb": 230}
+
+
+def backup(tenant: Any, *, last_run: Any, outcome: str, remote_sync: dict[str, Any] | None = UPLOADED) -> None:
     import uuid
 
     from tenants.models import BackupReport
 
     BackupReport.objects.create(
-        tenant=tenant, report_id=uuid.uuid4(), last_run=last_run, duration_seconds=60, outcome=outcome
+        tenant=tenant,
+        report_id=uuid.uuid4(),
+        last_run=last_run,
+        duration_seconds=60,
+        outcome=outcome,
+        remote_sync=remote_sync,
     )
 
 
-def test_the_final_backup_counts_only_a_successful_one_since_the_suspension() -> None:
+def test_the_final_backup_counts_only_a_successful_uploaded_one_since_the_suspension() -> None:
     from tenants.models import BackupOutcome, Tenant, TenantStatus
 
     tenant = Tenant.objects.create(domain="backed-up.example.com", status=TenantStatus.SUSPENDED)
@@ -289,6 +297,14 @@ def test_the_final_backup_counts_only_a_successful_one_since_the_suspension() ->
     backup(tenant, last_run=since + timedelta(days=2), outcome=BackupOutcome.FAILED)
     backup(other, last_run=since + timedelta(days=3), outcome=BackupOutcome.SUCCESS)
     assert confirmed() is False  # since then: failed databases, or another tenant's
+    backup(tenant, last_run=since + timedelta(days=3), outcome=BackupOutcome.SUCCESS, remote_sync=None)
+    backup(
+        tenant,
+        last_run=since + timedelta(days=3),
+        outcome=BackupOutcome.SUCCESS,
+        remote_sync={"status": "failed", "error": "connection refused"},
+    )
+    assert confirmed() is False  # only on the server that is about to be wiped
     backup(tenant, last_run=since + timedelta(days=4), outcome=BackupOutcome.SUCCESS)
     assert confirmed() is True
 
