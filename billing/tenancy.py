@@ -27,23 +27,28 @@ class TenancyUnavailable(Exception):
 
 def tenant_for_subscription(*, stripe_subscription_id: str, domain: str) -> int | None:
     """The live tenant a subscription pays for: through the order its checkout created
-    (provisioning links the tenant to it), else by the domain that was ordered."""
+    (provisioning links the tenant to it). Only a subscription without any order (a
+    tenant older than the checkout) is matched by its domain, and never to a tenant
+    another subscription's order made: a refused order for a taken domain must not
+    make its subscription's cancellation suspend and wipe the tenant that has it."""
     try:
         from provisioning.models import Order
         from tenants.models import Tenant, TenantStatus
     except ImportError:
         return None
+    orders = Order.objects.filter(stripe_subscription_id=stripe_subscription_id)
     tenant_id = (
-        Order.objects.filter(stripe_subscription_id=stripe_subscription_id, tenant__isnull=False)
+        orders.filter(tenant__isnull=False)
         .exclude(tenant__status=TenantStatus.DEPROVISIONED)
         .order_by("-id")
         .values_list("tenant_id", flat=True)
         .first()
     )
-    if tenant_id is None and domain:
+    if tenant_id is None and domain and not orders.exists():
         tenant_id = (
             Tenant.objects.filter(domain=domain)
             .exclude(status=TenantStatus.DEPROVISIONED)
+            .exclude(orders__stripe_subscription_id__gt="")
             .values_list("id", flat=True)
             .first()
         )
@@ -129,13 +134,16 @@ def tenant_resume(*, tenant_id: int, reason: str) -> None:
 
 
 def tenant_final_backup_confirmed(*, tenant_id: int, since: datetime) -> bool:
-    """A backup that ran after the tenant was suspended succeeded for every database:
-    the data the customer left is safe before the server is wiped."""
+    """A backup that ran after the tenant was suspended succeeded for every database and
+    its off-site copy was uploaded: the data the customer left is safe before the
+    server is wiped (a copy that stayed on the server is wiped with it)."""
     try:
         from tenants.models import BackupOutcome, BackupReport
     except ImportError as exc:
         raise TenancyUnavailable("tenants.models.BackupReport is not available") from exc
-    return BackupReport.objects.filter(tenant_id=tenant_id, last_run__gte=since, outcome=BackupOutcome.SUCCESS).exists()
+    return BackupReport.objects.filter(
+        tenant_id=tenant_id, last_run__gte=since, outcome=BackupOutcome.SUCCESS, remote_sync__status="success"
+    ).exists()
 
 
 def tenant_deprovision_start(*, tenant_id: int, reason: str) -> None:

@@ -108,6 +108,7 @@ def subscription_apply_state(
         if customer is not None:
             subscription.customer = customer
             fields.add("customer")
+    customer_linked = "customer" in fields
 
     if state.status is not None and _status_wins(subscription, state):
         if state.status != subscription.status:
@@ -150,7 +151,7 @@ def subscription_apply_state(
             new=subscription.status,
             reason=f"stripe event version {state.version}",
         )
-    subscription_reconcile(subscription=subscription)
+    subscription_reconcile(subscription=subscription, customer_linked=customer_linked)
     return applied
 
 
@@ -180,12 +181,14 @@ def subscription_record_checkout(
     if stripe_customer_id and not subscription.stripe_customer_id:
         subscription.stripe_customer_id = stripe_customer_id
         fields.append("stripe_customer_id")
+    customer_linked = False
     if subscription.customer_id is None:
         subscription.customer = Customer.objects.filter(stripe_customer_id=stripe_customer_id).first()
         fields.append("customer")
+        customer_linked = subscription.customer is not None
     if fields:
         subscription.save(update_fields=[*fields, "updated_at"])
-    subscription_reconcile(subscription=subscription)
+    subscription_reconcile(subscription=subscription, customer_linked=customer_linked)
     return subscription
 
 
@@ -205,15 +208,19 @@ def _past_due_since(subscription: Subscription) -> datetime | None:
     return _version_created(subscription.status_version) if subscription.status_version else timezone.now()
 
 
-def subscription_reconcile(*, subscription: Subscription) -> None:
+def subscription_reconcile(*, subscription: Subscription, customer_linked: bool = False) -> None:
     """Bring what the Hub did in line with the subscription's state. Called with the
     row locked after every change; each action is idempotent and each notice is
-    keyed, so calling it again does nothing new."""
+    keyed, so calling it again does nothing new. `customer_linked`: the customer (and
+    so their address) was just found, after notices they should have had."""
     past_due_since = _past_due_since(subscription)
     if past_due_since != subscription.past_due_since:
+        # A new episode is told once; an older failure arriving late only moves its
+        # start (telling it again would be a second notice for the same failure).
+        new_episode = subscription.past_due_since is None
         subscription.past_due_since = past_due_since
         subscription.save(update_fields=["past_due_since", "updated_at"])
-        if past_due_since is not None:
+        if past_due_since is not None and new_episode:
             _notify_past_due(subscription)
 
     if subscription.status in SUBSCRIPTION_TERMINAL_STATUSES:
@@ -235,6 +242,21 @@ def subscription_reconcile(*, subscription: Subscription) -> None:
         and subscription.status not in SUBSCRIPTION_TERMINAL_STATUSES
     ):
         _open_tier_change_task(subscription)
+    if customer_linked:
+        _notify_customer_catch_up(subscription)
+
+
+def _notify_customer_catch_up(subscription: Subscription) -> None:
+    """Events about a subscription can be handled before its checkout names the
+    customer; the notices the customer could not get then (no address) are sent now,
+    for what is still the case. Their keys are those of the first attempt, so a notice
+    already sent is not sent twice."""
+    if subscription.past_due_since is not None:
+        _notify_past_due(subscription, staff=False)
+    if subscription.status in SUBSCRIPTION_TERMINAL_STATUSES and subscription.deprovision_due_at is not None:
+        _notify_cancelled(subscription, staff=False)
+    elif subscription.suspension_reason == SuspensionReason.UNPAID and subscription.past_due_since is not None:
+        _notify_suspended_unpaid(subscription, staff=False)
 
 
 def _customer_email(subscription: Subscription) -> str:
@@ -247,7 +269,7 @@ def _label(subscription: Subscription) -> str:
     return subscription.domain or subscription.stripe_subscription_id
 
 
-def _notify_past_due(subscription: Subscription) -> None:
+def _notify_past_due(subscription: Subscription, *, staff: bool = True) -> None:
     assert subscription.past_due_since is not None
     key = f"past_due:{subscription.stripe_subscription_id}:{int(subscription.past_due_since.timestamp())}"
     grace = settings.BILLING_GRACE_PERIOD_DAYS
@@ -263,6 +285,8 @@ def _notify_past_due(subscription: Subscription) -> None:
         ),
         dedup_key=key,
     )
+    if not staff:
+        return
     notice_to_staff(
         kind="payment_failed",
         subject=f"payment failed: {_label(subscription)}",
@@ -349,6 +373,11 @@ def _suspend_for_cancellation(subscription: Subscription) -> None:
     _suspend(subscription, reason=SuspensionReason.CANCELED, why="subscription cancelled")
     subscription.deprovision_due_at = _deprovision_due(subscription)
     subscription.save(update_fields=["deprovision_due_at", "updated_at"])
+    _notify_cancelled(subscription)
+
+
+def _notify_cancelled(subscription: Subscription, *, staff: bool = True) -> None:
+    assert subscription.deprovision_due_at is not None
     key = f"canceled:{subscription.stripe_subscription_id}"
     notice_to_customer(
         kind="subscription_canceled",
@@ -360,6 +389,8 @@ def _suspend_for_cancellation(subscription: Subscription) -> None:
         ),
         dedup_key=key,
     )
+    if not staff:
+        return
     notice_to_staff(
         kind="subscription_canceled",
         subject=f"subscription cancelled: {_label(subscription)}",
@@ -380,6 +411,12 @@ def subscription_suspend_for_nonpayment(*, subscription_id: int) -> bool:
     ):
         return False
     _suspend(subscription, reason=SuspensionReason.UNPAID, why="unpaid past the grace period")
+    _notify_suspended_unpaid(subscription)
+    return True
+
+
+def _notify_suspended_unpaid(subscription: Subscription, *, staff: bool = True) -> None:
+    assert subscription.past_due_since is not None
     key = f"suspended:{subscription.stripe_subscription_id}:{int(subscription.past_due_since.timestamp())}"
     notice_to_customer(
         kind="suspended",
@@ -388,13 +425,14 @@ def subscription_suspend_for_nonpayment(*, subscription_id: int) -> bool:
         body="Your service is suspended because the invoice is unpaid. Paying it resumes the service at once.",
         dedup_key=key,
     )
+    if not staff:
+        return
     notice_to_staff(
         kind="suspended",
         subject=f"suspended for non-payment: {_label(subscription)}",
         body=f"Unpaid since {subscription.past_due_since:%Y-%m-%d %H:%M} UTC.",
         dedup_key=key,
     )
-    return True
 
 
 def subscription_resume(*, subscription: Subscription) -> None:
@@ -443,8 +481,8 @@ def subscription_deprovision(*, subscription_id: int) -> bool:
                 kind="final_backup_missing",
                 subject=f"no final backup for {_label(subscription)}",
                 body=(
-                    f"The retention period of {_label(subscription)} (tenant {tenant_id}) is over, but no successful "
-                    "backup since its suspension is on record. Deprovisioning waits until one is."
+                    f"The retention period of {_label(subscription)} (tenant {tenant_id}) is over, but no successful, "
+                    "off-site backup since its suspension is on record. Deprovisioning waits until one is."
                 ),
                 dedup_key=f"final_backup_missing:{subscription.stripe_subscription_id}",
             )

@@ -139,6 +139,30 @@ def deliver_and_process(deliver: Callable[..., Any]) -> Callable[..., StripeEven
     return send
 
 
+def assert_order_refused(row: StripeEvent, fragments: list[str]) -> None:
+    """A paid checkout whose order cannot be provisioned: the order is FAILED with every
+    reason, staff are alerted (an open alert, emailed), no provisioning job exists, and
+    the event is handled (not failed and retried)."""
+    from hub.models import Alert, AlertSeverity, AlertStatus
+    from hub.pipeline.models import Job
+    from monitoring.models import Notification, NotificationChannel
+    from provisioning.models import Order, OrderStatus
+
+    assert (row.status, row.attempts, row.next_attempt_at) == ("SUCCEEDED", 1, None), row.error
+    order = Order.objects.get(source_event_id=row.stripe_event_id)
+    assert order.status == OrderStatus.FAILED
+    for fragment in fragments:
+        assert fragment in order.failure_reason
+    assert order.job_id is None
+    assert not Job.objects.filter(subject_type="order", subject_id=str(order.pk)).exists()
+    alert = Alert.objects.get(subject_type="order", subject_id=str(order.pk), kind="order_invalid")
+    assert (alert.status, alert.severity) == (AlertStatus.OPEN, AlertSeverity.MEDIUM)
+    assert order.failure_reason in alert.message
+    assert list(Notification.objects.filter(alert=alert).values_list("channel", flat=True)) == [
+        NotificationChannel.EMAIL
+    ]
+
+
 @dataclass
 class FakeTenancy:
     """Records what billing asked of the tenants and provisioning apps."""

@@ -4,12 +4,15 @@ is created in the Stripe emulator with the order in its metadata."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from django.test import Client
 
-from tests.billing.conftest import StripeSandbox
+from billing.models import StripeEvent
+from sandbox import stripe_events
+from tests.billing.conftest import StripeSandbox, assert_order_refused
 
 pytestmark = pytest.mark.django_db
 
@@ -115,3 +118,23 @@ def test_a_taken_domain_is_refused() -> None:
 
     with pytest.raises(OrderRequestInvalid, match="already taken"):
         checkout_session_start(plan="build", region="eu", domain="taken.example.com", tools=["ghost"])
+
+
+def test_paid_tools_that_do_not_fit_the_tier_fail_the_order_and_alert_staff(
+    deliver_and_process: Callable[..., StripeEvent], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkout API refuses such an order, but Stripe's metadata can still carry one
+    (an edited session, a catalog changed since): provisioning refuses it too. Every
+    real combination of the registry fits the smallest tier, so the tier is shrunk,
+    which only this process sees: handled here, not by the worker."""
+    pytest.importorskip("provisioning.services.orders")
+    from provisioning import catalog
+
+    monkeypatch.setitem(catalog.PLANS, "lite", dataclasses.replace(catalog.PLANS["lite"], ram_mb=2048))
+    event = stripe_events.checkout_session_completed(
+        plan="lite", domain="too-small.example.com", tools="odoo,chatwoot,nextcloud"
+    )
+
+    row = deliver_and_process(event)
+
+    assert_order_refused(row, ["tools need 3584 MB of RAM with the platform; the lite plan has 2048 MB"])

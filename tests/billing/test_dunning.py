@@ -178,6 +178,20 @@ def test_the_tenant_of_a_subscription_is_found_by_its_domain() -> None:
     assert found == tenant.pk
 
 
+def test_a_tenant_another_subscription_ordered_is_never_found_by_its_domain() -> None:
+    from provisioning.models import Order, OrderStatus
+    from tenants.models import Tenant, TenantStatus
+
+    tenant = Tenant.objects.create(domain="ordered.example.com", status=TenantStatus.ACTIVE)
+    Order.objects.create(
+        domain="ordered.example.com", stripe_subscription_id="sub_owner", tenant=tenant, status=OrderStatus.FULFILLED
+    )
+
+    found = tenancy.tenant_for_subscription(stripe_subscription_id="sub_no_order", domain="ordered.example.com")
+
+    assert found is None
+
+
 def test_a_tenant_found_after_the_suspension_is_suspended_by_the_next_check(
     paying_subscription: Callable[..., StripeEvent], fake_tenancy: FakeTenancy
 ) -> None:
@@ -215,3 +229,127 @@ def test_one_failing_subscription_does_not_stop_the_check_for_the_others(
     assert fake_tenancy.of("deprovision") == [TENANT + 1]
     first.refresh_from_db()
     assert first.deprovision_started_at is None
+
+
+@pytest.mark.parametrize("owner_ordered", [True, False], ids=["owner-has-an-order", "owner-predates-orders"])
+def test_a_refused_order_for_a_taken_domain_never_suspends_the_tenant_that_has_it(
+    deliver_and_process: Callable[..., StripeEvent], owner_ordered: bool
+) -> None:
+    """Someone pays for a domain another customer's tenant has: the order is refused.
+    When that subscription is then cancelled, the other customer's tenant must not be
+    taken for its tenant (found by the domain) and suspended, then wiped."""
+    pytest.importorskip("provisioning.services.orders")
+    from provisioning.models import Order, OrderStatus
+    from tenants.models import Tenant, TenantStatus
+
+    owner = Tenant.objects.create(domain="owned.example.com", status=TenantStatus.ACTIVE)
+    if owner_ordered:
+        Order.objects.create(
+            domain="owned.example.com", stripe_subscription_id="sub_owner", tenant=owner, status=OrderStatus.FULFILLED
+        )
+    ids: dict[str, Any] = {"subscription_id": "sub_intruder", "customer_id": "cus_intruder"}
+    checkout = deliver_and_process(se.checkout_session_completed(domain="owned.example.com", **ids))
+    assert Order.objects.get(source_event_id=checkout.stripe_event_id).status == OrderStatus.FAILED
+
+    deliver_and_process(se.subscription_deleted(created=checkout.created + 60, plan="build", **ids))
+    with time_machine.travel(timezone.now() + timedelta(days=31), tick=False):
+        dunning_enforce()
+
+    owner.refresh_from_db()
+    assert owner.status == TenantStatus.ACTIVE
+    assert not owner.commands.exists()
+    subscription = Subscription.objects.get(stripe_subscription_id="sub_intruder")
+    assert subscription.tenant_id is None and subscription.is_suspended
+
+
+UPLOADED = {"status": "success", "uploaded_mb": 230}
+
+
+def backup(tenant: Any, *, last_run: Any, outcome: str, remote_sync: dict[str, Any] | None = UPLOADED) -> None:
+    import uuid
+
+    from tenants.models import BackupReport
+
+    BackupReport.objects.create(
+        tenant=tenant,
+        report_id=uuid.uuid4(),
+        last_run=last_run,
+        duration_seconds=60,
+        outcome=outcome,
+        remote_sync=remote_sync,
+    )
+
+
+def test_the_final_backup_counts_only_a_successful_uploaded_one_since_the_suspension() -> None:
+    from tenants.models import BackupOutcome, Tenant, TenantStatus
+
+    tenant = Tenant.objects.create(domain="backed-up.example.com", status=TenantStatus.SUSPENDED)
+    other = Tenant.objects.create(domain="neighbour.example.com", status=TenantStatus.ACTIVE)
+    since = timezone.now() - timedelta(days=10)
+
+    def confirmed() -> bool:
+        return tenancy.tenant_final_backup_confirmed(tenant_id=tenant.pk, since=since)
+
+    assert confirmed() is False  # no backup at all
+    backup(tenant, last_run=since - timedelta(minutes=1), outcome=BackupOutcome.SUCCESS)
+    assert confirmed() is False  # before the suspension
+    backup(tenant, last_run=since + timedelta(days=1), outcome=BackupOutcome.PARTIAL)
+    backup(tenant, last_run=since + timedelta(days=2), outcome=BackupOutcome.FAILED)
+    backup(other, last_run=since + timedelta(days=3), outcome=BackupOutcome.SUCCESS)
+    assert confirmed() is False  # since then: failed databases, or another tenant's
+    backup(tenant, last_run=since + timedelta(days=3), outcome=BackupOutcome.SUCCESS, remote_sync=None)
+    backup(
+        tenant,
+        last_run=since + timedelta(days=3),
+        outcome=BackupOutcome.SUCCESS,
+        remote_sync={"status": "failed", "error": "connection refused"},
+    )
+    assert confirmed() is False  # only on the server that is about to be wiped
+    backup(tenant, last_run=since + timedelta(days=4), outcome=BackupOutcome.SUCCESS)
+    assert confirmed() is True
+
+
+def test_deprovisioning_after_retention_waits_for_a_real_final_backup(
+    deliver_and_process: Callable[..., StripeEvent], settings: Any
+) -> None:
+    """The real tenancy seam end to end: the cancelled tenant is suspended, and after the
+    retention period its server is wiped only once a successful backup taken after the
+    suspension is on record."""
+    from hub.pipeline.models import Job
+    from provisioning.models import Order, OrderStatus, Server, ServerProvider, ServerStatus
+    from tenants.models import BackupOutcome, Tenant, TenantStatus
+
+    settings.BILLING_RETENTION_DAYS = 30
+    server = Server.objects.create(
+        provider=ServerProvider.NETCUP, region="eu", tier="build", ipv4="127.0.90.2", status=ServerStatus.ALLOCATED
+    )
+    tenant = Tenant.objects.create(domain="retained.example.com", status=TenantStatus.ACTIVE, server=server)
+    ids: dict[str, Any] = {"subscription_id": "sub_retained", "customer_id": "cus_retained"}
+    Order.objects.create(
+        domain=tenant.domain, stripe_subscription_id=ids["subscription_id"], tenant=tenant, status=OrderStatus.FULFILLED
+    )
+    deliver_and_process(se.subscription_created(plan="build", **ids))
+    deliver_and_process(se.subscription_deleted(plan="build", **ids))
+    tenant.refresh_from_db()
+    assert tenant.status == TenantStatus.SUSPENDED
+    subscription = Subscription.objects.get()
+    suspended_at = subscription.suspended_at
+    assert suspended_at is not None and subscription.tenant_id == tenant.pk
+
+    def deprovisioning_jobs() -> int:
+        return Job.objects.filter(pipeline="deprovision_tenant", subject_id=str(tenant.pk)).count()
+
+    with time_machine.travel(suspended_at + timedelta(days=30, hours=1), tick=False):
+        backup(tenant, last_run=suspended_at - timedelta(hours=2), outcome=BackupOutcome.SUCCESS)
+        backup(tenant, last_run=suspended_at + timedelta(days=1), outcome=BackupOutcome.PARTIAL)
+        report = dunning_enforce()
+        assert (report.deprovisioned, report.waiting) == ([], [subscription.pk])
+        assert deprovisioning_jobs() == 0
+        assert notices("final_backup_missing") == [("staff", STAFF)]
+
+        backup(tenant, last_run=suspended_at + timedelta(days=2), outcome=BackupOutcome.SUCCESS)
+        assert dunning_enforce().deprovisioned == [subscription.pk]
+
+    tenant.refresh_from_db()
+    assert tenant.status == TenantStatus.DEPROVISIONING
+    assert deprovisioning_jobs() == 1

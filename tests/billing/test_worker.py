@@ -14,6 +14,7 @@ import pytest
 
 from billing.models import Customer, EventStatus, Notice, NoticeStatus, StripeEvent, Subscription
 from sandbox import stripe_events as se
+from tests.billing.conftest import assert_order_refused
 from tests.conftest import WorkerProcess, wait_for
 
 STAFF = "billing-staff@example.com"
@@ -72,22 +73,62 @@ def test_checkout_sent_three_times_has_the_effect_of_one(
     assert order.job_id is not None
 
 
-def test_invalid_checkout_metadata_creates_a_failed_order_and_starts_nothing(
-    billing_worker: WorkerProcess, deliver: Callable[..., Any]
-) -> None:
-    pytest.importorskip("provisioning.services.orders")
+def _domain_of_a_live_tenant(domain: str) -> None:
+    from tenants.models import Tenant, TenantStatus
+
+    Tenant.objects.create(domain=domain, status=TenantStatus.ACTIVE)
+
+
+def _domain_of_an_order_in_flight(domain: str) -> None:
     from provisioning.models import Order, OrderStatus
 
-    event = se.checkout_session_completed(plan="mega", region="mars", domain="Bad Domain", tools="photoshop")
+    Order.objects.create(domain=domain, status=OrderStatus.AWAITING_SERVER, region="eu", plan="build")
+
+
+@pytest.mark.parametrize(
+    ("metadata", "already_there", "fragments"),
+    [
+        pytest.param(
+            {"plan": "mega", "region": "mars", "domain": "Bad Domain", "tools": "photoshop"},
+            None,
+            ["unknown plan", "unknown region", "not a valid domain", "unknown tools"],
+            id="unknown-plan-region-tools-and-malformed-domain",
+        ),
+        pytest.param(
+            {"domain": "Taken-By-Tenant.example.com."},
+            _domain_of_a_live_tenant,
+            ["domain taken-by-tenant.example.com is already taken"],
+            id="domain-of-an-existing-tenant",
+        ),
+        pytest.param(
+            {"domain": "in-flight.example.com"},
+            _domain_of_an_order_in_flight,
+            ["domain in-flight.example.com is already taken"],
+            id="domain-of-an-order-in-flight",
+        ),
+    ],
+)
+def test_invalid_checkout_metadata_fails_the_order_alerts_staff_and_starts_nothing(
+    billing_worker: WorkerProcess,
+    deliver: Callable[..., Any],
+    metadata: dict[str, str],
+    already_there: Callable[[str], None] | None,
+    fragments: list[str],
+) -> None:
+    """Tools too big for the tier are the same path with the catalog shrunk, which only
+    this process can do: tests/billing/test_checkout.py handles that one in-process."""
+    pytest.importorskip("provisioning.services.orders")
+    from provisioning.models import Order
+
+    if already_there is not None:
+        already_there(metadata["domain"].lower().rstrip("."))
+    event = se.checkout_session_completed(**metadata)
 
     assert deliver(event).status_code == 200
     row = wait_handled(event["id"])
 
-    assert row.status == EventStatus.SUCCEEDED, row.error
-    order = Order.objects.get()
-    assert order.status == OrderStatus.FAILED
-    assert "unknown plan" in order.failure_reason and "unknown region" in order.failure_reason
-    assert order.job_id is None
+    assert_order_refused(row, fragments)
+    assert Order.objects.filter(source_event_id=event["id"]).count() == 1
 
 
 def test_a_failed_payment_notifies_customer_and_staff_from_the_worker(
