@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from hub.alerts import alert_raise
@@ -73,6 +74,14 @@ def domain_taken(domain: str, *, excluding_order: int | None = None) -> bool:
     )
 
 
+def _domain_lock(domain: str) -> None:
+    """Held until the caller's transaction ends: two orders for one domain, placed at
+    the same moment, are checked one after the other, so only one of them is taken."""
+    key = int.from_bytes(hashlib.sha256(f"order-domain:{domain}".encode()).digest()[:8], "big", signed=True)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+
+
 @transaction.atomic
 def order_create(
     *,
@@ -97,8 +106,10 @@ def order_create(
     domain = (domain or "").strip().lower().rstrip(".")
     tools = catalog.parse_tools(tools)
     errors = catalog.validate_order_request(plan, region, domain, tools)
-    if not errors and domain_taken(domain):
-        errors.append(f"domain {domain} is already taken")
+    if not errors:
+        _domain_lock(domain)
+        if domain_taken(domain):
+            errors.append(f"domain {domain} is already taken")
     try:
         with transaction.atomic():
             order = Order.objects.create(
