@@ -64,6 +64,66 @@ class Batch:
     fulfilled: int
     failures: list[str]
     script_seconds: float
+    # CPU per order: the worker's, and the sandbox hosts' SSH sessions' (sshd, bash, the
+    # scripts and their stand-ins, reaped by each host's sshd); handshakes per order.
+    worker_cpu: float = 0.0
+    session_cpu: float = 0.0
+    agent_cpu: float = 0.0
+    handshakes: float = 0.0
+
+
+@dataclass
+class Meters:
+    """What a batch cost, read from /proc and the hosts' sshd logs before and after."""
+
+    worker_pid: int
+    hosts: list[Any]
+
+    def read(self) -> tuple[float, float, float, int]:
+        return (
+            sum(_cpu_seconds(pid, children=False) for pid in process_tree(self.worker_pid)),
+            # A kept connection's sshd is still alive: its CPU is its own, not yet its parent's.
+            sum(_cpu_seconds(pid, children=True) for host in self.hosts for pid in process_tree(_listener_pid(host))),
+            # The deployed agents (detached from the sessions that started them) with the
+            # docker stand-in calls of their heartbeats.
+            sum(_cpu_seconds(pid, children=True) for pid in _agent_pids(self.hosts)),
+            sum(
+                (host.root.parent / "sshd.log").read_text().count("Accepted publickey")
+                for host in self.hosts
+                if (host.root.parent / "sshd.log").exists()
+            ),
+        )
+
+
+def _cpu_seconds(pid: int, *, children: bool) -> float:
+    """User and system CPU of a process (and of the children it reaped), from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    used = fields[11:15] if children else fields[11:13]
+    return sum(int(x) for x in used) / os.sysconf("SC_CLK_TCK")
+
+
+def _agent_pids(hosts: list[Any]) -> list[int]:
+    roots = tuple(f"{host.root}/" for host in hosts)
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cwd = os.readlink(f"/proc/{entry}/cwd")
+            except OSError:
+                continue
+            if cwd.startswith(roots) and cwd.endswith("/opt/hub/agent"):
+                found.append(int(entry))
+    return found
+
+
+def _listener_pid(host: Any) -> int:
+    import json
+
+    return int(json.loads((host.root.parent / "host.json").read_text())["pid"])
 
 
 def _place(count: int, label: str) -> list[int]:
@@ -116,16 +176,18 @@ def _wait_orders(ids: list[int], started: float, timeout: float) -> dict[int, fl
     return done
 
 
-def _batch(count: int, label: str, timeout: float) -> Batch:
+def _batch(count: int, label: str, timeout: float, meters: Meters) -> Batch:
     from django.db.models import Q
 
     from hub.pipeline.models import Step
     from provisioning.models import Order, OrderStatus
 
+    worker_before, sessions_before, agents_before, handshakes_before = meters.read()
     started = time.monotonic()
     ids = _place(count, label)
     done = _wait_orders(ids, started, timeout)
     wall = max(done.values())
+    worker_after, sessions_after, agents_after, handshakes_after = meters.read()
     orders = list(Order.objects.filter(pk__in=ids))
     failures = [f"{o.domain}: {o.status} {o.failure_reason[:200]}" for o in orders if o.status != OrderStatus.FULFILLED]
     scripts = Step.objects.filter(
@@ -139,6 +201,10 @@ def _batch(count: int, label: str, timeout: float) -> Batch:
         fulfilled=len(orders) - len(failures),
         failures=failures,
         script_seconds=script_total / max(1, count),
+        worker_cpu=(worker_after - worker_before) / count,
+        session_cpu=(sessions_after - sessions_before) / count,
+        agent_cpu=(agents_after - agents_before) / count,
+        handshakes=(handshakes_after - handshakes_before) / count,
     )
 
 
@@ -201,13 +267,14 @@ def _configuration(
                 env=env,
                 include="bench.pipelines",
             )
+            assert worker.proc is not None
             one = None
             if single:
                 _pool(hosts[:1])
-                one = _batch(1, f"{pool}-one", timeout)
+                one = _batch(1, f"{pool}-one", timeout, Meters(worker.proc.pid, hosts[:1]))
                 hosts = hosts[1:]
             _pool(hosts[:orders])
-            batch = _batch(orders, f"{pool}-many", timeout)
+            batch = _batch(orders, f"{pool}-many", timeout, Meters(worker.proc.pid, hosts[:orders]))
             rss = _rss_mb(worker)
     finally:
         if worker is not None:
@@ -233,6 +300,7 @@ def run(quick: bool) -> Result:
     threads_factor = threads.wall_seconds / one.wall_seconds
     result.add("one order alone (threads)", f"{one.wall_seconds:.1f} s", "")
     result.add("  of which in its scripts", f"{one.script_seconds:.1f} s", "")
+    _costs(result, one)
     result.add(
         f"{orders} orders at once, threads -c {orders}",
         f"{threads.wall_seconds:.1f} s (median order {_median(threads.order_seconds):.1f} s)",
@@ -242,6 +310,7 @@ def run(quick: bool) -> Result:
     result.add("  fulfilled", f"{threads.fulfilled} of {orders}", "all", threads.fulfilled == orders)
     result.add("  worker RSS", f"{threads_rss:.0f} MB", "")
     result.add("  script time per order", f"{threads.script_seconds:.1f} s", "")
+    _costs(result, threads)
     failures = list(threads.failures)
     ratio = f"{orders} orders / one order = {threads_factor:.2f}x on threads -c {orders}"
     if not quick:
@@ -262,6 +331,7 @@ def run(quick: bool) -> Result:
         result.add("  / one order", f"{prefork_factor:.2f}x", "")
         result.add("  fulfilled", f"{prefork.fulfilled} of {orders}", "all", prefork.fulfilled == orders)
         result.add("  worker RSS", f"{prefork_rss:.0f} MB", "")
+        _costs(result, prefork)
         failures += prefork.failures
         ratio += (
             f", {prefork_factor:.2f}x on prefork -c {prefork_concurrency}; "
@@ -273,6 +343,15 @@ def run(quick: bool) -> Result:
     result.notes.extend(f"failed: {failure}" for failure in failures[:5])
     result.notes.append("the Hub web, the worker, the sshd hosts and their scripts all share the same 2 cores")
     return result
+
+
+def _costs(result: Result, batch: Batch) -> None:
+    result.add(
+        "  CPU per order",
+        f"worker {batch.worker_cpu:.2f} s, host SSH sessions {batch.session_cpu:.2f} s, agent {batch.agent_cpu:.2f} s",
+        "",
+    )
+    result.add("  SSH handshakes per order", f"{batch.handshakes:.1f}", "")
 
 
 def _median(values: list[float]) -> float:

@@ -1,14 +1,17 @@
 """The SSH seam: the only module that imports paramiko. Host keys are trusted on
 first contact and verified on every later one; a script is uploaded and run with
 bash, its output streamed line by line to the caller; every call has a connect and a
-command timeout."""
+command timeout. A `ConnectionCache` keeps a verified connection per server between a
+job's steps, so a provisioning makes one SSH handshake instead of one per script."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import io
+import os
 import shlex
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -36,6 +39,10 @@ class HostKeyMismatch(PermanentStepError):
         self.address = address
         self.port = port
         self.presented = presented
+
+
+class SessionNotOpened(SshError):
+    """The connection refused a new session: nothing was sent, the script never started."""
 
 
 class ScriptFailed(Exception):
@@ -80,15 +87,16 @@ class _RecordingPolicy(paramiko.MissingHostKeyPolicy):
         self.presented = key
 
 
-@contextmanager
-def connect(
+def _open(
     target: Target,
     *,
     private_key: paramiko.PKey,
     known_host_key: str | None,
-    on_first_contact: Callable[[str], None] | None = None,
-    timeout: float = CONNECT_TIMEOUT,
-) -> Iterator[paramiko.SSHClient]:
+    on_first_contact: Callable[[str], None] | None,
+    timeout: float,
+) -> paramiko.SSHClient:
+    """A connected, authenticated client whose host key was verified against
+    known_host_key (or, on first contact, handed to on_first_contact)."""
     client = paramiko.SSHClient()
     policy = _RecordingPolicy()
     host_id = target.address if target.port == 22 else f"[{target.address}]:{target.port}"
@@ -131,10 +139,152 @@ def connect(
         raise SshError(f"ssh {target.address}:{target.port}: {type(exc).__name__}: {exc}") from exc
     if policy.presented is not None and on_first_contact is not None:
         on_first_contact(host_key_string(policy.presented))
+    return client
+
+
+@contextmanager
+def connect(
+    target: Target,
+    *,
+    private_key: paramiko.PKey,
+    known_host_key: str | None,
+    on_first_contact: Callable[[str], None] | None = None,
+    timeout: float = CONNECT_TIMEOUT,
+) -> Iterator[paramiko.SSHClient]:
+    client = _open(
+        target,
+        private_key=private_key,
+        known_host_key=known_host_key,
+        on_first_contact=on_first_contact,
+        timeout=timeout,
+    )
     try:
         yield client
     finally:
         client.close()
+
+
+@dataclass
+class Connection:
+    client: paramiko.SSHClient
+    reused: bool
+
+    def alive(self) -> bool:
+        transport = self.client.get_transport()
+        return transport is not None and transport.is_active()
+
+
+@dataclass
+class _Idle:
+    client: paramiko.SSHClient
+    host_key: str
+    since: float
+
+
+class ConnectionCache:
+    """Idle connections kept between uses, one caller at a time on each. A connection
+    is reused only for the same target and client key, and only while the host key it
+    was verified with (at its handshake) is the one the caller now expects: verifying
+    it again would compare the same key. First contact always connects afresh. A
+    connection that is closed, idle too long, or was in use when anything raised is
+    closed, never reused. Thread-safe; bounded in total and per target."""
+
+    def __init__(self, *, max_idle: int = 64, max_idle_per_target: int = 2, idle_seconds: float = 60.0) -> None:
+        self.max_idle = max_idle
+        self.max_idle_per_target = max_idle_per_target
+        self.idle_seconds = idle_seconds
+        self._idle: dict[tuple[Target, str], list[_Idle]] = {}
+        self._lock = threading.Lock()
+        # A forked child (prefork) must not share its parent's sockets.
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self._idle = {}
+
+    @contextmanager
+    def connect(
+        self,
+        target: Target,
+        *,
+        private_key: paramiko.PKey,
+        known_host_key: str | None,
+        on_first_contact: Callable[[str], None] | None = None,
+        timeout: float = CONNECT_TIMEOUT,
+    ) -> Iterator[Connection]:
+        slot = (target, fingerprint(private_key))
+        client = self._take(slot, known_host_key) if known_host_key else None
+        reused = client is not None
+        if client is None:
+            client = _open(
+                target,
+                private_key=private_key,
+                known_host_key=known_host_key,
+                on_first_contact=on_first_contact,
+                timeout=timeout,
+            )
+        try:
+            yield Connection(client, reused)
+        except BaseException:
+            client.close()
+            raise
+        self._give_back(slot, client)
+
+    def _take(self, slot: tuple[Target, str], known_host_key: str) -> paramiko.SSHClient | None:
+        stale: list[paramiko.SSHClient] = []
+        found = None
+        now = time.monotonic()
+        with self._lock:
+            entries = self._idle.get(slot, [])
+            while entries and found is None:
+                entry = entries.pop()
+                transport = entry.client.get_transport()
+                if (
+                    entry.host_key == known_host_key
+                    and now - entry.since < self.idle_seconds
+                    and transport is not None
+                    and transport.is_active()
+                ):
+                    found = entry.client
+                else:
+                    stale.append(entry.client)
+        for client in stale:
+            client.close()
+        return found
+
+    def _give_back(self, slot: tuple[Target, str], client: paramiko.SSHClient) -> None:
+        transport = client.get_transport()
+        if transport is None or not transport.is_active():
+            client.close()
+            return
+        entry = _Idle(client, host_key_string(transport.get_remote_server_key()), time.monotonic())
+        closing: list[paramiko.SSHClient] = []
+        with self._lock:
+            entries = self._idle.setdefault(slot, [])
+            entries.append(entry)
+            while len(entries) > self.max_idle_per_target:
+                closing.append(entries.pop(0).client)
+            closing += self._evict_locked()
+        for old in closing:
+            old.close()
+
+    def _evict_locked(self) -> list[paramiko.SSHClient]:
+        """Drop the idle-too-long, then the oldest, until within max_idle."""
+        now = time.monotonic()
+        closing = []
+        for slot, entries in list(self._idle.items()):
+            for entry in [e for e in entries if now - e.since >= self.idle_seconds]:
+                entries.remove(entry)
+                closing.append(entry.client)
+            if not entries:
+                del self._idle[slot]
+        flat = sorted(((e.since, slot, e) for slot, es in self._idle.items() for e in es), key=lambda t: t[0])
+        for _, slot, entry in flat[: max(0, len(flat) - self.max_idle)]:
+            self._idle[slot].remove(entry)
+            closing.append(entry.client)
+            if not self._idle[slot]:
+                del self._idle[slot]
+        return closing
 
 
 def _exports(env: Mapping[str, str]) -> str:
@@ -150,13 +300,23 @@ def run_script(
     timeout: float,
     on_line: Callable[[str], None],
     tail_lines: int = 20,
+    session_timeout: float = CONNECT_TIMEOUT,
 ) -> list[str]:
     """Upload the script with its environment in front and run it with bash, streaming
     its output. Returns the last lines; raises ScriptFailed on a non-zero exit and
     SshError on a timeout or a lost connection."""
     body = (_exports(env) + script).encode()
+    transport = client.get_transport()
     try:
-        channel = client.get_transport().open_session(timeout=CONNECT_TIMEOUT)  # type: ignore[union-attr]
+        if transport is None:
+            raise paramiko.SSHException("not connected")
+        # On a kept connection this is the first word to the host since the last step.
+        channel = transport.open_session(timeout=session_timeout)
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        raise SessionNotOpened(
+            f"{name}: host did not answer for a new session within {session_timeout:.0f}s ({exc})"
+        ) from exc
+    try:
         channel.set_combine_stderr(True)
         channel.settimeout(1.0)
         # The script travels on stdin: nothing is left on the server's disk, and its

@@ -1,6 +1,8 @@
 """Running things on a server: SSH with the host key recorded on first contact and
 verified ever after (a mismatch refuses and raises a HARD alert), scripts from
-provisioning/scripts/ uploaded and run with their output streamed to the step log."""
+provisioning/scripts/ uploaded and run with their output streamed to the step log.
+The worker process keeps a verified connection per server between steps (see
+`ssh.ConnectionCache`): a provisioning's probe and its ten scripts share one."""
 
 from __future__ import annotations
 
@@ -47,6 +49,10 @@ def _record_host_key(server_id: int) -> Callable[[str], None]:
     return record
 
 
+# One per worker process, shared by its threads.
+_connections = ssh.ConnectionCache()
+
+
 def run_on_server(
     server: Server,
     *,
@@ -58,21 +64,30 @@ def run_on_server(
 ) -> list[str]:
     target = ssh.Target(server.ipv4, server.ssh_port)
     try:
-        with ssh.connect(
-            target,
-            private_key=_key_for(server),
-            known_host_key=server.host_key or None,
-            on_first_contact=_record_host_key(server.pk),
-            timeout=settings.PROVISIONING_SSH_CONNECT_TIMEOUT,
-        ) as client:
-            return ssh.run_script(
-                client,
-                name=name,
-                script=script,
-                env=env,
-                timeout=timeout or settings.PROVISIONING_SCRIPT_TIMEOUT,
-                on_line=log,
-            )
+        while True:
+            with _connections.connect(
+                target,
+                private_key=_key_for(server),
+                known_host_key=server.host_key or None,
+                on_first_contact=_record_host_key(server.pk),
+                timeout=settings.PROVISIONING_SSH_CONNECT_TIMEOUT,
+            ) as connection:
+                try:
+                    return ssh.run_script(
+                        connection.client,
+                        name=name,
+                        script=script,
+                        env=env,
+                        timeout=timeout or settings.PROVISIONING_SCRIPT_TIMEOUT,
+                        on_line=log,
+                        session_timeout=settings.PROVISIONING_SSH_CONNECT_TIMEOUT,
+                    )
+                except ssh.SessionNotOpened:
+                    if not connection.reused or connection.alive():
+                        raise
+            # The kept connection died while idle (the host closed it) before the
+            # script started: connect afresh. A host that stops answering still
+            # fails after one timeout, as on a new connection.
     except ssh.HostKeyMismatch as exc:
         alert_raise(
             subject_type="server",

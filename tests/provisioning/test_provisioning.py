@@ -92,6 +92,8 @@ def test_order_with_a_pool_server_reaches_fulfilled(
     assert ("A", f"acme-one.{ZONE}", host.addr) in records
     assert ("A", f"*.acme-one.{ZONE}", host.addr) in records
     assert script_order(sandbox.host(host.addr).calls()) == [name for name, _ in SCRIPT_MARKERS]
+    handshakes = (host.root.parent / "sshd.log").read_text().count("Accepted publickey")
+    assert handshakes == 1, "the probe and the ten scripts share one SSH connection"
     tenant = Tenant.objects.get(domain=f"acme-one.{ZONE}")
     assert tenant.status == TenantStatus.ACTIVE and tenant.registered_at is not None
     assert tenant.server_id == server.pk
@@ -139,7 +141,10 @@ def test_a_deprovisioned_tenant_loses_dns_and_data_and_its_server_returns_to_the
     assert tenant.status == TenantStatus.DEPROVISIONED
     assert not tenant.credentials.filter(revoked_at=None).exists()
     assert not [r for r in dns_records(sandbox) if r["name"].endswith(f"acme-leaving.{ZONE}")]
-    assert not (root / "opt/hub").exists() and not (root / "etc/hub-agent").exists()
+    # Not /opt/hub itself: the preparation that release_server starts may already have
+    # made its empty skeleton again.
+    assert not (root / "opt/hub/tools/nextcloud").exists() and not (root / "opt/hub/agent").exists()
+    assert not (root / "etc/hub-agent").exists() and not (root / "var/lib/hub-agent").exists()
     # the contract server is prepared again and goes back into the pool, untouched
     wait_for(
         lambda: Server.objects.get(pk=server.pk).status == ServerStatus.AVAILABLE,

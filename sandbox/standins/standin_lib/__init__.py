@@ -1,0 +1,1 @@
+"""The stand-ins behaviour, imported by the launchers one directory up."""

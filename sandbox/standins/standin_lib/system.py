@@ -1,0 +1,515 @@
+"""Stand-ins for the system commands a setup script runs on a VPS that must not run on
+this machine. Each one records its call as a JSON line in
+$HOST_ROOT/var/log/sandbox/calls.jsonl, consults $HOST_ROOT/etc/sandbox/faults.json,
+and then behaves plausibly, keeping its state under $HOST_ROOT.
+
+Runs under the system python3 of the sandbox machine with the standard library only.
+Every executable in sandbox/standins/ except `docker` is a symlink to _standin.py,
+which calls main() here, dispatched on its own name."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+# Most calls need neither subprocess nor typing: they are imported where they are used
+# (or only for the type checker), as a stand-in starts dozens of times per setup.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
+
+REAL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def host_root() -> Path:
+    root = os.environ.get("HOST_ROOT")
+    if not root:
+        # Outside a sandbox session there is nothing safe to pretend on.
+        sys.stderr.write("sandbox stand-in: HOST_ROOT is not set; refusing to run\n")
+        sys.exit(127)
+    return Path(root)
+
+
+def _locked_json_update(path: Path, update: Callable[[dict[str, Any]], T]) -> T:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        raw = handle.read()
+        data = json.loads(raw) if raw.strip() else {}
+        result = update(data)
+        handle.seek(0)
+        handle.truncate()
+        json.dump(data, handle, indent=2, sort_keys=True)
+        return result
+
+
+def record(cmd: str, args: list[str], **extra: object) -> None:
+    path = host_root() / "var" / "log" / "sandbox" / "calls.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entry = {"cmd": cmd, "args": args, "time": time.time(), "cwd": os.getcwd(), **extra}
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.write(json.dumps(entry) + "\n")
+
+
+def _matches(key: str, words: list[str]) -> bool:
+    wanted = key.split()
+    return words[: len(wanted)] == wanted
+
+
+def consult_faults(cmd: str, args: list[str]) -> None:
+    """Apply $HOST_ROOT/etc/sandbox/faults.json: {"fail": {"apt-get install": 2},
+    "sleep": {"certbot": 5}}. A key matches a call whose words start with the key's."""
+    path = host_root() / "etc" / "sandbox" / "faults.json"
+    if not path.exists():
+        return
+    words = [cmd, *args]
+
+    def take(data: dict[str, Any]) -> tuple[str | None, float]:
+        failing = None
+        for key, remaining in list(data.get("fail", {}).items()):
+            if remaining > 0 and _matches(key, words):
+                data["fail"][key] = remaining - 1
+                failing = key
+                break
+        pause = 0.0
+        for key, seconds in data.get("sleep", {}).items():
+            if _matches(key, words):
+                pause = float(seconds)
+                break
+        return failing, pause
+
+    failing, pause = _locked_json_update(path, take)
+    if pause:
+        time.sleep(pause)
+    if failing is not None:
+        record(cmd, args, injected_fault=failing, exit_code=1)
+        sys.stderr.write(f"{cmd}: injected failure (sandbox fault '{failing}')\n")
+        sys.exit(1)
+
+
+def _positional(args: list[str]) -> list[str]:
+    return [a for a in args if not a.startswith("-")]
+
+
+def apt_get(args: list[str]) -> int:
+    state = host_root() / "var" / "lib" / "sandbox-apt" / "installed.json"
+    words = [
+        a for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] not in ("-o", "-t", "-c"))
+    ]
+    action = words[0] if words else ""
+    packages = [p.split("=")[0] for p in words[1:]]
+    if action in ("install", "reinstall"):
+
+        def add(data: dict[str, Any]) -> None:
+            for package in packages:
+                data[package] = {"installed_at": time.time()}
+
+        _locked_json_update(state, add)
+        for package in packages:
+            print(f"Setting up {package} ... (sandbox)")
+    elif action in ("remove", "purge"):
+        _locked_json_update(state, lambda data: [data.pop(p, None) for p in packages])
+    elif action == "update":
+        print("Reading package lists... Done (sandbox)")
+    return 0
+
+
+def dpkg(args: list[str]) -> int:
+    state = host_root() / "var" / "lib" / "sandbox-apt" / "installed.json"
+    installed = json.loads(state.read_text()) if state.exists() else {}
+    if args and args[0] in ("-s", "--status", "-l", "--list"):
+        missing = [p for p in args[1:] if p not in installed]
+        for package in args[1:]:
+            if package in installed:
+                print(f"Package: {package}\nStatus: install ok installed")
+        if missing:
+            sys.stderr.write(f"dpkg-query: package '{missing[0]}' is not installed\n")
+            return 1
+    return 0
+
+
+def systemctl(args: list[str]) -> int:
+    state = host_root() / "var" / "lib" / "sandbox-systemd" / "units.json"
+    words = _positional(args)
+    verb = words[0] if words else "list-units"
+    units = [u if "." in u else f"{u}.service" for u in words[1:]]
+
+    def change(data: dict[str, Any]) -> int:
+        for unit in units:
+            entry = data.setdefault(unit, {"active": False, "enabled": False})
+            if verb in ("start", "restart", "reload", "reload-or-restart", "try-restart"):
+                entry["active"] = True
+            elif verb == "stop":
+                entry["active"] = False
+            elif verb == "enable":
+                entry["enabled"] = True
+                if "--now" in args:
+                    entry["active"] = True
+            elif verb == "disable":
+                entry["enabled"] = False
+                if "--now" in args:
+                    entry["active"] = False
+            elif verb in ("mask",):
+                entry["enabled"] = False
+        if verb == "is-active":
+            active = all(data.get(u, {}).get("active") for u in units)
+            print("active" if active else "inactive")
+            return 0 if active else 3
+        if verb == "is-enabled":
+            enabled = all(data.get(u, {}).get("enabled") for u in units)
+            print("enabled" if enabled else "disabled")
+            return 0 if enabled else 1
+        if verb == "status":
+            for unit in units:
+                running = data.get(unit, {}).get("active")
+                print(f"* {unit}\n     Active: {'active (running)' if running else 'inactive (dead)'}")
+            return 0 if all(data.get(u, {}).get("active") for u in units) else 3
+        return 0
+
+    code = _locked_json_update(state, change)
+    starts = verb in ("start", "restart", "reload-or-restart", "try-restart") or (verb == "enable" and "--now" in args)
+    stops = verb in ("stop", "restart", "reload-or-restart", "try-restart") or (verb == "disable" and "--now" in args)
+    for unit in units:
+        if stops:
+            _unit_stop(unit)
+        if starts:
+            _unit_start(unit)
+    return code
+
+
+def _unit_file(unit: str) -> Path:
+    return host_root() / "etc" / "systemd" / "system" / unit
+
+
+def _unit_pid_file(unit: str) -> Path:
+    return host_root() / "run" / "sandbox-systemd" / f"{unit}.pid"
+
+
+def _unit_running(unit: str) -> int | None:
+    pid_file = _unit_pid_file(unit)
+    if not pid_file.exists():
+        return None
+    pid = int(pid_file.read_text().strip() or 0)
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    # A recycled pid is somebody else's process: only ours carries this HOST_ROOT.
+    return pid if f"HOST_ROOT={host_root()}".encode() in environ.split(b"\0") else None
+
+
+def _unit_start(unit: str) -> None:
+    """A unit the scripts installed under HOST_ROOT really runs, as a detached process
+    of this host (so the deployed agent talks to the Hub for real)."""
+    import subprocess
+
+    path = _unit_file(unit)
+    if not path.exists() or _unit_running(unit):
+        return
+    env = dict(os.environ)
+    exec_start, workdir = "", str(host_root())
+    for line in path.read_text().splitlines():
+        key, _, value = line.strip().partition("=")
+        if key == "ExecStart":
+            exec_start = value
+        elif key == "WorkingDirectory":
+            workdir = value
+        elif key == "Environment":
+            name, _, val = value.partition("=")
+            env[name] = val
+    if not exec_start:
+        return
+    log = host_root() / "var" / "log" / f"{unit}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            exec_start.split(),
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    _unit_pid_file(unit).parent.mkdir(parents=True, exist_ok=True)
+    _unit_pid_file(unit).write_text(str(proc.pid))
+
+
+def _unit_stop(unit: str) -> None:
+    pid = _unit_running(unit)
+    if pid is None:
+        return
+    os.kill(pid, 15)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _unit_running(unit):
+        time.sleep(0.05)
+    if _unit_running(unit):
+        os.kill(pid, 9)
+
+
+def service(args: list[str]) -> int:
+    if len(args) >= 2:
+        return systemctl([args[1], args[0]])
+    return 0
+
+
+def ufw(args: list[str]) -> int:
+    state = host_root() / "etc" / "ufw" / "sandbox-state.json"
+    words = [a for a in args if a not in ("--force",)]
+
+    def change(data: dict[str, Any]) -> int:
+        data.setdefault("enabled", False)
+        data.setdefault("rules", [])
+        data.setdefault("defaults", {})
+        verb = words[0] if words else "status"
+        if verb == "enable":
+            data["enabled"] = True
+            print("Firewall is active and enabled on system startup")
+        elif verb == "disable":
+            data["enabled"] = False
+        elif verb == "reset":
+            data.update(enabled=False, rules=[], defaults={})
+        elif verb == "default" and len(words) >= 3:
+            data["defaults"][words[2]] = words[1]
+        elif verb in ("allow", "deny", "limit", "reject"):
+            rule = " ".join(words)
+            if rule not in data["rules"]:
+                data["rules"].append(rule)
+                print("Rule added")
+            else:
+                print("Skipping adding existing rule")
+        elif verb == "delete":
+            rule = " ".join(words[1:])
+            if rule in data["rules"]:
+                data["rules"].remove(rule)
+        elif verb == "status":
+            print(f"Status: {'active' if data['enabled'] else 'inactive'}")
+            for rule in data["rules"]:
+                print(rule)
+        return 0
+
+    return _locked_json_update(state, change)
+
+
+def _option_values(args: list[str], *names: str) -> list[str]:
+    values = []
+    for index, arg in enumerate(args):
+        for name in names:
+            if arg == name and index + 1 < len(args):
+                values.append(args[index + 1])
+            elif arg.startswith(name + "="):
+                values.append(arg.split("=", 1)[1])
+    return values
+
+
+def _issue_certificate(live: Path, domains: list[str], days: int) -> None:
+    import subprocess
+
+    live.mkdir(parents=True, exist_ok=True)
+    san = ",".join(f"DNS:{d}" for d in domains)
+    subprocess.run(
+        [
+            "/usr/bin/openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            str(days),
+            "-subj",
+            f"/CN={domains[0]}",
+            "-addext",
+            f"subjectAltName={san}",
+            "-keyout",
+            str(live / "privkey.pem"),
+            "-out",
+            str(live / "cert.pem"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    cert = (live / "cert.pem").read_text()
+    (live / "chain.pem").write_text(cert)
+    (live / "fullchain.pem").write_text(cert)
+    (live / "sandbox-domains.json").write_text(json.dumps(domains))
+
+
+def certbot(args: list[str]) -> int:
+    letsencrypt = host_root() / "etc" / "letsencrypt"
+    verb = _positional(args)[0] if _positional(args) else "certonly"
+    days = int(os.environ.get("SANDBOX_CERT_DAYS", "90"))
+    if verb in ("certonly", "run", "--nginx") or "-d" in args or "--domains" in args:
+        domains: list[str] = []
+        for value in _option_values(args, "-d", "--domains", "--domain"):
+            domains.extend(d.strip() for d in value.split(",") if d.strip())
+        if not domains:
+            sys.stderr.write("certbot: no domains given (-d)\n")
+            return 1
+        name = (_option_values(args, "--cert-name") or [domains[0].removeprefix("*.")])[0]
+        _issue_certificate(letsencrypt / "live" / name, domains, days)
+        print("Successfully received certificate.")
+        print(f"Certificate is saved at: /etc/letsencrypt/live/{name}/fullchain.pem")
+        return 0
+    if verb == "renew":
+        live_dir = letsencrypt / "live"
+        for live in sorted(live_dir.iterdir()) if live_dir.exists() else []:
+            domains_file = live / "sandbox-domains.json"
+            if domains_file.exists():
+                _issue_certificate(live, json.loads(domains_file.read_text()), days)
+                print(f"Renewed {live.name}")
+        return 0
+    if verb == "certificates":
+        live_dir = letsencrypt / "live"
+        for live in sorted(live_dir.iterdir()) if live_dir.exists() else []:
+            print(f"  Certificate Name: {live.name}")
+            print(f"    Certificate Path: /etc/letsencrypt/live/{live.name}/fullchain.pem")
+        return 0
+    return 0
+
+
+def _sandbox_users() -> dict[str, list[str]]:
+    passwd = host_root() / "etc" / "passwd"
+    users = {}
+    if passwd.exists():
+        for line in passwd.read_text().splitlines():
+            fields = line.split(":")
+            if len(fields) >= 7:
+                users[fields[0]] = fields
+    return users
+
+
+def useradd(args: list[str]) -> int:
+    names = _positional([a for i, a in enumerate(args) if i == 0 or not _takes_value(args[i - 1])])
+    if not names:
+        sys.stderr.write("useradd: no user name given\n")
+        return 2
+    name = names[-1]
+    users = _sandbox_users()
+    if name in users:
+        sys.stderr.write(f"useradd: user '{name}' already exists\n")
+        return 9
+    uid = 1000 + len(users)
+    home = (_option_values(args, "-d", "--home-dir") or [f"/home/{name}"])[0]
+    shell = (_option_values(args, "-s", "--shell") or ["/bin/sh"])[0]
+    passwd = host_root() / "etc" / "passwd"
+    passwd.parent.mkdir(parents=True, exist_ok=True)
+    with open(passwd, "a") as handle:
+        handle.write(f"{name}:x:{uid}:{uid}::{home}:{shell}\n")
+    if "-m" in args or "--create-home" in args:
+        (host_root() / home.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    return 0
+
+
+def _takes_value(option: str) -> bool:
+    return option in ("-d", "--home-dir", "-s", "--shell", "-G", "--groups", "-g", "--gid", "-u", "--uid", "-c")
+
+
+def id_(args: list[str]) -> int:
+    import subprocess
+
+    names = _positional(args)
+    users = _sandbox_users()
+    if names and names[-1] in users:
+        fields = users[names[-1]]
+        if "-u" in args:
+            print(fields[2])
+        elif "-g" in args:
+            print(fields[3])
+        else:
+            print(f"uid={fields[2]}({fields[0]}) gid={fields[3]}({fields[0]}) groups={fields[3]}({fields[0]})")
+        return 0
+    return subprocess.run(["/usr/bin/id", *args], check=False).returncode
+
+
+def chown(args: list[str]) -> int:
+    import subprocess
+
+    owner = next((a for a in args if not a.startswith("-")), "")
+    user = owner.split(":")[0].split(".")[0]
+    if user in _sandbox_users():
+        # The user exists only on the sandbox host, not on this machine.
+        return 0
+    return subprocess.run(["/bin/chown", *args], check=False).returncode
+
+
+def sshd(args: list[str]) -> int:
+    if "-t" in args or "-T" in args:
+        return 0
+    sys.stderr.write("sshd (sandbox): only 'sshd -t' is available on a sandbox host\n")
+    return 1
+
+
+def hostnamectl(args: list[str]) -> int:
+    words = _positional(args)
+    if len(words) >= 2 and words[0] in ("set-hostname", "hostname"):
+        (host_root() / "etc" / "hostname").write_text(words[1] + "\n")
+    else:
+        hostname = host_root() / "etc" / "hostname"
+        print(f"Static hostname: {hostname.read_text().strip() if hostname.exists() else 'sandbox'}")
+    return 0
+
+
+def hostname(args: list[str]) -> int:
+    if "-I" in args or "-i" in args or "--all-ip-addresses" in args:
+        print(os.environ.get("SANDBOX_HOST", "127.0.0.1"))
+        return 0
+    names = _positional(args)
+    path = host_root() / "etc" / "hostname"
+    if names:
+        path.write_text(names[0] + "\n")
+        return 0
+    name = path.read_text().strip() if path.exists() else "sandbox"
+    print(name.split(".")[0] if "-s" in args or "--short" in args else name)
+    return 0
+
+
+def timedatectl(args: list[str]) -> int:
+    words = _positional(args)
+    if len(words) >= 2 and words[0] == "set-timezone":
+        (host_root() / "etc" / "timezone").write_text(words[1] + "\n")
+    return 0
+
+
+def succeed(args: list[str]) -> int:
+    return 0
+
+
+BEHAVIOURS: dict[str, Callable[[list[str]], int]] = {
+    "apt-get": apt_get,
+    "apt": apt_get,
+    "dpkg": dpkg,
+    "systemctl": systemctl,
+    "service": service,
+    "ufw": ufw,
+    "certbot": certbot,
+    "useradd": useradd,
+    "id": id_,
+    "chown": chown,
+    "sshd": sshd,
+    "hostnamectl": hostnamectl,
+    "hostname": hostname,
+    "timedatectl": timedatectl,
+}
+
+
+def main() -> int:
+    cmd = Path(sys.argv[0]).name
+    args = sys.argv[1:]
+    consult_faults(cmd, args)
+    behaviour = BEHAVIOURS.get(cmd, succeed)
+    code = behaviour(args)
+    record(cmd, args, exit_code=code)
+    return code
