@@ -112,7 +112,16 @@ def hub_ssh_key_id(public_key: str) -> int:
         existing = client().ssh_keys.get_by_name(settings.HCLOUD_SSH_KEY_NAME)
         if existing is not None:
             return existing.id
-        return client().ssh_keys.create(name=settings.HCLOUD_SSH_KEY_NAME, public_key=public_key).id
+        try:
+            return client().ssh_keys.create(name=settings.HCLOUD_SSH_KEY_NAME, public_key=public_key).id
+        except APIException as exc:
+            # Two orders buying at once both found no key; the other one registered it.
+            if exc.code != "uniqueness_error":
+                raise
+            existing = client().ssh_keys.get_by_name(settings.HCLOUD_SSH_KEY_NAME)
+            if existing is None:
+                raise
+            return existing.id
     except APIException as exc:
         raise translate(exc) from exc
 

@@ -4,11 +4,17 @@ worker; a 429 closes it for everyone for Retry-After seconds."""
 from __future__ import annotations
 
 import multiprocessing
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 import redis
+from django.test import override_settings
 
+from provisioning.integrations import hetzner
+from provisioning.services import remote
 from sandbox.control import Sandbox
 
 pytestmark = [pytest.mark.integration]
@@ -71,3 +77,21 @@ def test_a_429_storm_is_waited_out_as_retry_after_says_and_two_workers_stay_unde
     times = sorted(r["time"] for r in log)
     for start in times:
         assert len([t for t in times if start <= t < start + 1.0]) <= 2 + 8 + 1
+
+
+def test_orders_buying_at_once_share_one_registration_of_the_hub_ssh_key(
+    sandbox: Sandbox, hub_settings: dict[str, str]
+) -> None:
+    barrier = threading.Barrier(6)
+
+    def register(_: int) -> int:
+        barrier.wait(timeout=10)
+        return hetzner.hub_ssh_key_id(remote.hub_public_key())
+
+    with override_settings(HCLOUD_SSH_KEY_NAME=f"hub-race-{uuid.uuid4().hex[:8]}"):
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            ids = list(pool.map(register, range(6)))
+        keys = [key for key in hetzner.client().ssh_keys.get_all() if key.name.startswith("hub-race-")]
+
+    assert len(set(ids)) == 1, "every order got the one key"
+    assert [key.id for key in keys] == ids[:1], "registered once"
