@@ -8,11 +8,12 @@ Every decision is taken with the job row locked, so two workers never advance th
 same job at once.
 
 The usual step (claimed from QUEUED in a running job, succeeding, followed by a
-pending step) takes one hand-written statement to claim and one to record and queue
-the next: it is what every step of every pipeline pays. Every other case (a job's
-first step, a lease to take back, a failure, a retry, a compensation, a stop asked)
-finds the one-statement path refuses it without writing, and is decided by the full
-path, with the job and step rows locked and read.
+pending step) takes one hand-written statement to claim it and one to record it and
+queue the next, each atomic on its own: that is what every step of every pipeline
+pays. The same locks are taken in the same order. Every other case (a job's first or
+last step, a lease to take back, a failure, a retry, a compensation, a stop asked) is
+refused by those statements, which then write nothing, and is decided by the full
+path, in a transaction with the job and step rows locked and read.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 LOG_LIMIT = 64 * 1024
 ERROR_LIMIT = 4000
+QUICK_ACTION_SECONDS = 1.0
 
 
 # --- enqueueing ------------------------------------------------------------------
@@ -140,8 +142,9 @@ class Claim:
 
 
 def _sql(template: str) -> str:
-    """Hand-written SQL for the statements every step runs, with the tables' names
-    taken from the models."""
+    """Hand-written SQL for the statements every step runs (the ORM would spend more
+    compiling them than Postgres running them), with the tables' names taken from the
+    models. The statuses in them are the models' values, which DESIGN.md fixes."""
     return template.format(job=Job._meta.db_table, step=Step._meta.db_table)
 
 
@@ -491,11 +494,16 @@ def execute_step(step_id: int) -> None:
     with logcontext.bind(job_id=claim.job_id, step_id=claim.step_id, **subject):
         keeper = lease_keeper()
         watch = keeper.watch(claim)
+        started = time.monotonic()
         try:
             outcome = run_action(claim)
         finally:
             keeper.unwatch(watch)
-        close_old_connections()
+        # After a long action the connection may have been dropped or grown old; after
+        # a quick one that did not fail on it, it was used a moment ago (by the claim)
+        # and checking it would cost a round trip for nothing.
+        if time.monotonic() - started > QUICK_ACTION_SECONDS or connection.errors_occurred:
+            close_old_connections()
         record_outcome(claim, outcome)
         logger.info("%s step %s of %s: %s", claim.kind.lower(), claim.spec.name, claim.pipeline.name, outcome.kind)
 
@@ -515,18 +523,23 @@ def _history_entry(step: Step, now: datetime, outcome: str, **extra: Any) -> dic
     return entry
 
 
-# The usual success in one statement: with the job locked (running, no stop asked),
-# the step still ours is recorded SUCCEEDED, its result merged into the job's context,
-# and the next pending action step queued. When the job is not in that state or the
-# claim was lost, nothing is written and `record_outcome` decides with both rows in hand.
-# The rows written are checked again as they are once locked (a concurrent change
-# re-evaluates the conditions on them), so a step that stopped being PENDING is not queued.
+# The usual success in one statement, atomic on its own: the job locked first (running,
+# no stop asked), then its next pending action step (checked PENDING once locked), then
+# the step, if the claim is still ours: the step is recorded SUCCEEDED, its result
+# merged into the job's context and the next step QUEUED, all three or nothing. The
+# last step, a job not in that state or a lost claim find nothing written here, and
+# `record_outcome` decides in a transaction with the rows in hand.
 _RECORD_SUCCESS_SQL = _sql(
     """
     WITH locked_job AS MATERIALIZED (
         SELECT id, queue FROM {job}
         WHERE id = %(job_id)s AND status = 'RUNNING' AND stop_requested_at IS NULL
         FOR UPDATE
+    ), next_step AS MATERIALIZED (
+        SELECT p.id FROM {step} AS p, locked_job AS j
+        WHERE p.job_id = j.id AND p.kind = 'ACTION' AND p.status = 'PENDING'
+        ORDER BY p.position LIMIT 1
+        FOR UPDATE OF p
     ), done AS (
         UPDATE {step} AS s
         SET status = 'SUCCEEDED', error = '', result = %(result)s, finished_at = %(now)s,
@@ -535,6 +548,7 @@ _RECORD_SUCCESS_SQL = _sql(
             updated_at = %(now)s
         FROM locked_job AS j
         WHERE s.id = %(step_id)s AND s.job_id = j.id AND s.status = 'RUNNING' AND s.lease_token = %(token)s
+          AND EXISTS (SELECT 1 FROM next_step)
         RETURNING s.id
     ), merged AS (
         UPDATE {job} AS j SET context = j.context || %(result)s, updated_at = %(now)s
@@ -542,11 +556,8 @@ _RECORD_SUCCESS_SQL = _sql(
         RETURNING j.id
     ), queued AS (
         UPDATE {step} AS n SET status = 'QUEUED', enqueued_at = %(now)s, next_run_at = NULL, updated_at = %(now)s
-        WHERE n.id = (
-            SELECT p.id FROM {step} AS p
-            WHERE p.job_id = %(job_id)s AND p.kind = 'ACTION' AND p.status = 'PENDING'
-            ORDER BY p.position LIMIT 1
-        ) AND n.status = 'PENDING' AND EXISTS (SELECT 1 FROM done)
+        FROM next_step
+        WHERE n.id = next_step.id AND EXISTS (SELECT 1 FROM done)
         RETURNING n.id
     )
     SELECT (SELECT id FROM done), (SELECT id FROM queued), (SELECT queue FROM locked_job),
@@ -556,8 +567,8 @@ _RECORD_SUCCESS_SQL = _sql(
 
 
 def _record_success(claim: Claim, outcome: Outcome, now: datetime) -> bool:
-    """The usual success of an action step, in one statement inside the caller's
-    transaction. False when it did not apply (and wrote nothing)."""
+    """The usual success of an action step, in one statement that commits by itself.
+    False when it did not apply (and wrote nothing)."""
     elapsed = (now - claim.attempt_started_at).total_seconds()
     entry = {
         "attempt": claim.attempts,
@@ -566,14 +577,13 @@ def _record_success(claim: Claim, outcome: Outcome, now: datetime) -> bool:
         "outcome": "succeeded",
         "seconds": elapsed,
     }
-    result = outcome.result or {}
     json_field = Step._meta.get_field("result")
     params = {
         "job_id": claim.job_id,
         "step_id": claim.step_id,
         "token": claim.token,
         "now": now,
-        "result": json_field.get_db_prep_save(result, connection),
+        "result": json_field.get_db_prep_save(outcome.result or {}, connection),
         "merge": bool(outcome.result),
         "history": json_field.get_db_prep_save([entry], connection),
         "duration": (now - claim.started_at).total_seconds() if claim.started_at else elapsed,
@@ -588,20 +598,16 @@ def _record_success(claim: Claim, outcome: Outcome, now: datetime) -> bool:
         if params["log"]:
             claim.context.put_back_log(params["log"])
         return False
-    if queued is not None:
-        enqueue_step(Step(pk=queued), queue=queue)
-    else:
-        # No next step seen (the statement read the steps as they were when it began,
-        # maybe before the job lock was ours): decide again from what is there now.
-        advance_job(Job.objects.get(pk=claim.job_id), now)
+    assert queued is not None, "the statement queues the next step whenever it records the step"
+    enqueue_step(Step(pk=queued), queue=queue)
     return True
 
 
 def record_outcome(claim: Claim, outcome: Outcome) -> None:
     now = timezone.now()
+    if outcome.kind == "succeeded" and claim.kind == StepKind.ACTION and _record_success(claim, outcome, now):
+        return
     with transaction.atomic():
-        if outcome.kind == "succeeded" and claim.kind == StepKind.ACTION and _record_success(claim, outcome, now):
-            return
         job = Job.objects.select_for_update().get(pk=claim.job_id)
         step = Step.objects.select_for_update().get(pk=claim.step_id)
         if step.status != StepStatus.RUNNING or step.lease_token != claim.token:
