@@ -209,3 +209,22 @@ register(
         steps=(StepSpec(name="streamed", action=_wait_for_own_log_and_lease, retry=RetryPolicy(max_attempts=1)),),
     )
 )
+
+
+def _report_backend(ctx: StepContext) -> None:
+    """Records which Postgres backend (connection) the worker ran the step on."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    _record(ctx, f"backend {pid}")
+
+
+register(
+    Pipeline(
+        name="test.backends_faults",
+        queue="test-faults",
+        steps=tuple(StepSpec(name=f"b{i}", action=_report_backend, retry=FAST_RETRY) for i in range(1, 5)),
+    )
+)
