@@ -18,6 +18,7 @@ path, in a transaction with the job and step rows locked and read.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -26,10 +27,10 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections, connection, models, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Concat, Right
 from django.utils import timezone
@@ -141,6 +142,10 @@ class Claim:
     attempt_started_at: datetime
 
 
+# Values the hand-written statements write to JSON columns are adapted as the ORM does.
+_STEP_RESULT_FIELD = cast(models.JSONField, Step._meta.get_field("result"))
+
+
 def _sql(template: str) -> str:
     """Hand-written SQL for the statements every step runs (the ORM would spend more
     compiling them than Postgres running them), with the tables' names taken from the
@@ -222,7 +227,7 @@ def claim_step(step_id: int) -> Claim | None:
     """Take the step under a lease, or None when this delivery must not run it."""
     now = timezone.now()
     token = uuid.uuid4()
-    params = {
+    params: dict[str, Any] = {
         "step_id": step_id,
         "token": token,
         "now": now,
@@ -240,7 +245,8 @@ def claim_step(step_id: int) -> Claim | None:
         pipeline=pipeline_name,
         subject_type=subject_type,
         subject_id=subject_id,
-        context=Job._meta.get_field("context").from_db_value(context, None, connection),
+        # Django has psycopg return jsonb as text, for JSONField to decode.
+        context=json.loads(context),
     )
     return _claim(
         pipeline=registry.get(pipeline_name),
@@ -577,15 +583,14 @@ def _record_success(claim: Claim, outcome: Outcome, now: datetime) -> bool:
         "outcome": "succeeded",
         "seconds": elapsed,
     }
-    json_field = Step._meta.get_field("result")
-    params = {
+    params: dict[str, Any] = {
         "job_id": claim.job_id,
         "step_id": claim.step_id,
         "token": claim.token,
         "now": now,
-        "result": json_field.get_db_prep_save(outcome.result or {}, connection),
+        "result": _STEP_RESULT_FIELD.get_db_prep_save(outcome.result or {}, connection),
         "merge": bool(outcome.result),
-        "history": json_field.get_db_prep_save([entry], connection),
+        "history": _STEP_RESULT_FIELD.get_db_prep_save([entry], connection),
         "duration": (now - claim.started_at).total_seconds() if claim.started_at else elapsed,
         "log": claim.context.take_log(),
         "log_limit": LOG_LIMIT,
