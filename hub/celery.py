@@ -3,7 +3,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging
+from celery.signals import setup_logging, task_postrun, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hub.settings")
 
@@ -21,3 +21,17 @@ def configure_logging(**kwargs: Any) -> None:
     from django.conf import settings
 
     logging.config.dictConfig(settings.LOGGING)
+
+
+@task_prerun.connect
+@task_postrun.connect
+def close_old_database_connections(task: Any = None, **kwargs: Any) -> None:
+    """A task starts and ends like a Django request: a connection past CONN_MAX_AGE,
+    or one an error left unusable, is closed, and a kept one is checked before its
+    next use (CONN_HEALTH_CHECKS), so a Postgres restart costs a reconnection, not a
+    failed task. Celery's own closing is off (settings.CELERY_DB_REUSE_MAX)."""
+    if task is not None and getattr(task.request, "is_eager", False):
+        return
+    from django.db import close_old_connections
+
+    close_old_connections()

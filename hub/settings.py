@@ -171,6 +171,13 @@ CELERY_TASK_ROUTES = {
     "hub.pipeline.*": {"queue": "default"},
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Celery's Django fixup closes every database connection before and after each task
+# unless this is set: each task that touched Postgres opened a new connection (a new
+# backend; about 10 ms, more under load), and CONN_MAX_AGE and CONN_HEALTH_CHECKS never
+# applied to workers. Set this high, the fixup leaves connections alone and
+# hub.celery closes the old or broken ones at each task's start and end, as Django
+# does per request.
+CELERY_DB_REUSE_MAX = 1_000_000
 
 # --- The step-pipeline engine ----------------------------------------------------
 # A running step renews its lease this often; a step whose lease ran out belongs to

@@ -186,3 +186,67 @@ register(
         ),
     )
 )
+
+
+# Pipelines the tests run step by step in their own process (to count statements):
+# on a queue no worker consumes, so no worker runs their steps meanwhile.
+IN_PROCESS_QUEUE = "test-inprocess"
+
+
+def _noop(ctx: StepContext) -> dict[str, Any]:
+    return {f"{ctx.step_name}_done": True}
+
+
+register(
+    Pipeline(
+        name="test.noop_in_process",
+        queue=IN_PROCESS_QUEUE,
+        steps=tuple(StepSpec(name=f"n{i}", action=_noop) for i in range(1, 7)),
+    )
+)
+
+
+def _wait_for_own_log_and_lease(ctx: StepContext) -> None:
+    """Logs a line, then runs until the line is in the step's row and the lease was
+    extended: only the lease keeper does both while the action runs."""
+    from hub.pipeline.models import Step
+
+    ctx.log("half way")
+    first_lease = Step.objects.get(pk=ctx.step_id).lease_expires_at
+    deadline = time.monotonic() + 20
+    while True:
+        row = Step.objects.get(pk=ctx.step_id)
+        if "half way" in row.log and row.lease_expires_at > first_lease:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError("the log line was not flushed nor the lease renewed while the step ran")
+        time.sleep(0.05)
+    ctx.log("seen")
+
+
+register(
+    Pipeline(
+        name="test.log_streamed_in_process",
+        queue=IN_PROCESS_QUEUE,
+        steps=(StepSpec(name="streamed", action=_wait_for_own_log_and_lease, retry=RetryPolicy(max_attempts=1)),),
+    )
+)
+
+
+def _report_backend(ctx: StepContext) -> None:
+    """Records which Postgres backend (connection) the worker ran the step on."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    _record(ctx, f"backend {pid}")
+
+
+register(
+    Pipeline(
+        name="test.backends_faults",
+        queue="test-faults",
+        steps=tuple(StepSpec(name=f"b{i}", action=_report_backend, retry=FAST_RETRY) for i in range(1, 5)),
+    )
+)

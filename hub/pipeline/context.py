@@ -30,6 +30,11 @@ class StepContext:
         with self._log_lock:
             self._log_lines.append(f"{stamp} {message}\n")
 
+    def put_back_log(self, chunk: str) -> None:
+        """Lines taken but not written: they go before any logged since."""
+        with self._log_lock:
+            self._log_lines.insert(0, chunk)
+
     def take_log(self) -> str:
         with self._log_lock:
             chunk = "".join(self._log_lines)

@@ -6,21 +6,31 @@ transaction while a thread renews the lease, then record the outcome and decide
 what comes next in one transaction, enqueueing the next message only after commit.
 Every decision is taken with the job row locked, so two workers never advance the
 same job at once.
+
+The usual step (claimed from QUEUED in a running job, succeeding, followed by a
+pending step) takes one hand-written statement to claim it and one to record it and
+queue the next, each atomic on its own: that is what every step of every pipeline
+pays. The same locks are taken in the same order. Every other case (a job's first or
+last step, a lease to take back, a failure, a retry, a compensation, a stop asked) is
+refused by those statements, which then write nothing, and is decided by the full
+path, in a transaction with the job and step rows locked and read.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 import traceback
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections, connection, models, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Concat, Right
 from django.utils import timezone
@@ -43,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 LOG_LIMIT = 64 * 1024
 ERROR_LIMIT = 4000
+QUICK_ACTION_SECONDS = 1.0
 
 
 # --- enqueueing ------------------------------------------------------------------
@@ -124,17 +135,135 @@ class Claim:
     kind: str
     context: StepContext
     timeout: float
+    # The step row as the claim left it: the outcome is recorded from these, without
+    # reading the row again (the lease token guards that nobody else changed them).
+    attempts: int
+    started_at: datetime | None
+    attempt_started_at: datetime
 
 
-def _spec_for(pipeline: Pipeline, step: Step) -> StepSpec:
-    if step.kind == StepKind.COMPENSATION:
-        assert step.compensates is not None
-        return pipeline.step(step.compensates.name)
-    return pipeline.step(step.name)
+# Values the hand-written statements write to JSON columns are adapted as the ORM does.
+_STEP_RESULT_FIELD = cast(models.JSONField, Step._meta.get_field("result"))
+
+
+def _sql(template: str) -> str:
+    """Hand-written SQL for the statements every step runs (the ORM would spend more
+    compiling them than Postgres running them), with the tables' names taken from the
+    models. The statuses in them are the models' values, which DESIGN.md fixes."""
+    return template.format(job=Job._meta.db_table, step=Step._meta.db_table)
+
+
+# The usual claim in one statement: the job row locked first (as everywhere in the
+# engine), then the step moved to RUNNING if it is QUEUED, or RETRY_WAIT and due, and
+# its job is running (or compensating, for a compensation step). Anything else (the
+# job's first step, a lease to take back, a duplicate delivery) finds nothing here and
+# goes through `_claim_step_locked`, which decides with both rows in hand.
+_CLAIM_SQL = _sql(
+    """
+    WITH locked_job AS MATERIALIZED (
+        SELECT id, status, pipeline, subject_type, subject_id, context
+        FROM {job}
+        WHERE id = (SELECT job_id FROM {step} WHERE id = %(step_id)s)
+        FOR UPDATE
+    )
+    UPDATE {step} AS s
+    SET status = 'RUNNING', attempts = s.attempts + 1, lease_token = %(token)s,
+        lease_expires_at = %(lease_expires_at)s, attempt_started_at = %(now)s,
+        started_at = COALESCE(s.started_at, %(now)s), updated_at = %(now)s
+    FROM locked_job AS j
+    WHERE s.id = %(step_id)s AND s.job_id = j.id
+      AND (j.status = 'RUNNING' OR (j.status = 'COMPENSATING' AND s.kind = 'COMPENSATION'))
+      AND (s.status = 'QUEUED'
+           OR (s.status = 'RETRY_WAIT' AND (s.next_run_at IS NULL OR s.next_run_at <= %(due_by)s)))
+    RETURNING s.job_id, s.name, s.kind, s.attempts, s.started_at,
+        (SELECT c.name FROM {step} AS c WHERE c.id = s.compensates_id),
+        j.pipeline, j.subject_type, j.subject_id, j.context
+    """
+)
+
+
+def _claim(
+    *,
+    pipeline: Pipeline,
+    step_id: int,
+    job_id: int,
+    name: str,
+    kind: str,
+    compensates: str | None,
+    attempts: int,
+    started_at: datetime | None,
+    now: datetime,
+    token: uuid.UUID,
+    job: Job,
+) -> Claim:
+    spec = pipeline.step(compensates) if compensates is not None else pipeline.step(name)
+    ctx = StepContext(
+        job_id=job_id,
+        step_id=step_id,
+        step_name=name,
+        pipeline=job.pipeline,
+        attempt=attempts,
+        subject_type=job.subject_type,
+        subject_id=job.subject_id,
+        context=dict(job.context),
+        compensating=compensates,
+    )
+    return Claim(
+        step_id=step_id,
+        job_id=job_id,
+        token=token,
+        pipeline=pipeline,
+        spec=spec,
+        kind=kind,
+        context=ctx,
+        timeout=min(spec.timeout, settings.PIPELINE_MAX_STEP_TIMEOUT),
+        attempts=attempts,
+        started_at=started_at,
+        attempt_started_at=now,
+    )
 
 
 def claim_step(step_id: int) -> Claim | None:
+    """Take the step under a lease, or None when this delivery must not run it."""
     now = timezone.now()
+    token = uuid.uuid4()
+    params: dict[str, Any] = {
+        "step_id": step_id,
+        "token": token,
+        "now": now,
+        "lease_expires_at": now + timedelta(seconds=settings.PIPELINE_LEASE_SECONDS),
+        "due_by": now + timedelta(seconds=1),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_SQL, params)
+        row = cursor.fetchone()
+    if row is None:
+        return _claim_step_locked(step_id, now)
+    job_id, name, kind, attempts, started_at, compensates, pipeline_name, subject_type, subject_id, context = row
+    job = Job(
+        pk=job_id,
+        pipeline=pipeline_name,
+        subject_type=subject_type,
+        subject_id=subject_id,
+        # Django has psycopg return jsonb as text, for JSONField to decode.
+        context=json.loads(context),
+    )
+    return _claim(
+        pipeline=registry.get(pipeline_name),
+        step_id=step_id,
+        job_id=job_id,
+        name=name,
+        kind=kind,
+        compensates=compensates,
+        attempts=attempts,
+        started_at=started_at,
+        now=now,
+        token=token,
+        job=job,
+    )
+
+
+def _claim_step_locked(step_id: int, now: datetime) -> Claim | None:
     job_id = Step.objects.filter(pk=step_id).values_list("job_id", flat=True).first()
     if job_id is None:
         return None
@@ -159,7 +288,6 @@ def claim_step(step_id: int) -> Claim | None:
             return None
 
         pipeline = registry.get(job.pipeline)
-        spec = _spec_for(pipeline, step)
         token = uuid.uuid4()
         step.status = StepStatus.RUNNING
         step.attempts += 1
@@ -181,62 +309,139 @@ def claim_step(step_id: int) -> Claim | None:
         )
         if job.status == JobStatus.PENDING:
             set_job_status(job, JobStatus.RUNNING)
-        ctx = StepContext(
-            job_id=job.pk,
-            step_id=step.pk,
-            step_name=step.name,
-            pipeline=job.pipeline,
-            attempt=step.attempts,
-            subject_type=job.subject_type,
-            subject_id=job.subject_id,
-            context=dict(job.context),
-            compensating=step.compensates.name if step.compensates else None,
-        )
-        return Claim(
-            step_id=step.pk,
-            job_id=job.pk,
-            token=token,
+        return _claim(
             pipeline=pipeline,
-            spec=spec,
+            step_id=step.pk,
+            job_id=job.pk,
+            name=step.name,
             kind=step.kind,
-            context=ctx,
-            timeout=min(spec.timeout, settings.PIPELINE_MAX_STEP_TIMEOUT),
+            compensates=step.compensates.name if step.compensates else None,
+            attempts=step.attempts,
+            started_at=step.started_at,
+            now=now,
+            token=token,
+            job=job,
         )
 
 
 # --- running ----------------------------------------------------------------------
 
 
-class LeaseRenewer(threading.Thread):
-    """Keeps the claim alive while the action runs and flushes its log lines, so a
-    dead worker is noticed within a lease, and the admin sees the log as it grows.
-    It stops renewing once the step's timeout has passed: the reaper takes over."""
+@dataclass(eq=False)
+class _Watch:
+    claim: Claim
+    started: float
+    due: float
+    # Held while the claim is renewed: `unwatch` waits on it, so no renewal of a
+    # claim is still under way (holding log lines) once its outcome is recorded.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    done: bool = False
 
-    def __init__(self, claim: Claim) -> None:
-        super().__init__(daemon=True, name=f"lease-step-{claim.step_id}")
-        self.claim = claim
-        self.stop_event = threading.Event()
-        self.started = time.monotonic()
 
-    def run(self) -> None:
-        interval = max(0.2, settings.PIPELINE_LEASE_SECONDS / 3)
-        try:
-            while not self.stop_event.wait(interval):
-                if time.monotonic() - self.started > self.claim.timeout:
-                    self.claim.context.log(f"step timed out after {self.claim.timeout:.0f}s; lease left to expire")
-                    flush_log(self.claim, renew=False)
+class LeaseKeeper:
+    """Keeps the claims of the steps running in this process alive and flushes their
+    log lines, so a dead worker is noticed within a lease, and the admin sees the log
+    as it grows. It stops renewing a claim once its step's timeout has passed: the
+    reaper takes over.
+
+    One thread per worker process does this for every running step, started the first
+    time a step runs: a step that ends before its first renewal is due (most do) costs
+    no thread and no statement. Between steps the thread holds no database connection."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self._cond = threading.Condition()
+        self._watched: set[_Watch] = set()
+        # When the thread will look again; None while it waits for a first claim.
+        self._wake_at: float | None = None
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def interval() -> float:
+        return max(0.2, settings.PIPELINE_LEASE_SECONDS / 3)
+
+    def watch(self, claim: Claim) -> _Watch:
+        now = time.monotonic()
+        watch = _Watch(claim=claim, started=now, due=now + self.interval())
+        with self._cond:
+            self._watched.add(watch)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, daemon=True, name="pipeline-lease-keeper")
+                self._thread.start()
+            elif self._wake_at is None or watch.due < self._wake_at:
+                self._cond.notify()
+        return watch
+
+    def unwatch(self, watch: _Watch) -> None:
+        with self._cond:
+            self._watched.discard(watch)
+        with watch.lock:
+            watch.done = True
+
+    def _run(self) -> None:
+        connected = False
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                due = [watch for watch in self._watched if watch.due <= now]
+                if not due:
+                    self._wake_at = min((watch.due for watch in self._watched), default=None)
+                    if self._wake_at is not None or not connected:
+                        self._cond.wait(None if self._wake_at is None else self._wake_at - now)
+                        continue
+                for watch in due:
+                    watch.due = now + self.interval()
+            if not due:
+                # Nothing to renew for now: the connection is not kept idle.
+                try:
+                    connection.close()
+                except Exception:
+                    logger.exception("the lease keeper could not close its connection")
+                connected = False
+                continue
+            connected = True
+            for watch in due:
+                self._renew(watch)
+
+    def _renew(self, watch: _Watch) -> None:
+        claim = watch.claim
+        with watch.lock:
+            if watch.done:
+                return
+            try:
+                if time.monotonic() - watch.started > claim.timeout:
+                    claim.context.log(f"step timed out after {claim.timeout:.0f}s; lease left to expire")
+                    flush_log(claim, renew=False)
+                    self._forget(watch)
                     return
-                if not flush_log(self.claim, renew=True):
-                    self.claim.context.lease_lost.set()
-                    return
-        except Exception:
-            logger.exception("lease renewal failed for step %s", self.claim.step_id)
-        finally:
-            connection.close()
+                if not flush_log(claim, renew=True):
+                    claim.context.lease_lost.set()
+                    self._forget(watch)
+            except Exception:
+                logger.exception("lease renewal failed for step %s", claim.step_id)
+                # A broken connection is opened afresh for the next renewal.
+                connection.close()
 
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.join(timeout=10)
+    def _forget(self, watch: _Watch) -> None:
+        with self._cond:
+            self._watched.discard(watch)
+
+
+_lease_keeper: LeaseKeeper | None = None
+_lease_keeper_lock = threading.Lock()
+
+
+def lease_keeper() -> LeaseKeeper:
+    """This process's keeper (a forked worker child makes its own: threads do not
+    survive a fork)."""
+    global _lease_keeper
+    keeper = _lease_keeper
+    if keeper is not None and keeper.pid == os.getpid():
+        return keeper
+    with _lease_keeper_lock:
+        if _lease_keeper is None or _lease_keeper.pid != os.getpid():
+            _lease_keeper = LeaseKeeper()
+        return _lease_keeper
 
 
 def flush_log(claim: Claim, *, renew: bool) -> bool:
@@ -293,13 +498,18 @@ def execute_step(step_id: int) -> None:
         return
     subject = logcontext.subject_ids(claim.context.subject_type, claim.context.subject_id)
     with logcontext.bind(job_id=claim.job_id, step_id=claim.step_id, **subject):
-        renewer = LeaseRenewer(claim)
-        renewer.start()
+        keeper = lease_keeper()
+        watch = keeper.watch(claim)
+        started = time.monotonic()
         try:
             outcome = run_action(claim)
         finally:
-            renewer.stop()
-        close_old_connections()
+            keeper.unwatch(watch)
+        # After a long action the connection may have been dropped or grown old; after
+        # a quick one that did not fail on it, it was used a moment ago (by the claim)
+        # and checking it would cost a round trip for nothing.
+        if time.monotonic() - started > QUICK_ACTION_SECONDS or connection.errors_occurred:
+            close_old_connections()
         record_outcome(claim, outcome)
         logger.info("%s step %s of %s: %s", claim.kind.lower(), claim.spec.name, claim.pipeline.name, outcome.kind)
 
@@ -319,8 +529,89 @@ def _history_entry(step: Step, now: datetime, outcome: str, **extra: Any) -> dic
     return entry
 
 
+# The usual success in one statement, atomic on its own: the job locked first (running,
+# no stop asked), then its next pending action step (checked PENDING once locked), then
+# the step, if the claim is still ours: the step is recorded SUCCEEDED, its result
+# merged into the job's context and the next step QUEUED, all three or nothing. The
+# last step, a job not in that state or a lost claim find nothing written here, and
+# `record_outcome` decides in a transaction with the rows in hand.
+_RECORD_SUCCESS_SQL = _sql(
+    """
+    WITH locked_job AS MATERIALIZED (
+        SELECT id, queue FROM {job}
+        WHERE id = %(job_id)s AND status = 'RUNNING' AND stop_requested_at IS NULL
+        FOR UPDATE
+    ), next_step AS MATERIALIZED (
+        SELECT p.id FROM {step} AS p, locked_job AS j
+        WHERE p.job_id = j.id AND p.kind = 'ACTION' AND p.status = 'PENDING'
+        ORDER BY p.position LIMIT 1
+        FOR UPDATE OF p
+    ), done AS (
+        UPDATE {step} AS s
+        SET status = 'SUCCEEDED', error = '', result = %(result)s, finished_at = %(now)s,
+            duration_seconds = %(duration)s, history = s.history || %(history)s,
+            log = RIGHT(s.log || %(log)s, %(log_limit)s), lease_token = NULL, lease_expires_at = NULL,
+            updated_at = %(now)s
+        FROM locked_job AS j
+        WHERE s.id = %(step_id)s AND s.job_id = j.id AND s.status = 'RUNNING' AND s.lease_token = %(token)s
+          AND EXISTS (SELECT 1 FROM next_step)
+        RETURNING s.id
+    ), merged AS (
+        UPDATE {job} AS j SET context = j.context || %(result)s, updated_at = %(now)s
+        WHERE j.id = %(job_id)s AND %(merge)s AND EXISTS (SELECT 1 FROM done)
+        RETURNING j.id
+    ), queued AS (
+        UPDATE {step} AS n SET status = 'QUEUED', enqueued_at = %(now)s, next_run_at = NULL, updated_at = %(now)s
+        FROM next_step
+        WHERE n.id = next_step.id AND EXISTS (SELECT 1 FROM done)
+        RETURNING n.id
+    )
+    SELECT (SELECT id FROM done), (SELECT id FROM queued), (SELECT queue FROM locked_job),
+        (SELECT count(*) FROM merged)
+    """
+)
+
+
+def _record_success(claim: Claim, outcome: Outcome, now: datetime) -> bool:
+    """The usual success of an action step, in one statement that commits by itself.
+    False when it did not apply (and wrote nothing)."""
+    elapsed = (now - claim.attempt_started_at).total_seconds()
+    entry = {
+        "attempt": claim.attempts,
+        "started_at": claim.attempt_started_at.isoformat(),
+        "finished_at": now.isoformat(),
+        "outcome": "succeeded",
+        "seconds": elapsed,
+    }
+    params: dict[str, Any] = {
+        "job_id": claim.job_id,
+        "step_id": claim.step_id,
+        "token": claim.token,
+        "now": now,
+        "result": _STEP_RESULT_FIELD.get_db_prep_save(outcome.result or {}, connection),
+        "merge": bool(outcome.result),
+        "history": _STEP_RESULT_FIELD.get_db_prep_save([entry], connection),
+        "duration": (now - claim.started_at).total_seconds() if claim.started_at else elapsed,
+        "log": claim.context.take_log(),
+        "log_limit": LOG_LIMIT,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_RECORD_SUCCESS_SQL, params)
+        done, queued, queue, _merged = cursor.fetchone()
+    if done is None:
+        # Nothing written: the log lines go back for the full path to record.
+        if params["log"]:
+            claim.context.put_back_log(params["log"])
+        return False
+    assert queued is not None, "the statement queues the next step whenever it records the step"
+    enqueue_step(Step(pk=queued), queue=queue)
+    return True
+
+
 def record_outcome(claim: Claim, outcome: Outcome) -> None:
     now = timezone.now()
+    if outcome.kind == "succeeded" and claim.kind == StepKind.ACTION and _record_success(claim, outcome, now):
+        return
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=claim.job_id)
         step = Step.objects.select_for_update().get(pk=claim.step_id)

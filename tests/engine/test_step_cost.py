@@ -1,0 +1,90 @@
+"""What a step costs the engine, run step by step in the test's own process against
+the real Postgres (the pipelines' queue has no worker): the SQL statements of a no-op
+step are pinned, so the per-step bookkeeping cannot silently grow back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from hub.pipeline.engine import execute_step
+from hub.pipeline.models import Job, JobStatus, Step, StepStatus
+from hub.pipeline.services import job_start
+from tests.pipelines import IN_PROCESS_QUEUE
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+# The claim, then the outcome recorded with the next step queued: one statement each,
+# each atomic on its own (no BEGIN and COMMIT round trips).
+NOOP_STEP_STATEMENTS = 2
+
+
+@pytest.fixture
+def in_process_queue(broker: redis.Redis) -> Iterator[None]:
+    yield
+    broker.delete(IN_PROCESS_QUEUE)
+
+
+def queued_step(job: Job) -> Step | None:
+    return job.steps.filter(status=StepStatus.QUEUED).first()
+
+
+def test_a_no_op_step_in_a_running_job_costs_two_statements(in_process_queue: None) -> None:
+    job = job_start(pipeline="test.noop_in_process")
+    costs: dict[str, int] = {}
+
+    while (step := queued_step(job)) is not None:
+        with CaptureQueriesContext(connection) as queries:
+            execute_step(step.pk)
+        costs[step.name] = len(queries)
+
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED
+    assert list(costs) == ["n1", "n2", "n3", "n4", "n5", "n6"]
+    # The first step also starts the job, the last one ends it; the ones between are
+    # what a long pipeline pays per step.
+    assert {name: costs[name] for name in ("n2", "n3", "n4", "n5")} == dict.fromkeys(
+        ("n2", "n3", "n4", "n5"), NOOP_STEP_STATEMENTS
+    )
+    steps = list(job.steps.order_by("position"))
+    assert all(s.status == StepStatus.SUCCEEDED and s.attempts == 1 for s in steps)
+    assert all(s.duration_seconds is not None and s.finished_at is not None for s in steps)
+    assert all(s.lease_token is None and s.lease_expires_at is None for s in steps)
+    assert [[entry["outcome"] for entry in s.history] for s in steps] == [["succeeded"]] * 6
+    assert all(s.result == {f"{s.name}_done": True} for s in steps)
+    assert job.context == {f"n{i}_done": True for i in range(1, 7)}
+
+
+def test_a_step_delivered_again_after_it_ran_does_nothing(in_process_queue: None) -> None:
+    job = job_start(pipeline="test.noop_in_process")
+    first = queued_step(job)
+    assert first is not None
+    execute_step(first.pk)
+
+    execute_step(first.pk)
+
+    first.refresh_from_db()
+    assert first.status == StepStatus.SUCCEEDED and first.attempts == 1
+    assert [entry["outcome"] for entry in first.history] == ["succeeded"]
+    assert (
+        list(job.steps.values_list("status", flat=True))
+        == [StepStatus.SUCCEEDED, StepStatus.QUEUED] + [StepStatus.PENDING] * 4
+    )
+
+
+def test_a_running_step_has_its_log_streamed_and_its_lease_kept(in_process_queue: None) -> None:
+    job = job_start(pipeline="test.log_streamed_in_process")
+    step = queued_step(job)
+    assert step is not None
+
+    execute_step(step.pk)
+
+    step.refresh_from_db()
+    job.refresh_from_db()
+    assert step.status == StepStatus.SUCCEEDED, step.error
+    assert job.status == JobStatus.SUCCEEDED
+    assert step.log.count("half way") == 1 and step.log.index("half way") < step.log.index("seen")
