@@ -23,6 +23,17 @@ ROOT = Path(__file__).resolve().parent.parent
 ALL_QUEUES = ",".join(settings.HUB_QUEUES)
 
 
+def waiting_on_a_lock(pid: int) -> bool:
+    """Whether the Postgres backend `pid` is blocked on a lock (ask from autocommit:
+    inside a transaction pg_stat_activity is a snapshot)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid])
+        row = cursor.fetchone()
+    return row is not None and row[0] == "Lock"
+
+
 def wait_for(predicate: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.1, message: str = "") -> Any:
     """Poll until the predicate returns something truthy; fail after the timeout."""
     deadline = time.monotonic() + timeout

@@ -10,6 +10,7 @@ from django.db import connection, transaction
 
 from provisioning.models import Order, OrderStatus
 from provisioning.services.orders import order_create
+from tests.conftest import wait_for, waiting_on_a_lock
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -19,33 +20,48 @@ def _place(source_event_id: str) -> Order:
 
 
 def test_two_orders_for_one_domain_at_once_only_one_takes_it() -> None:
-    first_created, results = threading.Event(), {}
+    first_created, first_may_commit = threading.Event(), threading.Event()
+    second_pid: list[int] = []
+    errors: list[BaseException] = []
 
     def first() -> None:
         try:
             with transaction.atomic():
-                results["first"] = _place("evt_race_1")
+                _place("evt_race_1")
                 first_created.set()
-                # the second order is placed while this one is not committed yet
-                second_thread.join(timeout=1.5)
+                assert first_may_commit.wait(timeout=30)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
         finally:
             first_created.set()
             connection.close()
 
     def second() -> None:
         try:
-            first_created.wait(timeout=10)
-            results["second"] = _place("evt_race_2")
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                second_pid.append(cursor.fetchone()[0])
+            _place("evt_race_2")
+        except BaseException as exc:
+            errors.append(exc)
         finally:
             connection.close()
 
-    second_thread = threading.Thread(target=second)
-    first_thread = threading.Thread(target=first)
+    first_thread, second_thread = threading.Thread(target=first), threading.Thread(target=second)
     first_thread.start()
+    assert first_created.wait(timeout=30)
+    # when the second order is placed while the first is not committed yet
     second_thread.start()
+    wait_for(
+        lambda: not second_thread.is_alive() or (second_pid and waiting_on_a_lock(second_pid[0])),
+        timeout=30,
+        message="the second order to be placed or to wait for the first",
+    )
+    first_may_commit.set()
     first_thread.join(timeout=30)
     second_thread.join(timeout=30)
 
+    assert not errors, errors
     statuses = sorted(Order.objects.filter(domain="race.example.com").values_list("status", flat=True))
     assert statuses == sorted([OrderStatus.PAYMENT_CONFIRMED, OrderStatus.FAILED])
     refused = Order.objects.get(domain="race.example.com", status=OrderStatus.FAILED)

@@ -17,7 +17,7 @@ from rollouts.models import Rollout, RolloutStage, TenantUpdate, UpdateStatus
 from rollouts.services import StageSpec, _stage_send, rollout_start, updates_sync_outcomes
 from tenants import redis_store
 from tenants.models import Command, CommandType, Tenant, TenantStatus
-from tests.conftest import wait_for
+from tests.conftest import wait_for, waiting_on_a_lock
 from tests.rollouts.conftest import COMPONENT, NEW, NEW_IMAGE, Fleet
 
 pytestmark = pytest.mark.django_db
@@ -95,13 +95,6 @@ def test_dispatching_the_same_stage_twice_adds_nothing(make_fleet: Any, make_rol
     assert commands_by_tenant(rollout) == before and len(before) == 8
     assert TenantUpdate.objects.filter(rollout=rollout).count() == 8
     assert AuditEvent.objects.filter(action="command.queue_bulk", object_id=str(rollout.pk)).count() == 1
-
-
-def waiting_on_a_lock(pid: int) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid])
-        row = cursor.fetchone()
-    return row is not None and row[0] == "Lock"
 
 
 @pytest.mark.django_db(transaction=True)
