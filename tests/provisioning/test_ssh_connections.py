@@ -44,14 +44,19 @@ def run(server: Server, script: str = "hostname -I\n") -> list[str]:
     return remote.run_on_server(server, name="check", script=script, env={}, log=lambda line: None)
 
 
+def known_server(host: Any) -> Server:
+    """A pool server on `host` whose host key was recorded by a first contact."""
+    server = pool_server(host)
+    remote.probe(server, log=lambda line: None)
+    server.refresh_from_db()
+    return server
+
+
 def test_steps_on_a_server_share_one_connection(
     sandbox: Sandbox, fresh_hosts: Any, hub_settings: dict[str, str]
 ) -> None:
     (host,) = fresh_hosts(1)
-    server = pool_server(host)
-
-    remote.probe(server, log=lambda line: None)
-    server.refresh_from_db()
+    server = known_server(host)
     outputs = [run(server) for _ in range(3)]
 
     assert server.host_key.startswith("ssh-"), "first contact recorded the host key"
@@ -63,9 +68,7 @@ def test_a_connection_the_host_closed_is_replaced_without_failing_the_step(
     sandbox: Sandbox, fresh_hosts: Any, hub_settings: dict[str, str]
 ) -> None:
     (host,) = fresh_hosts(1)
-    server = pool_server(host)
-    remote.probe(server, log=lambda line: None)
-    server.refresh_from_db()
+    server = known_server(host)
 
     drop_connections_on_the_host(host)
 
@@ -77,8 +80,7 @@ def test_a_changed_host_key_is_refused_even_with_a_connection_kept(
     sandbox: Sandbox, fresh_hosts: Any, hub_settings: dict[str, str]
 ) -> None:
     (host,) = fresh_hosts(1)
-    server = pool_server(host)
-    remote.probe(server, log=lambda line: None)
+    server = known_server(host)
     impostor = paramiko.Ed25519Key.from_private_key_file(sandbox.env["HUB_SSH_PRIVATE_KEY_PATH"])
     Server.objects.filter(pk=server.pk).update(host_key=f"{impostor.get_name()} {impostor.get_base64()}")
     server.refresh_from_db()
