@@ -4,11 +4,12 @@ server from PREPARING to AVAILABLE, and a tenant's deprovisioning."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 
 from hub.pipeline.registry import register
-from hub.pipeline.spec import Pipeline, RetryPolicy, StepSpec
+from hub.pipeline.spec import Pipeline, RetryPolicy, StepAction, StepCompensation, StepSpec
 from provisioning.integrations.cloudflare import DnsProviderError
 from provisioning.integrations.hetzner import ProviderError
 from provisioning.integrations.ssh import ScriptFailed, SshError
@@ -49,6 +50,19 @@ def _undo_retry() -> RetryPolicy:
     )
 
 
+def _undoable_step(name: str, action: StepAction, compensate: StepCompensation, **options: Any) -> StepSpec:
+    """A step whose effect comes in parts: its undo also runs after it failed half way,
+    and retries for `PROVISIONING_COMPENSATION_ATTEMPTS`."""
+    return StepSpec(
+        name=name,
+        action=action,
+        compensate=compensate,
+        compensate_if_failed=True,
+        compensation_retry=_undo_retry(),
+        **options,
+    )
+
+
 def _script_step(name: str) -> StepSpec:
     return StepSpec(
         name=f"setup_{name}",
@@ -65,31 +79,16 @@ register(
         deadline=timedelta(seconds=settings.PROVISIONING_DEADLINE_SECONDS),
         on_finish=order_job_finished,
         steps=(
-            StepSpec(
-                name="allocate_server",
-                action=steps.allocate_server,
-                compensate=steps.release_server,
-                compensate_if_failed=True,
-                compensation_retry=_undo_retry(),
-                retry=_retry(5),
-                timeout=900,
+            _undoable_step(
+                "allocate_server", steps.allocate_server, steps.release_server, retry=_retry(5), timeout=900
             ),
             StepSpec(name="wait_server_ready", action=steps.wait_server_ready, retry=_retry(5), timeout=900),
-            StepSpec(
-                name="create_dns",
-                action=steps.create_dns,
-                compensate=steps.delete_dns,
-                compensate_if_failed=True,
-                compensation_retry=_undo_retry(),
-                retry=_retry(5),
-            ),
+            _undoable_step("create_dns", steps.create_dns, steps.delete_dns, retry=_retry(5)),
             *(_script_step(name) for name in SETUP_SCRIPTS),
-            StepSpec(
-                name="agent_handover",
-                action=steps.agent_handover,
-                compensate=steps.revoke_agent,
-                compensate_if_failed=True,
-                compensation_retry=_undo_retry(),
+            _undoable_step(
+                "agent_handover",
+                steps.agent_handover,
+                steps.revoke_agent,
                 retry=_retry(settings.PROVISIONING_SCRIPT_ATTEMPTS),
                 timeout=settings.PROVISIONING_SCRIPT_TIMEOUT,
             ),
