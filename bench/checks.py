@@ -275,8 +275,9 @@ def run(quick: bool) -> Result:
             opened_ok = big.alerts >= large - 1 and little.alerts >= small - 1
             result.add(f"{name}: alerts opened", f"{little.alerts:,} / {big.alerts:,}", "every tenant", opened_ok)
             if big.enqueued:
+                # A storm is announced by a digest per channel (ALERT_STORM_THRESHOLD).
                 result.add(
-                    f"{name}: notification messages at {large:,}",
+                    f"{name}: notification rows at {large:,}",
                     f"{big.notified:,} in {big.enqueued:,} msgs, {big.enqueue_seconds * 1000:.0f} ms",
                     "",
                 )

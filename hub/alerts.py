@@ -14,12 +14,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from hub.audit import audit_record
+from hub.bulksql import JSON_ROWS, json_rows
 from hub.models import Alert, AlertSeverity, AlertStatus, AuditEvent
 from monitoring.notifications import Opening, notifications_create
 
@@ -50,6 +51,10 @@ class SyncResult:
             "resolved": len(self.resolved),
             "notifications": len(self.notifications),
         }
+
+
+def _from_epoch_us(value: int) -> datetime:
+    return datetime.fromtimestamp(value // 1_000_000, tz=UTC) + timedelta(microseconds=value % 1_000_000)
 
 
 def _escalated(old: str, new: str) -> bool:
@@ -137,12 +142,18 @@ def alerts_sync(*, kind: str, subject_type: str, failing: Mapping[object, Failin
     wanted = {str(subject): condition for subject, condition in failing.items()}
     result = SyncResult()
 
-    open_rows = list(
-        Alert.objects.filter(subject_type=subject_type, kind=kind, status=AlertStatus.OPEN).values_list(
-            "id", "subject_id", "severity", "first_seen_at"
+    with connection.cursor() as cursor:
+        # first_seen_at as epoch microseconds: only an escalation needs it as a datetime,
+        # and loading 10,000 timestamps is a tenth of a storm's Python time.
+        cursor.execute(
+            f"""
+            SELECT id, subject_id, severity, (EXTRACT(EPOCH FROM first_seen_at) * 1000000)::bigint
+              FROM {table} WHERE subject_type = %s AND kind = %s AND status = 'OPEN'
+            """,  # noqa: S608 - the table name is ours, the values are parameters
+            [subject_type, kind],
         )
-    )
-    open_by_subject = {subject: (pk, severity, first_seen) for pk, subject, severity, first_seen in open_rows}
+        open_rows = cursor.fetchall()
+    open_by_subject = {subject: (pk, severity, first_seen_us) for pk, subject, severity, first_seen_us in open_rows}
 
     gone = [pk for pk, subject, _, _ in open_rows if subject not in wanted]
     if gone:
@@ -173,15 +184,15 @@ def alerts_sync(*, kind: str, subject_type: str, failing: Mapping[object, Failin
                 f"""
                 UPDATE {table} AS a
                    SET count = a.count + 1, last_seen_at = %s, message = s.message, severity = s.severity
-                  FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS s(id, message, severity)
+                  FROM {JSON_ROWS.format(columns="(r->>0)::bigint AS id, r->>1 AS message, r->>2 AS severity")} AS s
                  WHERE a.id = s.id AND a.status = 'OPEN'
                 """,  # noqa: S608 - the table name is ours, the values are parameters
-                [now, [pk for pk, _ in still], [c.message for _, c in still], [c.severity for _, c in still]],
+                [now, json_rows((pk, c.message, c.severity) for pk, c in still)],
             )
         result.counted = [s for s in wanted if s in open_by_subject]
         for subject, condition in wanted.items():
             if subject in open_by_subject:
-                pk, old_severity, first_seen = open_by_subject[subject]
+                pk, old_severity, first_seen_us = open_by_subject[subject]
                 if _escalated(old_severity, condition.severity):
                     openings.append(
                         Opening(
@@ -191,7 +202,7 @@ def alerts_sync(*, kind: str, subject_type: str, failing: Mapping[object, Failin
                             kind=kind,
                             severity=condition.severity,
                             message=condition.message,
-                            first_seen_at=first_seen,
+                            first_seen_at=_from_epoch_us(first_seen_us),
                         )
                     )
 
@@ -206,7 +217,7 @@ def alerts_sync(*, kind: str, subject_type: str, failing: Mapping[object, Failin
                         (subject_type, subject_id, kind, severity, status, message, count,
                          first_seen_at, last_seen_at, acknowledged_by)
                     SELECT %s, s.subject_id, %s, s.severity, 'OPEN', s.message, 1, %s, %s, ''
-                      FROM unnest(%s::text[], %s::text[], %s::text[]) AS s(subject_id, severity, message)
+                      FROM {JSON_ROWS.format(columns="r->>0 AS subject_id, r->>1 AS severity, r->>2 AS message")} AS s
                     ON CONFLICT DO NOTHING
                     RETURNING id, subject_id, severity, message
                 ), audited AS (
@@ -221,9 +232,7 @@ def alerts_sync(*, kind: str, subject_type: str, failing: Mapping[object, Failin
                     kind,
                     now,
                     now,
-                    [s for s, _ in new],
-                    [c.severity for _, c in new],
-                    [c.message for _, c in new],
+                    json_rows((s, c.severity, c.message) for s, c in new),
                     now,
                 ],
             )

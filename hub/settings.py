@@ -379,6 +379,9 @@ ALERT_NOTIFICATION_LOST_AFTER = env.int("ALERT_NOTIFICATION_LOST_AFTER", default
 # Small enough that a batch whose webhook times out on every post (up to 100 posts of
 # ALERT_WEBHOOK_TIMEOUT) still ends well within CELERY_TASK_TIME_LIMIT.
 ALERT_NOTIFICATION_BATCH_SIZE = env.int("ALERT_NOTIFICATION_BATCH_SIZE", default=200)
+# More openings than this of one kind and severity in one check run are a storm: one
+# digest per channel instead of a message per alert (0: never digest).
+ALERT_STORM_THRESHOLD = env.int("ALERT_STORM_THRESHOLD", default=50)
 # A tenant is stale after this many missed intervals (its own heartbeat_interval).
 HEARTBEAT_STALE_INTERVALS = env.int("HEARTBEAT_STALE_INTERVALS", default=3)
 # A gap this long between two heartbeat checks, or with no heartbeat from anyone,

@@ -18,7 +18,7 @@ class NotificationInline(admin.TabularInline):
     model = Notification
     extra = 0
     can_delete = False
-    fields = ("channel", "status", "attempts", "sent_at", "last_error")
+    fields = ("channel", "covers", "status", "attempts", "sent_at", "last_error")
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -87,7 +87,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Notification)
 class NotificationAdmin(ReadOnlyAdmin):
-    list_display = ("id", "alert", "channel", "status", "attempts", "created_at", "sent_at", "last_error")
+    list_display = ("id", "alert", "covers", "channel", "status", "attempts", "created_at", "sent_at", "last_error")
     list_filter = ("channel", "status")
     list_select_related = ("alert",)
 

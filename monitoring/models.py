@@ -19,9 +19,11 @@ class NotificationStatus(models.TextChoices):
 
 
 class Notification(models.Model):
-    """One message about one opening of an alert on one channel. The dedup key (alert,
-    opening, channel) is unique, and the row is written in the transaction that opens
-    the alert, so an opening is announced once per channel whatever the broker does."""
+    """One message about one opening of an alert on one channel, or, in a storm, about
+    many openings of one kind at once (a digest; `alert` is the first of them). The
+    dedup key (alert or storm, opening, channel) is unique, and the row is written in
+    the transaction that opens the alerts, so an opening is announced once per channel
+    whatever the broker does."""
 
     alert = models.ForeignKey("hub.Alert", on_delete=models.CASCADE, related_name="notifications")
     channel = models.CharField(max_length=10, choices=NotificationChannel.choices)
@@ -31,6 +33,7 @@ class Notification(models.Model):
     )
     subject = models.CharField(max_length=300)
     body = models.TextField()
+    covers = models.PositiveIntegerField(default=1, help_text="alert openings announced: more than 1 is a storm digest")
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -1,11 +1,15 @@
 """Alert notifications: which channels a severity goes to, the rows written with an
 opening, and sending one row exactly once (claimed under a row lock, marked SENT in
-the same transaction). Rows are enqueued in batches: an alert storm costs one Celery
-message per ALERT_NOTIFICATION_BATCH_SIZE notifications, not one per notification."""
+the same transaction). Rows are enqueued in batches: one Celery message per
+ALERT_NOTIFICATION_BATCH_SIZE notifications, not one per notification. A storm (more
+than ALERT_STORM_THRESHOLD openings of one kind and severity at once) is announced by
+one digest per channel, not by one message per alert."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -81,31 +85,76 @@ def _texts(opening: Opening) -> tuple[str, str]:
     return subject[:300], body
 
 
+# How many of a storm's alerts its digest names; the admin link lists them all.
+STORM_DIGEST_LISTED = 20
+
+
+def _storm_key(group: list[Opening], channel: str) -> str:
+    """The same alerts give the same key (an alert row is one opening: a new opening
+    is a new row), so a digest is written once per channel however often it is
+    computed, and an escalated storm adds only the channels it did not have."""
+    digest = hashlib.sha256(",".join(map(str, sorted(o.alert_id for o in group))).encode()).hexdigest()[:32]
+    return f"storm:{group[0].subject_type}:{group[0].kind}:{digest}:{channel}"[:200]
+
+
+def _storm_texts(group: list[Opening]) -> tuple[str, str]:
+    first = group[0]
+    listed = sorted(group, key=lambda o: o.alert_id)[:STORM_DIGEST_LISTED]
+    lines = [f"  {o.subject_type} {o.subject_id}: {o.message}" for o in listed]
+    if len(group) > len(listed):
+        lines.append(f"  ... and {len(group) - len(listed):,} more")
+    subject = f"[{first.severity}] {first.kind} on {len(group):,} {first.subject_type}s at once"
+    body = (
+        f"{len(group):,} {first.subject_type} alerts of kind {first.kind} opened or escalated to "
+        f"{first.severity} in one check run. The first {len(listed)}:\n"
+        + "\n".join(lines)
+        + f"\n\nfirst seen {min(o.first_seen_at for o in group):%Y-%m-%d %H:%M:%S} UTC\n"
+        f"{settings.HUB_PUBLIC_URL}/admin/hub/alert/?kind={first.kind}&status__exact=OPEN"
+        f"&subject_type={first.subject_type}"
+    )
+    return subject[:300], body
+
+
+def _rows(openings: list[Opening]) -> list[tuple[int, str, str, str, str, int]]:
+    """(alert, channel, dedup key, subject, body, openings covered) of each row to write:
+    one per opening and channel, or one digest per channel for a storm."""
+    groups: dict[tuple[str, str, str], list[Opening]] = defaultdict(list)
+    for opening in openings:
+        groups[(opening.subject_type, opening.kind, opening.severity)].append(opening)
+    threshold = settings.ALERT_STORM_THRESHOLD
+    rows = []
+    for (_, _, severity), group in groups.items():
+        channels = channels_for(severity)
+        if threshold and len(group) > threshold:
+            anchor = min(o.alert_id for o in group)
+            texts = _storm_texts(group)
+            rows += [(anchor, channel, _storm_key(group, channel), *texts, len(group)) for channel in channels]
+        else:
+            rows += [(o.alert_id, channel, dedup_key(o, channel), *_texts(o), 1) for o in group for channel in channels]
+    return rows
+
+
 def notifications_create(openings: list[Opening]) -> list[int]:
     """Write the notification rows of these openings (one per channel, once per
-    opening: the dedup key is unique) and enqueue their sending on commit. Call in the
-    transaction that opens the alerts. One query whatever the number of openings."""
-    # A storm is thousands of openings of a few severities: route each severity once.
-    routes = {severity: channels_for(severity) for severity in {opening.severity for opening in openings}}
-    rows = [
-        (opening.alert_id, channel, dedup_key(opening, channel), *_texts(opening))
-        for opening in openings
-        for channel in routes[opening.severity]
-    ]
+    opening: the dedup key is unique; a storm's openings share a digest) and enqueue
+    their sending on commit. Call in the transaction that opens the alerts. One query
+    whatever the number of openings."""
+    rows = _rows(openings)
     if not rows:
         return []
     table = Notification._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
-            INSERT INTO {table} (alert_id, channel, dedup_key, subject, body, status, attempts, last_error, created_at)
-            SELECT s.alert_id, s.channel, s.dedup_key, s.subject, s.body, 'PENDING', 0, '', %s
-              FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[])
-                   AS s(alert_id, channel, dedup_key, subject, body)
+            INSERT INTO {table}
+                (alert_id, channel, dedup_key, subject, body, covers, status, attempts, last_error, created_at)
+            SELECT s.alert_id, s.channel, s.dedup_key, s.subject, s.body, s.covers, 'PENDING', 0, '', %s
+              FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int[])
+                   AS s(alert_id, channel, dedup_key, subject, body, covers)
             ON CONFLICT (dedup_key) DO NOTHING
             RETURNING id
             """,  # noqa: S608 - the table name is ours, the values are parameters
-            [timezone.now(), *([row[i] for row in rows] for i in range(5))],
+            [timezone.now(), *([row[i] for row in rows] for i in range(6))],
         )
         ids = [row[0] for row in cursor.fetchall()]
     if ids:

@@ -114,15 +114,14 @@ def check_heartbeats() -> dict[str, Any]:
 
 
 def check_resources() -> dict[str, Any]:
-    disk = selectors.tenants_over(metric="disk_percent", threshold=settings.DISK_ALERT_PERCENT)
-    memory = selectors.tenants_over(metric="memory_percent", threshold=settings.MEMORY_ALERT_PERCENT)
+    disk_limit, memory_limit = settings.DISK_ALERT_PERCENT, settings.MEMORY_ALERT_PERCENT
+    disk = selectors.tenants_over(metric="disk_percent", threshold=disk_limit)
+    memory = selectors.tenants_over(metric="memory_percent", threshold=memory_limit)
     disk_result = alerts_sync(
         kind="disk_high",
         subject_type=TENANT,
         failing={
-            tid: Failing(
-                AlertSeverity.MEDIUM, f"disk {value:.0f}% full (alert above {settings.DISK_ALERT_PERCENT:.0f}%)"
-            )
+            tid: Failing(AlertSeverity.MEDIUM, f"disk {value:.0f}% full (alert above {disk_limit:.0f}%)")
             for tid, value in disk
         },
     )
@@ -130,9 +129,7 @@ def check_resources() -> dict[str, Any]:
         kind="memory_high",
         subject_type=TENANT,
         failing={
-            tid: Failing(
-                AlertSeverity.MEDIUM, f"memory {value:.0f}% used (alert above {settings.MEMORY_ALERT_PERCENT:.0f}%)"
-            )
+            tid: Failing(AlertSeverity.MEDIUM, f"memory {value:.0f}% used (alert above {memory_limit:.0f}%)")
             for tid, value in memory
         },
     )

@@ -132,6 +132,116 @@ def test_sync_audits_each_opening_and_each_resolution() -> None:
     assert Alert.objects.get(pk=one.pk).status == AlertStatus.RESOLVED
 
 
+def test_sync_keeps_messages_exactly_as_the_check_wrote_them() -> None:
+    # given messages with what a JSON or SQL text must escape
+    awkward = {
+        1: Failing(MEDIUM, "quote ' double \" backslash \\ percent %s"),
+        2: Failing(MEDIUM, "new\nline\ttab, ünïcödé ✓, emoji 🚨"),
+        3: Failing(HARD, '{"looks": ["like json"]}'),
+    }
+
+    # when they are opened, then counted with new texts
+    alerts_sync(kind="odd", subject_type="tenant", failing=awkward)
+    opened = {a.subject_id: (a.severity, a.message) for a in Alert.objects.filter(kind="odd")}
+    alerts_sync(
+        kind="odd", subject_type="tenant", failing={k: Failing(HARD, v.message + "!") for k, v in awkward.items()}
+    )
+
+    # then the rows hold them byte for byte
+    assert opened == {str(k): (v.severity, v.message) for k, v in awkward.items()}
+    counted = {a.subject_id: (a.severity, a.message, a.count) for a in Alert.objects.filter(kind="odd")}
+    assert counted == {str(k): (HARD, v.message + "!", 2) for k, v in awkward.items()}
+
+
+def storm(count: int, severity: str = HARD, start: int = 100) -> dict[int, Failing]:
+    return {pk: Failing(severity, f"no heartbeat from {pk}") for pk in range(start, start + count)}
+
+
+@override_settings(ALERT_STORM_THRESHOLD=50)
+def test_a_storm_is_announced_by_one_digest_per_channel() -> None:
+    # when 60 tenants go HARD in one run (more than the threshold of 50)
+    result = alerts_sync(kind="heartbeat_stale", subject_type="tenant", failing=storm(60))
+
+    # then every alert is open, and one email and one webhook message announce them all
+    assert len(result.opened) == 60
+    digests = list(Notification.objects.order_by("channel"))
+    assert [(n.channel, n.covers) for n in digests] == [
+        (NotificationChannel.EMAIL, 60),
+        (NotificationChannel.WEBHOOK, 60),
+    ]
+    email = digests[0]
+    assert email.alert_id == Alert.objects.filter(kind="heartbeat_stale").order_by("id").first().pk
+    assert email.subject == "[HARD] heartbeat_stale on 60 tenants at once"
+    listed = [line for line in email.body.splitlines() if line.startswith("  tenant ")]
+    assert listed == [f"  tenant {pk}: no heartbeat from {pk}" for pk in range(100, 120)]
+    assert "  ... and 40 more" in email.body
+    assert "/admin/hub/alert/?kind=heartbeat_stale&status__exact=OPEN&subject_type=tenant" in email.body
+
+    # when the next run counts them, then nothing more is written
+    alerts_sync(kind="heartbeat_stale", subject_type="tenant", failing=storm(60))
+    assert Notification.objects.count() == 2
+
+
+@override_settings(ALERT_STORM_THRESHOLD=50)
+def test_at_the_threshold_each_alert_is_announced_on_its_own() -> None:
+    alerts_sync(kind="heartbeat_stale", subject_type="tenant", failing=storm(50))
+
+    assert Notification.objects.count() == 100
+    assert set(Notification.objects.values_list("covers", flat=True)) == {1}
+
+
+@override_settings(ALERT_STORM_THRESHOLD=0)
+def test_a_threshold_of_zero_never_digests() -> None:
+    alerts_sync(kind="heartbeat_stale", subject_type="tenant", failing=storm(120))
+
+    assert Notification.objects.filter(covers=1).count() == 240
+    assert not Notification.objects.filter(covers__gt=1).exists()
+
+
+@override_settings(ALERT_STORM_THRESHOLD=50)
+def test_an_escalated_storm_adds_only_the_missing_channel() -> None:
+    # given a MEDIUM storm, announced by an email digest
+    alerts_sync(kind="backup_failed", subject_type="tenant", failing=storm(60, MEDIUM))
+    assert list(Notification.objects.values_list("channel", flat=True)) == [NotificationChannel.EMAIL]
+
+    # when the same alerts all turn HARD
+    alerts_sync(kind="backup_failed", subject_type="tenant", failing=storm(60, HARD))
+
+    # then only the webhook digest is added: the email already told staff about them
+    assert sorted(Notification.objects.values_list("channel", "covers")) == [
+        (NotificationChannel.EMAIL, 60),
+        (NotificationChannel.WEBHOOK, 60),
+    ]
+
+
+@override_settings(ALERT_STORM_THRESHOLD=50)
+def test_a_storm_digest_is_per_kind_and_severity() -> None:
+    # given one run with 60 HARD and 3 MEDIUM openings of one kind
+    failing = {**storm(60, HARD), **storm(3, MEDIUM, start=500)}
+    alerts_sync(kind="tls_expiring", subject_type="tenant", failing=failing)
+
+    # then the HARD ones share a digest per channel and the MEDIUM ones get an email each
+    assert sorted(Notification.objects.values_list("channel", "covers")) == [
+        *[(NotificationChannel.EMAIL, 1)] * 3,
+        (NotificationChannel.EMAIL, 60),
+        (NotificationChannel.WEBHOOK, 60),
+    ]
+
+
+@override_settings(ALERT_STORM_THRESHOLD=50)
+def test_the_digest_link_lists_the_storm_in_the_admin(admin_client) -> None:  # type: ignore[no-untyped-def]
+    alerts_sync(kind="heartbeat_stale", subject_type="tenant", failing=storm(60))
+    alerts_sync(kind="disk_high", subject_type="tenant", failing=storm(2, MEDIUM, start=900))
+    digest = Notification.objects.get(channel=NotificationChannel.EMAIL, covers=60)
+    link = digest.body.rsplit("\n", 1)[-1].split("/admin/", 1)[1]
+
+    page = admin_client.get(f"/admin/{link}")
+
+    assert page.status_code == 200
+    # the 60 open heartbeat alerts of the storm, not the disk alerts
+    assert page.context["cl"].result_count == 60
+
+
 def test_sync_leaves_other_kinds_alone() -> None:
     alert_raise(subject_type="tenant", subject_id=1, kind="disk_high", severity=MEDIUM, message="m")
     alerts_sync(kind="memory_high", subject_type="tenant", failing={})

@@ -1,7 +1,8 @@
 """MEDIUM and HARD notifications go out once per opening, through the real Celery
 worker, by Django's email backend and to a local webhook receiver; a failing webhook
-is retried with backoff, alone; a duplicated message sends nothing more; a storm is a
-few batch messages."""
+is retried with backoff, alone; a duplicated message sends nothing more; many
+notifications are a few batch messages; a storm past ALERT_STORM_THRESHOLD is one
+digest per channel."""
 
 from __future__ import annotations
 
@@ -200,3 +201,23 @@ def test_a_failed_delivery_in_a_batch_is_retried_alone(
     assert Notification.objects.filter(attempts=1).count() == 9
     assert len(webhook.posts) == 5
     assert len(mails(mail_dir)) == 5
+
+
+def test_a_storm_reaches_staff_as_one_email_and_one_post(
+    notifying: Any, mail_dir: Path, webhook: WebhookReceiver
+) -> None:
+    # given 300 tenants that go HARD in one check run (the storm threshold is 50)
+    failing = {pk: Failing(AlertSeverity.HARD, f"no heartbeat from {pk}") for pk in range(3000, 3300)}
+    with override_settings(ALERT_STORM_THRESHOLD=50):
+        alerts_sync(kind="heartbeat_stale", subject_type="tenant", failing=failing)
+
+    # when the worker has sent what was written
+    wait_for(lambda: all_sent(2), timeout=30, message="the two digests sent")
+
+    # then staff got one email and the chat one post, each about all 300
+    sent = mails(mail_dir)
+    assert len(sent) == 1 and len(webhook.posts) == 1
+    assert "[HARD] heartbeat_stale on 300 tenants at once" in sent[0]
+    assert "tenant 3000: no heartbeat from 3000" in sent[0] and "... and 280 more" in sent[0]
+    assert "*[HARD] heartbeat_stale on 300 tenants at once*" in webhook.posts[0]["text"]
+    assert Alert.objects.filter(kind="heartbeat_stale", status="OPEN").count() == 300
