@@ -40,20 +40,37 @@ _SENSITIVE_NAME = (
     r"[A-Za-z0-9_-]*?(?:password|passwd|pwd|secret|token|authorization|cookie|api[_-]?key|apikey"
     r"|private[_-]?key|access[_-]?key|secret[_-]?key|encryption[_-]?key)"
 )
-_TEXT_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+# Each pattern with the substrings one of which any match must contain (looked for in
+# the lower-cased text when the pattern ignores case): most log lines contain none, and
+# an `in` test is far cheaper than running the pattern.
+_TEXT_PATTERNS: tuple[tuple[re.Pattern[str], str, tuple[str, ...]], ...] = (
     # Agent API keys keep their lookup prefix (it is no secret and finds the credential).
-    (re.compile(rf"\b({API_KEY_SCHEME}_[0-9a-f]{{12}}_)[A-Za-z0-9_-]+"), rf"\g<1>{REDACTED}"),
-    (re.compile(rf"\b{REGISTRATION_TOKEN_SCHEME}_[A-Za-z0-9_-]{{8,}}"), f"{REGISTRATION_TOKEN_SCHEME}_{REDACTED}"),
-    (re.compile(r"\b((?:sk|rk)_(?:live|test)_|whsec_)[A-Za-z0-9_]+"), rf"\g<1>{REDACTED}"),
+    (
+        re.compile(rf"\b({API_KEY_SCHEME}_[0-9a-f]{{12}}_)[A-Za-z0-9_-]+"),
+        rf"\g<1>{REDACTED}",
+        (f"{API_KEY_SCHEME}_",),
+    ),
+    (
+        re.compile(rf"\b{REGISTRATION_TOKEN_SCHEME}_[A-Za-z0-9_-]{{8,}}"),
+        f"{REGISTRATION_TOKEN_SCHEME}_{REDACTED}",
+        (f"{REGISTRATION_TOKEN_SCHEME}_",),
+    ),
+    (
+        re.compile(r"\b((?:sk|rk)_(?:live|test)_|whsec_)[A-Za-z0-9_]+"),
+        rf"\g<1>{REDACTED}",
+        ("_live_", "_test_", "whsec_"),
+    ),
     # HTTP credentials: long enough not to eat the next word of a sentence.
-    (re.compile(r"\b([Bb]earer|Token)\s+[A-Za-z0-9._~+/=:-]{16,}"), rf"\g<1> {REDACTED}"),
-    (re.compile(r"\b(Basic)\s+[A-Za-z0-9+/=]{8,}"), rf"\g<1> {REDACTED}"),
+    (re.compile(r"\b([Bb]earer|Token)\s+[A-Za-z0-9._~+/=:-]{16,}"), rf"\g<1> {REDACTED}", ("earer", "Token")),
+    (re.compile(r"\b(Basic)\s+[A-Za-z0-9+/=]{8,}"), rf"\g<1> {REDACTED}", ("Basic",)),
     # scheme://user:password@host
-    (re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^:/\s@]*:)[^@\s/]+@"), rf"\g<1>{REDACTED}@"),
+    (re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^:/\s@]*:)[^@\s/]+@"), rf"\g<1>{REDACTED}@", ("://",)),
     # password=..., "api_key": "...", token: ...  (the key must end in the secret word)
     (
         re.compile(rf"(?i)\b({_SENSITIVE_NAME})([\"']?\s*[:=]\s*[\"']?)(?!\[REDACTED\])([^\s\"',;&}}\]]+)"),
         rf"\g<1>\g<2>{REDACTED}",
+        # Every name _SENSITIVE_NAME matches contains one of these (the keys all end in "key").
+        ("password", "passwd", "pwd", "secret", "token", "authorization", "cookie", "key"),
     ),
 )
 
@@ -65,9 +82,24 @@ def is_secret_key(name: str) -> bool:
     return any(word in _SECRET_KEY_WORDS for word in re.split(r"[^a-z0-9]+", lowered))
 
 
+def _folded(text: str) -> str:
+    """The text as a case-insensitive pattern sees it, for the needle test: casefold
+    maps every character `re.IGNORECASE` equates with an ASCII letter onto it (the
+    long s, the Kelvin sign), except the dotless i."""
+    return text.casefold().replace("\u0131", "i")
+
+
 def redact_text(text: str) -> str:
-    for pattern, replacement in _TEXT_PATTERNS:
-        text = pattern.sub(replacement, text)
+    folded: str | None = None
+    for pattern, replacement, needles in _TEXT_PATTERNS:
+        if pattern.flags & re.IGNORECASE:
+            folded = _folded(text) if folded is None else folded
+            haystack = folded
+        else:
+            haystack = text
+        if any(needle in haystack for needle in needles):
+            text = pattern.sub(replacement, text)
+            folded = None
     return text
 
 

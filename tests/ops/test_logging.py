@@ -12,7 +12,11 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
+from hub import logjson
 from hub.logcontext import ContextFilter, bind, current, subject_ids
 from hub.logjson import JsonFormatter, PlainFormatter, RedactSecretsFilter, redact_text
 from hub.pipeline.models import Job, JobStatus, Step
@@ -166,6 +170,60 @@ def test_secrets_are_redacted_from_extras_and_tracebacks(json_log: tuple[logging
     assert API_KEY not in first["note"]
     assert "tb-secret" not in second["exception"] and REGISTRATION_TOKEN not in second["exception"]
     assert "ConnectionError" in second["exception"]
+
+
+# What log lines are made of, secrets and near-secrets among them, with the characters a
+# case-insensitive pattern equates with ASCII letters (long s, Kelvin sign, dotless i).
+_FRAGMENTS = (
+    "password",
+    "PassWord",
+    "pa\u017f\u017fword",
+    "api_key",
+    "API-KEY",
+    "private_key",
+    "\u212aey",
+    "authorization",
+    "AUTHOR\u0131ZATION",
+    "cookie",
+    "token",
+    "Token ",
+    "Bearer ",
+    "bearer ",
+    "Basic ",
+    "secret",
+    "pwd",
+    "hak_0123456789ab_",
+    "hrt_",
+    "sk_live_",
+    "rk_test_",
+    "whsec_",
+    "redis://",
+    "user:",
+    "@host",
+    "=",
+    ": ",
+    '"',
+    "'",
+    " ",
+    "\n",
+    "abcdefghijklmnopqrstuvwxyz0123",
+    "x",
+    "\u00df",
+)
+
+
+def _every_pattern(text: str) -> str:
+    for pattern, replacement, _ in logjson._TEXT_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+@hypothesis_settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_FRAGMENTS), max_size=12).map("".join))
+def test_redaction_skips_a_pattern_only_when_it_cannot_match(text: str) -> None:
+    # The substring test before each pattern is an optimisation: it must never change
+    # what the patterns would have done.
+    assert redact_text(text) == _every_pattern(text)
 
 
 def test_redaction_leaves_ordinary_prose_alone() -> None:
