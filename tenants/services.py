@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -500,9 +500,16 @@ def command_queue(
 
 def commands_deliver(*, tenant_id: int) -> list[Command]:
     """Hand out the tenant's due commands (marking them delivered). Clearing the flag
-    before reading means a command queued meanwhile re-flags the tenant after us."""
+    before reading means a command queued meanwhile re-flags the tenant after us. When
+    Postgres cannot be read, the heartbeat (already buffered in Redis) still succeeds,
+    with no commands, and the flag is put back for the next one."""
     redis_store.commands_due_clear(tenant_id=tenant_id)
-    commands, more = _commands_hand_out(tenant_id=tenant_id)
+    try:
+        commands, more = _commands_hand_out(tenant_id=tenant_id)
+    except DatabaseError:
+        logger.warning("could not read the commands of tenant %s; they go out with a later heartbeat", tenant_id)
+        _flag_commands_due([tenant_id])
+        return []
     if more:
         redis_store.commands_due_flag(tenant_ids=[tenant_id])
     return commands

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import psycopg
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.utils import timezone
 
 from hub.models import AuditEvent
@@ -229,3 +231,40 @@ def test_staff_admin_actions(client, agent):
     assert sorted(Command.objects.values_list("type", flat=True)) == ["diagnostics", "restart"]
     assert agent.tenant.credentials.get().revoked_at is not None
     assert agent.tenant.registration_tokens.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_heartbeat_that_cannot_read_its_commands_keeps_them_due(api, agent, queue_command):
+    # given a command due, and the commands table locked by another session (as during
+    # a Postgres restart or a long migration, the hand-out cannot read it)
+    command = queue_command(agent.tenant)
+    locker = psycopg.connect(connection_url(), autocommit=False)
+    try:
+        locker.execute("LOCK TABLE tenants_command IN ACCESS EXCLUSIVE MODE")
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '200ms'")
+        try:
+            # when the agent heartbeats
+            blocked = heartbeat(api, agent)
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("RESET lock_timeout")
+
+        # then the heartbeat still succeeds, without the command, and the tenant stays flagged
+        assert blocked == []
+        assert redis_store.client().sismember(redis_store.COMMANDS_DUE_KEY, agent.tenant.pk)
+    finally:
+        locker.rollback()
+        locker.close()
+
+    # and the next heartbeat hands it out, once
+    assert [c["id"] for c in heartbeat(api, agent)] == [str(command.pk)]
+    command.refresh_from_db()
+    assert (command.status, command.delivery_count) == (CommandStatus.DELIVERED, 1)
+
+
+def connection_url() -> str:
+    params = connection.get_connection_params()
+    return psycopg.conninfo.make_conninfo(
+        **{k: v for k, v in params.items() if k in ("host", "port", "user", "password", "dbname")}
+    )
