@@ -16,17 +16,18 @@ other running container reports "healthy".
 from __future__ import annotations
 
 import fcntl
-import json
 import os
-import re
 import sys
 import time
-from pathlib import Path
 
-# A heartbeat's `docker ps` needs none of these: hashlib (OpenSSL), datetime and typing
-# are imported where they are used, as a stand-in starts dozens of times per setup.
+from standin_lib import lean
+from standin_lib.lean import Path
+
+# A heartbeat's `docker ps` needs none of these: hashlib (OpenSSL), datetime, re and
+# typing are imported where they are used, as a stand-in starts dozens of times per setup.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import re
     from typing import Any
 
 VERSION = "27.3.1-sandbox"
@@ -66,7 +67,7 @@ class Paths:
 
 
 def record_call(paths: Paths, args: list[str], **extra: object) -> None:
-    line = json.dumps({"cmd": "docker", "args": args, "time": time.time(), "cwd": os.getcwd(), **extra})
+    line = lean.dumps({"cmd": "docker", "args": args, "time": time.time(), "cwd": os.getcwd(), **extra})
     with open(paths.calls, "a", encoding="utf-8") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         fh.write(line + "\n")
@@ -84,7 +85,7 @@ def apply_generic_faults(paths: Paths, args: list[str]) -> None:
         fcntl.flock(fh, fcntl.LOCK_EX)
         fh.seek(0)
         try:
-            data = json.loads(fh.read() or "{}")
+            data = lean.loads(fh.read() or "{}")
         except ValueError:
             return
         for key, remaining in list((data.get("fail") or {}).items()):
@@ -99,7 +100,7 @@ def apply_generic_faults(paths: Paths, args: list[str]) -> None:
         if failing is not None:
             fh.seek(0)
             fh.truncate()
-            json.dump(data, fh, indent=2, sort_keys=True)
+            fh.write(lean.dumps(data, indent=2, sort_keys=True))
     if pause:
         # Outside every lock: other calls go on meanwhile, as with a slow registry.
         time.sleep(min(pause, 600.0))
@@ -110,7 +111,7 @@ def apply_generic_faults(paths: Paths, args: list[str]) -> None:
 
 def load_faults(paths: Paths) -> dict[str, Any]:
     try:
-        data = json.loads(paths.faults.read_text())
+        data = lean.loads(paths.faults.read_text())
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -155,7 +156,7 @@ class Engine:
         self.lock_fh = open(str(paths.state) + ".lock", "a")  # noqa: SIM115 - held for the process
         fcntl.flock(self.lock_fh, fcntl.LOCK_EX)
         try:
-            self.state = json.loads(paths.state.read_text())
+            self.state = lean.loads(paths.state.read_text())
         except (OSError, ValueError):
             self.state = {}
         self.state.setdefault("images", {})
@@ -164,7 +165,7 @@ class Engine:
 
     def save(self) -> None:
         tmp = self.paths.state.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state, indent=1, sort_keys=True))
+        tmp.write_text(lean.dumps(self.state, indent=1, sort_keys=True))
         os.replace(tmp, self.paths.state)
 
     def print(self, text: str) -> None:
@@ -298,7 +299,7 @@ def ports_text(c: dict[str, Any]) -> str:
 
 def ps_row(c: dict[str, Any]) -> dict[str, Any]:
     return {
-        "Command": json.dumps(" ".join(c["command"])),
+        "Command": lean.dumps(" ".join(c["command"])),
         "CreatedAt": c["created"],
         "ID": c["id"][:12],
         "Image": c["image"],
@@ -404,7 +405,8 @@ def inspect_image(image: dict[str, Any]) -> dict[str, Any]:
 def render_format(fmt: str, obj: Any) -> str:
     """Go-template subset: `json .`, `{{json .A.B}}`, `{{.A.B}}`, and `json` alone."""
     if fmt in ("json", "{{json .}}"):
-        return json.dumps(obj)
+        return lean.dumps(obj)
+    import re
 
     def resolve(path: str) -> Any:
         value = obj
@@ -416,12 +418,12 @@ def render_format(fmt: str, obj: Any) -> str:
         is_json, path = match.group(1), match.group(2)
         value = resolve(path)
         if is_json:
-            return json.dumps(value)
+            return lean.dumps(value)
         if value is None:
             return "<no value>"
         if isinstance(value, bool):
             return "true" if value else "false"
-        return value if isinstance(value, str) else json.dumps(value)
+        return value if isinstance(value, str) else lean.dumps(value)
 
     return re.sub(r"\{\{\s*(json\s+)?(\.[\w.]*)\s*\}\}", repl, fmt)
 
@@ -555,7 +557,7 @@ def _scalar(text: str) -> Any:
         return True
     if text in ("false", "False"):
         return False
-    if re.fullmatch(r"-?\d+", text):
+    if text.removeprefix("-").isdigit() and text.removeprefix("-").isascii():
         return int(text)
     return text
 
@@ -571,6 +573,8 @@ def _strip_comment(line: str) -> str:
 
 
 def parse_yaml(text: str) -> Any:
+    import re
+
     lines = []
     for raw in text.splitlines():
         line = _strip_comment(raw).rstrip()
@@ -628,6 +632,9 @@ def parse_yaml(text: str) -> Any:
 
 def interpolate(value: Any, env: dict[str, str]) -> Any:
     if isinstance(value, str):
+        if "${" not in value:
+            return value
+        import re
 
         def repl(m: re.Match[str]) -> str:
             name, op, default = m.group(1), m.group(2), m.group(3) or ""
@@ -644,6 +651,9 @@ def interpolate(value: Any, env: dict[str, str]) -> Any:
     if isinstance(value, dict):
         return {k: interpolate(v, env) for k, v in value.items()}
     return value
+
+
+_PROJECT_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
 class ComposeProject:
@@ -671,7 +681,7 @@ class ComposeProject:
                 raise DockerError(f"open {path.resolve()}: no such file or directory", 14)
             text = path.read_text()
             try:
-                doc = json.loads(text)
+                doc = lean.loads(text)
             except ValueError:
                 doc = parse_yaml(text)
             doc = interpolate(doc or {}, env)
@@ -679,7 +689,7 @@ class ComposeProject:
             for svc, conf in (doc.get("services") or {}).items():
                 self.services.setdefault(svc, {}).update(conf or {})
         raw = project or env.get("COMPOSE_PROJECT_NAME") or doc_name or first.parent.name
-        self.name = re.sub(r"[^a-z0-9_-]", "", raw.lower()) or "default"
+        self.name = "".join(c for c in raw.lower() if c in _PROJECT_NAME_CHARACTERS) or "default"
         self.files = [str(Path(f).resolve()) for f in files]
         self.workdir = str(first.parent)
 
@@ -800,7 +810,7 @@ def compose(engine: Engine, args: list[str]) -> int:
         ]
         if "json" in rest or "--format=json" in rest:
             for row in rows:
-                engine.print(json.dumps(row))
+                engine.print(lean.dumps(row))
         elif "-q" in flags or "--quiet" in flags:
             for row in rows:
                 engine.print(row["ID"])
@@ -953,7 +963,7 @@ def main(argv: list[str]) -> int:
             for obj in results:
                 engine.print(render_format(fmt, obj))
         else:
-            engine.print(json.dumps(results, indent=4))
+            engine.print(lean.dumps(results, indent=4))
         changed = False
         if missing:
             raise DockerError(f"Error: No such object: {missing[0]}", 1)

@@ -10,11 +10,12 @@ which calls main() here, dispatched on its own name."""
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import sys
 import time
-from pathlib import Path
+
+from standin_lib import lean
+from standin_lib.lean import Path
 
 # Most calls need neither subprocess nor typing: they are imported where they are used
 # (or only for the type checker), as a stand-in starts dozens of times per setup.
@@ -43,11 +44,11 @@ def _locked_json_update(path: Path, update: Callable[[dict[str, Any]], T]) -> T:
         fcntl.flock(handle, fcntl.LOCK_EX)
         handle.seek(0)
         raw = handle.read()
-        data = json.loads(raw) if raw.strip() else {}
+        data = lean.loads(raw) if raw.strip() else {}
         result = update(data)
         handle.seek(0)
         handle.truncate()
-        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.write(lean.dumps(data, indent=2, sort_keys=True))
         return result
 
 
@@ -57,7 +58,7 @@ def record(cmd: str, args: list[str], **extra: object) -> None:
     entry = {"cmd": cmd, "args": args, "time": time.time(), "cwd": os.getcwd(), **extra}
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        handle.write(json.dumps(entry) + "\n")
+        handle.write(lean.dumps(entry) + "\n")
 
 
 def _matches(key: str, words: list[str]) -> bool:
@@ -125,7 +126,7 @@ def apt_get(args: list[str]) -> int:
 
 def dpkg(args: list[str]) -> int:
     state = host_root() / "var" / "lib" / "sandbox-apt" / "installed.json"
-    installed = json.loads(state.read_text()) if state.exists() else {}
+    installed = lean.loads(state.read_text()) if state.exists() else {}
     if args and args[0] in ("-s", "--status", "-l", "--list"):
         missing = [p for p in args[1:] if p not in installed]
         for package in args[1:]:
@@ -344,7 +345,7 @@ def _issue_certificate(live: Path, domains: list[str], days: int) -> None:
     cert = (live / "cert.pem").read_text()
     (live / "chain.pem").write_text(cert)
     (live / "fullchain.pem").write_text(cert)
-    (live / "sandbox-domains.json").write_text(json.dumps(domains))
+    (live / "sandbox-domains.json").write_text(lean.dumps(domains))
 
 
 def certbot(args: list[str]) -> int:
@@ -368,7 +369,7 @@ def certbot(args: list[str]) -> int:
         for live in sorted(live_dir.iterdir()) if live_dir.exists() else []:
             domains_file = live / "sandbox-domains.json"
             if domains_file.exists():
-                _issue_certificate(live, json.loads(domains_file.read_text()), days)
+                _issue_certificate(live, lean.loads(domains_file.read_text()), days)
                 print(f"Renewed {live.name}")
         return 0
     if verb == "certificates":
