@@ -65,6 +65,7 @@ PrivateTmp=yes
 WantedBy=multi-user.target
 UNIT
 systemctl daemon-reload
-systemctl enable --now hub-agent
+systemctl enable hub-agent
+# Started here, once: restart also picks up a new bundle or configuration on a re-run.
 systemctl restart hub-agent
 log "agent started"

@@ -2,7 +2,8 @@
 # On a real server HOST_ROOT is empty and files land in /; in the sandbox every
 # host has its own root directory.
 ROOT="${HOST_ROOT:-}"
-log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
+# The time from bash's own printf: a step logs a dozen lines, each `date` a process.
+log() { local now; TZ=UTC printf -v now '%(%H:%M:%S)T' -1; printf '[%s] %s\n' "$now" "$*"; }
 # write_file PATH MODE: content from stdin; rewritten only when it changed, so a
 # second run leaves the file (and its mtime) alone. Sets WROTE=1 when it wrote.
 # Every command checks itself: errexit does not reach into a function whose
@@ -10,9 +11,10 @@ log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 # shellcheck disable=SC2034 # read by the step scripts
 WROTE=0
 write_file() {
-  local path="$ROOT$1" mode="$2" tmp
+  local path="$ROOT$1" mode="$2" dir tmp
   WROTE=0
-  mkdir -p "$(dirname "$path")" || exit 1
+  dir="${path%/*}"
+  mkdir -p "${dir:-/}" || exit 1
   tmp="$(mktemp "$path.XXXXXX")" || exit 1
   cat > "$tmp" || exit 1
   chmod "$mode" "$tmp" || exit 1
