@@ -16,6 +16,18 @@ from pathlib import Path
 BENCHMARKS = ("heartbeat", "overhead", "checks", "rollout", "provisioning")
 
 
+def cpu_yardstick(steps: int = 10_000_000) -> float:
+    """Seconds of CPU one core takes for 10 million steps of a pure-Python loop (fewer
+    steps, scaled, in quick mode). The shared machines here run the same code up to two
+    times slower from one hour to the next; this says which kind of hour a table was
+    measured in."""
+    started = time.process_time()
+    total = 0
+    for step in range(steps):
+        total += step
+    return (time.process_time() - started) * 10_000_000 / steps
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("names", nargs="*", metavar="name", help=", ".join(BENCHMARKS))
@@ -40,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[bench] {name}{' (quick)' if args.quick else ''} ...", flush=True)
             t0 = time.monotonic()
             load_before = os.getloadavg()[0]
+            yardstick_steps = 1_000_000 if args.quick else 10_000_000
+            speed_before = cpu_yardstick(yardstick_steps)
             try:
                 module = importlib.import_module(f"bench.{name}")
                 result = module.run(args.quick)
@@ -50,9 +64,10 @@ def main(argv: list[str] | None = None) -> int:
                 results[name] = {"error": traceback.format_exc()}
                 continue
             # The machine is shared: what else ran says how far to trust the timings.
+            speed_after = cpu_yardstick(yardstick_steps)
             result.notes.append(
                 f"1-minute load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after "
-                f"({os.cpu_count()} cores)"
+                f"({os.cpu_count()} cores); CPU yardstick {speed_before:.2f} s before, {speed_after:.2f} s after"
             )
             print(result.table(), flush=True)
             results[name] = result.as_dict()
