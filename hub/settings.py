@@ -186,6 +186,9 @@ PIPELINE_LEASE_SECONDS = env.float("PIPELINE_LEASE_SECONDS", default=60.0)
 # A step enqueued this long ago and never claimed had its message lost.
 PIPELINE_MESSAGE_LOST_AFTER = env.float("PIPELINE_MESSAGE_LOST_AFTER", default=120.0)
 PIPELINE_REAPER_INTERVAL = env.float("PIPELINE_REAPER_INTERVAL", default=15.0)
+# The two statements every step runs are prepared once per connection (Postgres spent
+# most of their time planning them). Off behind a pooler in transaction mode.
+PIPELINE_PREPARED_STATEMENTS = env.bool("PIPELINE_PREPARED_STATEMENTS", default=True)
 # Extra modules that declare pipelines (the test suite adds its own).
 PIPELINE_MODULES = env.list("PIPELINE_MODULES", default=[])
 

@@ -5,6 +5,7 @@ step are pinned, so the per-step bookkeeping cannot silently grow back."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -57,6 +58,51 @@ def test_a_no_op_step_in_a_running_job_costs_two_statements(in_process_queue: No
     assert [[entry["outcome"] for entry in s.history] for s in steps] == [["succeeded"]] * 6
     assert all(s.result == {f"{s.name}_done": True} for s in steps)
     assert job.context == {f"n{i}_done": True for i in range(1, 7)}
+
+
+def run_in_process(pipeline: str) -> Job:
+    job = job_start(pipeline=pipeline)
+    while (step := queued_step(job)) is not None:
+        execute_step(step.pk)
+    job.refresh_from_db()
+    return job
+
+
+def prepared_statements() -> dict[str, int]:
+    """This connection's prepared statements: the engine's, by which of the two they
+    are, with the number of times each ran."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement, generic_plans + custom_plans FROM pg_prepared_statements")
+        rows = cursor.fetchall()
+    runs: dict[str, int] = {}
+    for statement, count in rows:
+        which = "claim" if "lease_expires_at = $" in statement else "record" if "next_step" in statement else "other"
+        runs[which] = runs.get(which, 0) + count
+    return runs
+
+
+def test_the_statements_every_step_runs_are_prepared_once_per_connection(in_process_queue: None) -> None:
+    # given a fresh connection
+    connection.close()
+
+    # when two six-step jobs run
+    jobs = [run_in_process("test.noop_in_process") for _ in range(2)]
+
+    # then each of the twelve steps ran the claim and the record as prepared statements
+    # on this connection (a job's first and last step try them, find nothing to do, and
+    # go on by the full path), and nothing else of the Hub's was prepared
+    assert [job.status for job in jobs] == [JobStatus.SUCCEEDED] * 2
+    assert prepared_statements() == {"claim": 12, "record": 12}
+
+
+def test_prepared_statements_can_be_turned_off(in_process_queue: None, settings: Any) -> None:
+    settings.PIPELINE_PREPARED_STATEMENTS = False
+    connection.close()
+
+    job = run_in_process("test.noop_in_process")
+
+    assert job.status == JobStatus.SUCCEEDED
+    assert prepared_statements() == {}
 
 
 def test_a_step_delivered_again_after_it_ran_does_nothing(in_process_queue: None) -> None:
