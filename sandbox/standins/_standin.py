@@ -1,4 +1,4 @@
-#!/usr/bin/env -S python3 -I -S
+#!/usr/bin/python3 -IS
 """The launcher of the system-command stand-ins: every executable here but `docker` is
 a symlink to this file. The behaviour is in standin_lib/system.py, imported rather
 than run as a script so that it loads from cached bytecode, by an isolated interpreter

@@ -37,3 +37,22 @@ def test_write_file_leaves_an_unchanged_file_alone_and_fails_loudly(tmp_path: Pa
     assert oct((tmp_path / "etc" / "x.conf").stat().st_mode & 0o777) == "0o600"
     assert "unreachable" not in result.stdout, "a failed write stops the script even when its caller tests it"
     assert result.returncode != 0
+
+
+def test_write_file_keeps_the_text_byte_for_byte_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    helpers = step_script("01-system").split("set -euo pipefail", 1)[0]
+    text = "  indented\\n kept\ttab \\\\ backslash $HOME `x`\n\n\ntrailing blank lines\n\n"
+    (tmp_path / "input").write_text(text)
+    program = helpers + (
+        "set -euo pipefail\n"
+        'write_file /etc/app/a.conf 0644 < "$ROOT/input"; echo "first=$WROTE"\n'
+        'write_file /etc/app/a.conf 0644 < "$ROOT/input"; echo "second=$WROTE"\n'
+        'printf "one more line\\n" >> "$ROOT/input"\n'
+        'write_file /etc/app/a.conf 0644 < "$ROOT/input"; echo "third=$WROTE"\n'
+    )
+    env = {**os.environ, "HOST_ROOT": str(tmp_path)}
+    result = subprocess.run(["bash", "-c", program], capture_output=True, text=True, env=env, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "first=1" in result.stdout and "second=0" in result.stdout and "third=1" in result.stdout
+    assert (tmp_path / "etc" / "app" / "a.conf").read_text() == text + "one more line\n"
+    assert [p.name for p in (tmp_path / "etc" / "app").iterdir()] == ["a.conf"]
