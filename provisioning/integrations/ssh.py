@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import shlex
+import socket
 import threading
 import time
 from collections import deque
@@ -87,6 +88,20 @@ class _RecordingPolicy(paramiko.MissingHostKeyPolicy):
         self.presented = key
 
 
+def _tcp_connect(target: Target, timeout: float) -> socket.socket:
+    """The TCP connection under the SSH one, with Nagle's algorithm off. Every script
+    sends its body and then its end of input in two small packets (and the session's
+    open and exec requests are two more): with Nagle on, each second packet waits for
+    the server's delayed acknowledgement, 40 ms a time, about 80 ms per script."""
+    sock = socket.create_connection((target.address, target.port), timeout=timeout)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def _open(
     target: Target,
     *,
@@ -109,8 +124,10 @@ def _open(
     else:
         client.set_missing_host_key_policy(policy)
     try:
+        sock = _tcp_connect(target, timeout)
         client.connect(
             target.address,
+            sock=sock,
             port=target.port,
             username=target.username,
             pkey=private_key,

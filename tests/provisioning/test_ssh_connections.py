@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 from provisioning.integrations import ssh
 from provisioning.models import Server
 from provisioning.services import remote
-from sandbox.control import Sandbox
+from sandbox.control import Sandbox, free_port
 from tests.provisioning.conftest import pool_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -89,3 +90,22 @@ def test_a_changed_host_key_is_refused_even_with_a_connection_kept(
         run(server, script="touch should-not-exist\n")
 
     assert not (Path(host.root) / "root" / "should-not-exist").exists()
+
+
+def test_a_connection_sends_each_packet_at_once_and_a_closed_port_is_a_retryable_error(
+    sandbox: Sandbox, fresh_hosts: Any, hub_settings: dict[str, str]
+) -> None:
+    (host,) = fresh_hosts(1)
+    target = ssh.Target(host.addr, host.port)
+
+    # Nagle's algorithm off: a script's end of input does not wait on the host's
+    # delayed acknowledgement of its body.
+    with ssh.connect(target, private_key=remote.hub_private_key(), known_host_key=None) as client:
+        transport = client.get_transport()
+        assert transport is not None and transport.is_active()
+        assert transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+    closed_port = ssh.Target(host.addr, free_port(host.addr))
+    key = remote.hub_private_key()
+    with pytest.raises(ssh.SshError, match="refused"), ssh.connect(closed_port, private_key=key, known_host_key=None):
+        pass
