@@ -20,18 +20,23 @@ def test_every_step_script_is_strict_and_shellcheck_clean(name: str, tmp_path: P
     assert result.returncode == 0, result.stdout
 
 
-def test_write_file_leaves_an_unchanged_file_alone_and_fails_loudly(tmp_path: Path) -> None:
+def run_with_helpers(root: Path, body: str) -> subprocess.CompletedProcess[str]:
+    """`body` under strict bash after the helpers every step script gets, on `root`."""
     helpers = step_script("01-system").split("set -euo pipefail", 1)[0]
-    program = helpers + (
-        "set -euo pipefail\n"
+    env = {**os.environ, "HOST_ROOT": str(root)}
+    program = helpers + "set -euo pipefail\n" + body
+    return subprocess.run(["bash", "-c", program], capture_output=True, text=True, env=env, timeout=30)
+
+
+def test_write_file_leaves_an_unchanged_file_alone_and_fails_loudly(tmp_path: Path) -> None:
+    result = run_with_helpers(
+        tmp_path,
         'write_file /etc/x.conf 0600 <<<hello; echo "first=$WROTE"\n'
         'write_file /etc/x.conf 0600 <<<hello; echo "second=$WROTE"\n'
         'write_file /etc/x.conf 0600 <<<changed; echo "third=$WROTE"\n'
         # A file where a directory must go: even root cannot write there.
-        'touch "$ROOT/blocked"; write_file /blocked/y.conf 0600 <<<x || true; echo unreachable\n'
+        'touch "$ROOT/blocked"; write_file /blocked/y.conf 0600 <<<x || true; echo unreachable\n',
     )
-    env = {**os.environ, "HOST_ROOT": str(tmp_path)}
-    result = subprocess.run(["bash", "-c", program], capture_output=True, text=True, env=env, timeout=30)
     assert "first=1" in result.stdout and "second=0" in result.stdout and "third=1" in result.stdout
     assert (tmp_path / "etc" / "x.conf").read_text() == "changed\n"
     assert oct((tmp_path / "etc" / "x.conf").stat().st_mode & 0o777) == "0o600"
@@ -40,18 +45,15 @@ def test_write_file_leaves_an_unchanged_file_alone_and_fails_loudly(tmp_path: Pa
 
 
 def test_write_file_keeps_the_text_byte_for_byte_and_leaves_no_temporary_file(tmp_path: Path) -> None:
-    helpers = step_script("01-system").split("set -euo pipefail", 1)[0]
     text = "  indented\\n kept\ttab \\\\ backslash $HOME `x`\n\n\ntrailing blank lines\n\n"
     (tmp_path / "input").write_text(text)
-    program = helpers + (
-        "set -euo pipefail\n"
+    result = run_with_helpers(
+        tmp_path,
         'write_file /etc/app/a.conf 0644 < "$ROOT/input"; echo "first=$WROTE"\n'
         'write_file /etc/app/a.conf 0644 < "$ROOT/input"; echo "second=$WROTE"\n'
         'printf "one more line\\n" >> "$ROOT/input"\n'
-        'write_file /etc/app/a.conf 0644 < "$ROOT/input"; echo "third=$WROTE"\n'
+        'write_file /etc/app/a.conf 0644 < "$ROOT/input"; echo "third=$WROTE"\n',
     )
-    env = {**os.environ, "HOST_ROOT": str(tmp_path)}
-    result = subprocess.run(["bash", "-c", program], capture_output=True, text=True, env=env, timeout=30)
     assert result.returncode == 0, result.stderr
     assert "first=1" in result.stdout and "second=0" in result.stdout and "third=1" in result.stdout
     assert (tmp_path / "etc" / "app" / "a.conf").read_text() == text + "one more line\n"
