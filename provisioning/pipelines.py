@@ -27,6 +27,11 @@ SETUP_SCRIPTS = (
     "08-hardening",
     "09-tools",
 )
+# The agent is handed the server after the base system (01-05) and before the steps
+# that act as the tenant: certbot's DNS-01 hook asks the Hub with the agent's key, the
+# backups go to the tenant's own repository.
+BEFORE_AGENT = SETUP_SCRIPTS[:5]
+AFTER_AGENT = SETUP_SCRIPTS[5:]
 BASE_SCRIPTS = SETUP_SCRIPTS[:-1]
 PREPARE_PIPELINE = "prepare_server"
 
@@ -84,7 +89,7 @@ register(
             ),
             StepSpec(name="wait_server_ready", action=steps.wait_server_ready, retry=_retry(5), timeout=900),
             _undoable_step("create_dns", steps.create_dns, steps.delete_dns, retry=_retry(5)),
-            *(_script_step(name) for name in SETUP_SCRIPTS),
+            *(_script_step(name) for name in BEFORE_AGENT),
             _undoable_step(
                 "agent_handover",
                 steps.agent_handover,
@@ -93,6 +98,7 @@ register(
                 timeout=settings.PROVISIONING_SCRIPT_TIMEOUT,
             ),
             StepSpec(name="wait_agent_registered", action=steps.wait_agent_registered, retry=_retry(3)),
+            *(_script_step(name) for name in AFTER_AGENT),
             StepSpec(name="fulfil", action=steps.fulfil, retry=_retry(5)),
         ),
     )

@@ -26,13 +26,15 @@ ZONE = "hub-sandbox.test"
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-# The first call each script makes to a stand-in, in script order.
+# The first call each script makes to a stand-in, in the order the pipeline runs them:
+# the agent (10) is handed the server before the steps that act as the tenant (06-09).
 SCRIPT_MARKERS = [
     ("01-system", lambda c: c["cmd"] == "hostnamectl"),
     ("02-docker", lambda c: c["cmd"] == "docker" and c["args"][:1] == ["version"]),
     ("03-nginx", lambda c: c["cmd"] == "apt-get" and "nginx" in c["args"]),
     ("04-firewall", lambda c: c["cmd"] == "ufw"),
     ("05-ssh-hardening", lambda c: c["cmd"] == "sshd" and "-t" in c["args"]),
+    ("10-agent", lambda c: c["cmd"] == "systemctl" and "hub-agent" in " ".join(c["args"])),
     ("06-tls", lambda c: c["cmd"] == "certbot"),
     ("07-backups", lambda c: c["cmd"] == "systemctl" and "cron" in c["args"]),
     ("08-hardening", lambda c: c["cmd"] == "sysctl"),
@@ -40,7 +42,6 @@ SCRIPT_MARKERS = [
         "09-tools",
         lambda c: c["cmd"] == "docker" and "compose" in c["args"] and "/opt/hub/tools/" in " ".join(c["args"]),
     ),
-    ("10-agent", lambda c: c["cmd"] == "systemctl" and "hub-agent" in " ".join(c["args"])),
 ]
 
 
