@@ -47,7 +47,7 @@ class _EnqueueMeter:
         self.seconds = 0.0
 
     def __enter__(self) -> _EnqueueMeter:
-        from monitoring import notifications
+        from hub.alerts import notify as notifications
 
         self._original = notifications.notifications_enqueue
 
@@ -63,7 +63,7 @@ class _EnqueueMeter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        from monitoring import notifications
+        from hub.alerts import notify as notifications
 
         notifications.notifications_enqueue = self._original  # type: ignore[assignment]
 

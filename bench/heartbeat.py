@@ -256,7 +256,7 @@ def run(quick: bool) -> Result:
 
 def _simulate_fleet(count: int, keys_file: Path) -> None:
     """What `manage.py simulate_fleet --keys-file` does, in this process."""
-    from tenants.simulation import fleet_simulate
+    from ops.simulation import fleet_simulate
 
     agents = fleet_simulate(count=count, actor="bench")
     VAR.mkdir(parents=True, exist_ok=True)

@@ -33,10 +33,10 @@ def _fleet(count: int) -> None:
     from django.utils import timezone
 
     from hub.models import AuditEvent
+    from ops.simulation import fleet_simulate
     from provisioning.models import Server
     from rollouts.models import Release, Rollout
     from tenants.models import Command, Tenant
-    from tenants.simulation import fleet_simulate
 
     Command.objects.all().delete()
     Rollout.objects.all().delete()

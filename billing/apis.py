@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 from billing.checkout import OrderRequestInvalid, checkout_session_start
 from billing.integrations import stripe as stripe_api
 from billing.services.events import stripe_event_receive
-from hub.api import ApiErrorSerializer
+from hub.api.errors import ApiErrorSerializer
 
 logger = logging.getLogger(__name__)
 

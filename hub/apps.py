@@ -9,6 +9,7 @@ class HubConfig(AppConfig):
     def ready(self) -> None:
         from hub import checks  # noqa: F401 - registers the system checks
         from hub.admin import admin_log_audit_install
+        from hub.api import schema  # noqa: F401 - registers the OpenAPI extensions
         from hub.pipeline import registry
 
         registry.autodiscover()

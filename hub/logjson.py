@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hub.logcontext import CONTEXT_KEYS
-from tenants.secrets import API_KEY_SCHEME, REGISTRATION_TOKEN_SCHEME
+from hub.tokens import API_KEY_SCHEME, REGISTRATION_TOKEN_SCHEME
 
 REDACTED = "[REDACTED]"
 

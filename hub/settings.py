@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "billing",
     "rollouts",
     "monitoring",
+    "ops",
 ]
 
 MIDDLEWARE = [
@@ -56,7 +57,7 @@ WSGI_APPLICATION = "hub.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "hub" / "templates"],
+        "DIRS": [BASE_DIR / "hub" / "templates", BASE_DIR / "ops" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -95,8 +96,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "hub.api.HubAutoSchema",
-    "EXCEPTION_HANDLER": "hub.api.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "hub.api.schema.HubAutoSchema",
+    "EXCEPTION_HANDLER": "hub.api.errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Hub API",
@@ -451,7 +452,7 @@ ROLLOUT_AUTO_ADVANCE = env.bool("ROLLOUT_AUTO_ADVANCE", default=True)
 ROLLOUT_ON_HALT = env.str("ROLLOUT_ON_HALT", default="ROLLBACK")
 
 # --- Operations ----------------------------------------------------------------------
-# /metrics (hub/metrics.py) reads Postgres and the broker at scrape time, so every web
+# /metrics (ops/metrics.py) reads Postgres and the broker at scrape time, so every web
 # process answers the same numbers. With METRICS_TOKEN set, a scrape needs
 # `Authorization: Bearer <token>`; empty leaves it open, which is right only where
 # nothing but Prometheus can reach it (the loopback dev server; in compose, nginx

@@ -1,3 +1,4 @@
+from hub.alerts.tasks import requeue_notifications, send_notification, send_notifications
 from hub.pipeline.tasks import reap, run_step
 
-__all__ = ["reap", "run_step"]
+__all__ = ["reap", "requeue_notifications", "run_step", "send_notification", "send_notifications"]

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
-from hub import metrics, views
+from hub import views
 
 api_v1 = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
@@ -14,5 +14,5 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
-    path("metrics", metrics.metrics_view, name="metrics"),
+    path("", include("ops.urls")),
 ]

@@ -1,53 +1,9 @@
-"""What the checks remember between runs: notifications of alert openings, each
-check's last run, the Hub's own presence (for the outage grace), pool purchases and
-the Hub database backups."""
+"""What the checks remember between runs: each check's last run, the Hub's own
+presence (for the outage grace) and the Hub database backups."""
 
 from __future__ import annotations
 
 from django.db import models
-
-
-class NotificationChannel(models.TextChoices):
-    EMAIL = "EMAIL", "staff email"
-    WEBHOOK = "WEBHOOK", "chat webhook"
-
-
-class NotificationStatus(models.TextChoices):
-    PENDING = "PENDING", "pending"
-    SENT = "SENT", "sent"
-    FAILED = "FAILED", "failed"
-
-
-class Notification(models.Model):
-    """One message about one opening of an alert on one channel, or, in a storm, about
-    many openings of one kind at once (a digest; `alert` is the first of them). The
-    dedup key (alert or storm, opening, channel) is unique, and the row is written in
-    the transaction that opens the alerts, so an opening is announced once per channel
-    whatever the broker does."""
-
-    alert = models.ForeignKey("hub.Alert", on_delete=models.CASCADE, related_name="notifications")
-    channel = models.CharField(max_length=10, choices=NotificationChannel.choices)
-    dedup_key = models.CharField(max_length=200, unique=True)
-    status = models.CharField(
-        max_length=10, choices=NotificationStatus.choices, default=NotificationStatus.PENDING, db_index=True
-    )
-    subject = models.CharField(max_length=300)
-    body = models.TextField()
-    covers = models.PositiveIntegerField(default=1, help_text="alert openings announced: more than 1 is a storm digest")
-    attempts = models.PositiveIntegerField(default=0)
-    last_error = models.TextField(blank=True, default="")
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_attempt_at = models.DateTimeField(null=True, blank=True)
-    sent_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-id"]
-
-    def __str__(self) -> str:
-        return f"{self.channel} for alert {self.alert_id} ({self.status})"
-
-    def can_send(self) -> bool:
-        return self.status == NotificationStatus.PENDING
 
 
 class CheckOutcome(models.TextChoices):
@@ -90,44 +46,6 @@ class HubPresence(models.Model):
 
     def __str__(self) -> str:
         return f"hub seen {self.beat_seen_at}, resumed {self.resumed_at}"
-
-
-class PurchaseStatus(models.TextChoices):
-    PENDING = "PENDING", "decided, not bought yet"
-    BOUGHT = "BOUGHT", "bought at the provider"
-    STARTED = "STARTED", "preparation job started"
-    FAILED = "FAILED", "failed"
-
-
-PURCHASE_OPEN_STATUSES = (PurchaseStatus.PENDING, PurchaseStatus.BOUGHT)
-
-
-class PoolPurchase(models.Model):
-    """One server the pool replenishment decided to buy. Written with its PREPARING
-    Server row, under the pool lock and before the provider is called; the idempotency
-    key is also the server's `replenish` label, so a retried purchase finds the server
-    an earlier attempt bought instead of buying another."""
-
-    idempotency_key = models.CharField(max_length=100, unique=True)
-    server = models.OneToOneField("provisioning.Server", on_delete=models.PROTECT, related_name="pool_purchase")
-    region = models.CharField(max_length=8)
-    tier = models.CharField(max_length=16)
-    status = models.CharField(
-        max_length=10, choices=PurchaseStatus.choices, default=PurchaseStatus.PENDING, db_index=True
-    )
-    attempts = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True, default="")
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["-id"]
-
-    def __str__(self) -> str:
-        return f"pool purchase {self.idempotency_key} ({self.status})"
-
-    def can_buy(self) -> bool:
-        return self.status in PURCHASE_OPEN_STATUSES
 
 
 class HubBackupStatus(models.TextChoices):

@@ -5,9 +5,10 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonRes
 from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
 
+from hub.admin_actions import ReadOnlyAdmin
 from hub.errors import DomainError
 from hub.pipeline.models import JOB_ACTIVE_STATUSES, Step
-from provisioning.models import Order, OrderStatus, Server, ServerStatus
+from provisioning.models import Order, OrderStatus, PoolPurchase, Server, ServerStatus
 from provisioning.services.orders import order_assign_server, order_cancel, order_retry
 from provisioning.services.pool import server_prepare_again, server_quarantine, server_release_to_pool
 
@@ -229,3 +230,10 @@ class ServerAdmin(admin.ModelAdmin):
             server.refresh_from_db()
             self.message_user(request, f"Server {server.pk} is {server.status}.", messages.INFO)
         return HttpResponseRedirect(reverse("admin:provisioning_server_change", args=[server.pk]))
+
+
+@admin.register(PoolPurchase)
+class PoolPurchaseAdmin(ReadOnlyAdmin):
+    list_display = ("idempotency_key", "region", "tier", "status", "server", "attempts", "created_at", "error")
+    list_select_related = ("server",)
+    list_filter = ("status", "region", "tier")

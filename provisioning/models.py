@@ -5,24 +5,13 @@ from __future__ import annotations
 
 from django.db import models
 
+from hub.catalog import Region, Tier
 from hub.crypto import EncryptedTextField
 
 
 class ServerProvider(models.TextChoices):
     NETCUP = "NETCUP", "Netcup"
     HETZNER = "HETZNER", "Hetzner Cloud"
-
-
-class Region(models.TextChoices):
-    EU = "eu", "eu (Nuremberg)"
-    US = "us", "us (Manassas/Ashburn)"
-
-
-class Tier(models.TextChoices):
-    LITE = "lite", "lite (8 GB)"
-    BUILD = "build", "build (16 GB)"
-    SCALE = "scale", "scale (32 GB)"
-    ENTERPRISE = "enterprise", "enterprise (64 GB)"
 
 
 class ServerStatus(models.TextChoices):
@@ -148,3 +137,43 @@ class Order(models.Model):
 
     def can_cancel(self) -> bool:
         return not self.is_terminal
+
+
+class PurchaseStatus(models.TextChoices):
+    PENDING = "PENDING", "decided, not bought yet"
+    BOUGHT = "BOUGHT", "bought at the provider"
+    STARTED = "STARTED", "preparation job started"
+    FAILED = "FAILED", "failed"
+
+
+PURCHASE_OPEN_STATUSES = (PurchaseStatus.PENDING, PurchaseStatus.BOUGHT)
+
+
+class PoolPurchase(models.Model):
+    """One server the pool replenishment decided to buy. Written with its PREPARING
+    Server row, under the pool lock and before the provider is called; the idempotency
+    key is also the server's `replenish` label, so a retried purchase finds the server
+    an earlier attempt bought instead of buying another."""
+
+    idempotency_key = models.CharField(max_length=100, unique=True)
+    server = models.OneToOneField(Server, on_delete=models.PROTECT, related_name="pool_purchase")
+    region = models.CharField(max_length=8)
+    tier = models.CharField(max_length=16)
+    status = models.CharField(
+        max_length=10, choices=PurchaseStatus.choices, default=PurchaseStatus.PENDING, db_index=True
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        # The table it had when the replenishment lived in monitoring.
+        db_table = "monitoring_poolpurchase"
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"pool purchase {self.idempotency_key} ({self.status})"
+
+    def can_buy(self) -> bool:
+        return self.status in PURCHASE_OPEN_STATUSES

@@ -17,8 +17,9 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from hub.alerts import alert_raise, alert_resolve
+from hub.alerts.services import alert_raise, alert_resolve
 from hub.audit import audit_record
+from hub.db.locks import single_flight
 from hub.errors import DomainError
 from hub.models import AlertSeverity, AuditEvent
 from rollouts import selectors
@@ -43,8 +44,6 @@ from tenants.models import TENANT_LIVE_STATUSES, Command, CommandStatus, Command
 logger = logging.getLogger(__name__)
 
 SYSTEM_ACTOR = "rollouts"
-# pg_try_advisory_lock key: one evaluation at a time ("HUB" "R").
-EVALUATE_LOCK_KEY = 0x4855_4252
 # repository[:tag]@sha256:<64 hex>: a release is pinned by digest, never by tag alone.
 IMAGE_RE = re.compile(r"^[a-z0-9][A-Za-z0-9._/:-]{0,250}@sha256:[0-9a-f]{64}$")
 
@@ -993,13 +992,10 @@ class EvaluateReport:
 
 def rollouts_evaluate() -> EvaluateReport:
     """The beat job: sync every update's outcome, then judge every running rollout and
-    check every rolling-back one. Single-flight across workers (advisory lock)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [EVALUATE_LOCK_KEY])
-        (locked,) = cursor.fetchone()
-    if not locked:
-        return EvaluateReport(ran=False)
-    try:
+    check every rolling-back one. Single-flight across workers."""
+    with single_flight("rollouts.evaluate") as mine:
+        if not mine:
+            return EvaluateReport(ran=False)
         report = EvaluateReport()
         report.outcomes_synced, report.rollbacks_synced = updates_sync_outcomes()
         rollout_ids = list(
@@ -1017,6 +1013,3 @@ def rollouts_evaluate() -> EvaluateReport:
             if result is not None:
                 report.results[rollout_id] = result.outcome
         return report
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [EVALUATE_LOCK_KEY])

@@ -17,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from hub.api.errors import ApiErrorSerializer
 from tenants import selectors, services
 from tenants.http import (
     INVALID_KEY_MESSAGE,
@@ -37,7 +38,6 @@ from tenants.serializers import (
     CommandOutputSerializer,
     CommandQueueInputSerializer,
     CommandResultInputSerializer,
-    ErrorSerializer,
     HeartbeatInputSerializer,
     HeartbeatOutputSerializer,
     KeyRotateOutputSerializer,
@@ -51,7 +51,7 @@ from tenants.serializers import (
     UsageReportOutputSerializer,
 )
 
-ERROR = OpenApiResponse(response=ErrorSerializer, description="`error` is a code; `detail` says what is wrong.")
+ERROR = OpenApiResponse(response=ApiErrorSerializer, description="`error` is a code; `detail` says what is wrong.")
 AGENT_ERRORS = {400: ERROR, 401: ERROR, 413: ERROR, 415: ERROR, 429: ERROR}
 COMMAND_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="the command's id")
 TENANT_ID = OpenApiParameter("id", OpenApiTypes.INT, OpenApiParameter.PATH, description="the tenant's id")

@@ -12,7 +12,7 @@ from datetime import datetime
 from django.db import models
 from django.db.models import Q
 
-from provisioning.models import Region, Tier
+from hub.catalog import Region, Tier
 
 
 class TenantStatus(models.TextChoices):

@@ -1,9 +1,9 @@
 """OpenAPI extensions of the tenants app (loaded by TenantsConfig.ready): the agent's
-Bearer API key, and strict serializers that refuse unknown fields."""
+Bearer API key, (strict input is documented by hub.api.schema)."""
 
 from typing import Any
 
-from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerExtension
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
 
 class AgentKeyScheme(OpenApiAuthenticationExtension):
@@ -17,15 +17,3 @@ class AgentKeyScheme(OpenApiAuthenticationExtension):
             "scheme": "bearer",
             "description": "The agent's API key from agent/register: `Authorization: Bearer hak_...`",
         }
-
-
-class StrictSerializerScheme(OpenApiSerializerExtension):
-    """A StrictSerializer refuses unknown fields; the schema says so."""
-
-    target_class = "tenants.serializers.StrictSerializer"
-    match_subclasses = True
-
-    def map_serializer(self, auto_schema: Any, direction: Any) -> Any:
-        schema = auto_schema._map_basic_serializer(self.target, direction)
-        schema["additionalProperties"] = False
-        return schema

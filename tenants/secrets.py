@@ -11,8 +11,8 @@ import re
 import secrets
 from dataclasses import dataclass
 
-API_KEY_SCHEME = "hak"
-REGISTRATION_TOKEN_SCHEME = "hrt"  # noqa: S105 - a scheme tag, not a secret
+from hub.tokens import API_KEY_SCHEME, REGISTRATION_TOKEN_SCHEME
+
 KEY_PREFIX_LENGTH = 12
 SECRET_BYTES = 32
 _API_KEY_RE = re.compile(r"^hak_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")

@@ -19,6 +19,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from hub.audit import audit_record
+from hub.db.locks import try_xact_lock
 from hub.errors import DomainError
 from hub.models import AuditEvent
 from tenants import keycache, redis_store
@@ -44,8 +45,6 @@ from tenants.selectors import agent_credentials_fingerprint, commands_deliverabl
 logger = logging.getLogger(__name__)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# pg_try_advisory_xact_lock key: one heartbeat flush writes at a time.
-FLUSH_LOCK_ID = 0x7E4A_F1_05
 
 
 class AgentAuthError(Exception):
@@ -449,8 +448,7 @@ def heartbeat_flush() -> FlushResult:
     if not samples:
         return FlushResult(samples=0, tenants=0)
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [FLUSH_LOCK_ID])
-        if not cursor.fetchone()[0]:
+        if not try_xact_lock("tenants.heartbeat_flush"):
             # Another flush is writing this very buffer; it will also clear it.
             return FlushResult(samples=0, tenants=0)
         updated = _samples_write(cursor, samples)

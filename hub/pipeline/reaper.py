@@ -10,17 +10,17 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from hub.db.locks import single_flight
 from hub.pipeline.engine import _queue_step, requeue_lost_step
 from hub.pipeline.models import Job, JobStatus, Step, StepStatus
 from hub.pipeline.services import job_fail_past_deadline
 
 logger = logging.getLogger(__name__)
 
-REAPER_LOCK_KEY = 0x4855_4201  # "HUB" reaper
 BATCH = 500
 
 
@@ -34,16 +34,8 @@ class ReapReport:
 
 
 def pipeline_reap() -> ReapReport:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [REAPER_LOCK_KEY])
-        (locked,) = cursor.fetchone()
-    if not locked:
-        return ReapReport(ran=False)
-    try:
-        return _reap()
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [REAPER_LOCK_KEY])
+    with single_flight("pipeline.reap") as mine:
+        return _reap() if mine else ReapReport(ran=False)
 
 
 def _reap() -> ReapReport:

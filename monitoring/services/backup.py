@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import connections
 from django.utils import timezone
 
-from hub.alerts import alert_raise, alert_resolve
+from hub.alerts.services import alert_raise, alert_resolve
 from hub.models import AlertSeverity
 from monitoring.models import HubBackup, HubBackupStatus
 

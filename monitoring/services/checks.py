@@ -14,10 +14,10 @@ from monitoring.services.health import (
     check_tls,
 )
 from monitoring.services.history import heartbeat_history_prune
-from monitoring.services.pool import pool_replenish
-from monitoring.services.reconcile import reconcile_servers
 from monitoring.services.runs import CheckResult, check_run
 from monitoring.services.stuck import check_stuck_work
+from provisioning.services.pool_replenish import pool_replenish
+from provisioning.services.reconcile import reconcile_servers
 
 CHECKS: dict[str, Callable[[], dict[str, Any]]] = {
     "heartbeats": check_heartbeats,

@@ -12,7 +12,7 @@ from django.db import transaction
 from django.db.models import Count, Max
 from django.utils import timezone
 
-from hub.alerts import Failing, alert_raise, alert_resolve, alerts_sync
+from hub.alerts.services import Failing, alert_raise, alert_resolve, alerts_sync
 from hub.audit import audit_record
 from hub.models import AlertSeverity
 from monitoring import selectors

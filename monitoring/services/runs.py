@@ -13,10 +13,10 @@ from typing import Any
 from django.db import connection
 from django.utils import timezone
 
-from hub.alerts import alert_raise, alert_resolve
+from hub.alerts.services import alert_raise, alert_resolve
+from hub.db.locks import single_flight
 from hub.models import AlertSeverity
 from monitoring.models import CheckOutcome, CheckRun
-from monitoring.services.locks import single_flight
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def check_run(name: str, check: Callable[[], dict[str, Any]]) -> CheckResult:
     raised as a MEDIUM hub alert (resolved by the next good run) and re-raised."""
     started = timezone.now()
     clock = time.monotonic()
-    with single_flight(name) as locked:
+    with single_flight(f"monitoring.check:{name}") as locked:
         if not locked:
             logger.info("check %s: another run holds the lock; skipped", name)
             return CheckResult(name=name, ran=False)

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from hub.alerts import Failing, alerts_sync
+from hub.alerts.services import Failing, alerts_sync
 from hub.models import AlertSeverity
 from hub.pipeline.reaper import pipeline_reap
 from provisioning.models import Order

@@ -9,9 +9,9 @@ from typing import Any
 import requests
 from django.conf import settings
 
-from hub.http import provider_session
+from hub.integrations.http import provider_session
+from hub.integrations.ratelimit import provider_bucket
 from hub.pipeline.spec import PermanentStepError
-from hub.ratelimit import provider_bucket
 
 TIMEOUT = (5.0, 20.0)
 

@@ -16,9 +16,9 @@ from hcloud.locations import Location
 from hcloud.server_types import ServerType
 from hcloud.servers import BoundServer
 
-from hub.http import ProviderAdapter
+from hub.integrations.http import ProviderAdapter
+from hub.integrations.ratelimit import provider_bucket
 from hub.pipeline.spec import PermanentStepError
-from hub.ratelimit import provider_bucket
 
 logger = logging.getLogger(__name__)
 

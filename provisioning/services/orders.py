@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from hub.alerts import alert_raise
+from hub.alerts.services import alert_raise
 from hub.audit import audit_record
+from hub.db.locks import xact_lock
 from hub.errors import DomainError
 from hub.models import AlertSeverity
 from hub.pipeline.models import Job, JobStatus
@@ -77,9 +77,7 @@ def domain_taken(domain: str, *, excluding_order: int | None = None) -> bool:
 def _domain_lock(domain: str) -> None:
     """Held until the caller's transaction ends: two orders for one domain, placed at
     the same moment, are checked one after the other, so only one of them is taken."""
-    key = int.from_bytes(hashlib.sha256(f"order-domain:{domain}".encode()).digest()[:8], "big", signed=True)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+    xact_lock(f"order.domain:{domain}")
 
 
 @transaction.atomic

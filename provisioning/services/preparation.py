@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from hub.alerts import alert_raise
+from hub.alerts.services import alert_raise
 from hub.models import AlertSeverity
 from hub.pipeline.context import StepContext
 from hub.pipeline.models import Job, JobStatus

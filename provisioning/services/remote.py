@@ -14,7 +14,7 @@ import paramiko
 from django.conf import settings
 from django.utils import timezone
 
-from hub.alerts import alert_raise
+from hub.alerts.services import alert_raise
 from hub.models import AlertSeverity
 from provisioning.integrations import ssh
 from provisioning.models import Server

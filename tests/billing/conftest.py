@@ -143,9 +143,9 @@ def assert_order_refused(row: StripeEvent, fragments: list[str]) -> None:
     """A paid checkout whose order cannot be provisioned: the order is FAILED with every
     reason, staff are alerted (an open alert, emailed), no provisioning job exists, and
     the event is handled (not failed and retried)."""
+    from hub.alerts.models import Notification, NotificationChannel
     from hub.models import Alert, AlertSeverity, AlertStatus
     from hub.pipeline.models import Job
-    from monitoring.models import Notification, NotificationChannel
     from provisioning.models import Order, OrderStatus
 
     assert (row.status, row.attempts, row.next_attempt_at) == ("SUCCEEDED", 1, None), row.error

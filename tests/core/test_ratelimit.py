@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from hub.ratelimit import RateLimitTimeout, TokenBucket
+from hub.integrations.ratelimit import RateLimitTimeout, TokenBucket
 
 
 def _hammer(name: str, limit: int, period: float, burst: int, until: float, out: multiprocessing.Queue) -> None:

@@ -26,8 +26,8 @@ RUN_SECONDS = 120
 
 
 def setup(state_path: Path) -> None:
+    from ops.simulation import fleet_simulate
     from rollouts.services import StageSpec, release_create, rollout_create, rollout_start
-    from tenants.simulation import fleet_simulate
     from tests.rollouts.conftest import COMPONENT, NEW, NEW_IMAGE, OLD, OLD_IMAGE
 
     simulated = fleet_simulate(count=FLEET, internal=INTERNAL)

@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 
 from hub.pipeline.models import Job
-from monitoring.models import PoolPurchase, PurchaseStatus
-from provisioning.models import Server, ServerProvider, ServerStatus
+from provisioning.models import PoolPurchase, PurchaseStatus, Server, ServerProvider, ServerStatus
 from sandbox.control import Sandbox, _http_json, free_port
 from tests import conftest as root_conftest
 from tests.conftest import ROOT, wait_for

@@ -9,10 +9,10 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from hub.alerts import Failing, alert_acknowledge, alert_raise, alert_resolve, alerts_sync
+from hub.alerts import notify as notifications
+from hub.alerts.models import Notification, NotificationChannel
+from hub.alerts.services import Failing, alert_acknowledge, alert_raise, alert_resolve, alerts_sync
 from hub.models import Alert, AlertSeverity, AlertStatus, AuditEvent
-from monitoring import notifications
-from monitoring.models import Notification, NotificationChannel
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("webhook_configured")]
 

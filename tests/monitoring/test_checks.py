@@ -12,10 +12,10 @@ from django.db import connections
 from django.test import override_settings
 from django.utils import timezone
 
+from hub.db.locks import lock_key
 from hub.models import Alert, AlertSeverity, AlertStatus
 from monitoring.models import CheckOutcome, CheckRun, HubPresence
 from monitoring.services.checks import check_execute
-from monitoring.services.locks import LOCK_NAMESPACE, lock_key
 from provisioning.models import Order, OrderStatus, Server, ServerProvider, ServerStatus
 from tenants.models import BackupReport, HeartbeatSample, Tenant
 from tests.monitoring.conftest import ago, make_tenants
@@ -235,7 +235,7 @@ def test_a_check_never_runs_twice_at_once() -> None:
     other = connections.create_connection("default")
     try:
         with other.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_lock(%s, %s)", [LOCK_NAMESPACE, lock_key("resources")])
+            cursor.execute("SELECT pg_advisory_lock(%s)", [lock_key("monitoring.check:resources")])
         # when the check is started
         result = check_execute(name="resources")
         # then it does nothing
@@ -243,7 +243,7 @@ def test_a_check_never_runs_twice_at_once() -> None:
         assert not CheckRun.objects.filter(name="resources").exists()
         # and once the other session lets go, it runs
         with other.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_NAMESPACE, lock_key("resources")])
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [lock_key("monitoring.check:resources")])
         assert check_execute(name="resources").ran is True
     finally:
         other.close()

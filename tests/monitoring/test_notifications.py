@@ -13,11 +13,12 @@ import pytest
 from django.db import transaction
 from django.test import override_settings
 
-from hub.alerts import Failing, alert_raise, alerts_sync
+from hub.alerts.models import Notification, NotificationChannel, NotificationStatus
+from hub.alerts.notify import notifications_enqueue, notifications_requeue
+from hub.alerts.services import Failing, alert_raise, alerts_sync
 from hub.celery import app
 from hub.models import Alert, AlertSeverity
-from monitoring.models import CheckRun, Notification, NotificationChannel, NotificationStatus
-from monitoring.notifications import notifications_enqueue, notifications_requeue
+from monitoring.models import CheckRun
 from tests.conftest import wait_for
 from tests.monitoring.conftest import WebhookReceiver, make_tenants
 

@@ -12,10 +12,9 @@ from django.db import connection
 from django.test import override_settings
 
 from hub.models import Alert, AlertSeverity, AlertStatus, Job
-from monitoring.models import PoolPurchase, PurchaseStatus
 from monitoring.services.checks import check_execute
-from monitoring.services.pool import pool_decide, pool_replenish
-from provisioning.models import Server, ServerProvider, ServerStatus
+from provisioning.models import PoolPurchase, PurchaseStatus, Server, ServerProvider, ServerStatus
+from provisioning.services.pool_replenish import pool_decide, pool_replenish
 from sandbox.control import Sandbox, _http_json, free_port
 from tests.monitoring.conftest import hetzner_buy
 

@@ -11,8 +11,8 @@ from django.test import override_settings
 
 from hub.models import Alert, AlertSeverity, AlertStatus
 from monitoring.services.checks import check_execute
-from monitoring.services.reconcile import orphan_subject
 from provisioning.models import Order, OrderStatus, Server, ServerProvider, ServerStatus
+from provisioning.services.reconcile import orphan_subject
 from sandbox.control import Sandbox, _http_json
 from tests.conftest import wait_for
 from tests.monitoring.conftest import hetzner_buy

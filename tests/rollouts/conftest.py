@@ -12,11 +12,11 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from rest_framework.test import APIClient
 
+from ops.simulation import fleet_simulate
 from rollouts.models import Release, Rollout
 from rollouts.services import StageSpec, release_create, rollout_create, rollouts_evaluate
 from tenants import keycache, redis_store
 from tenants.services import heartbeat_flush
-from tenants.simulation import fleet_simulate
 
 COMPONENT = "openclaw"
 OLD = "1.0.0"

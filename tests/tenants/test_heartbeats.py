@@ -11,10 +11,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from ops.simulation import fleet_simulate
 from tenants import redis_store
 from tenants.models import HeartbeatSample, Tenant
 from tenants.services import agent_key_revoke, command_record_result, heartbeat_flush
-from tenants.simulation import fleet_simulate
 from tests.conftest import wait_for
 from tests.tenants.conftest import HEARTBEAT
 

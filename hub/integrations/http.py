@@ -14,7 +14,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
-from hub.ratelimit import TokenBucket
+from hub.integrations.ratelimit import TokenBucket
 
 logger = logging.getLogger(__name__)
 

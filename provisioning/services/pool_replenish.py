@@ -21,22 +21,28 @@ from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from hub.alerts import Failing, alert_raise, alert_resolve, alerts_sync
+from hub.alerts.services import Failing, alert_raise, alert_resolve, alerts_sync
 from hub.audit import audit_record
+from hub.db.locks import xact_lock
 from hub.models import AlertSeverity, AuditEvent
 from hub.pipeline.services import job_start
 from hub.pipeline.spec import PermanentStepError
-from monitoring.models import PURCHASE_OPEN_STATUSES, PoolPurchase, PurchaseStatus
-from monitoring.services.locks import transaction_lock
 from provisioning.catalog import PLANS
 from provisioning.integrations import hetzner
-from provisioning.models import Server, ServerProvider, ServerStatus
+from provisioning.models import (
+    PURCHASE_OPEN_STATUSES,
+    PoolPurchase,
+    PurchaseStatus,
+    Server,
+    ServerProvider,
+    ServerStatus,
+)
 from provisioning.services.pool import server_set_status
 from provisioning.services.remote import hub_public_key
 
 logger = logging.getLogger(__name__)
 
-DECIDE_LOCK = "pool_replenish.decide"
+DECIDE_LOCK = "pool.replenish.decide"
 POOL_COUNTED_STATUSES = (ServerStatus.AVAILABLE, ServerStatus.PREPARING)
 # A pool whose purchase failed for good waits this long before buying again.
 FAILED_PURCHASE_BACKOFF = timedelta(hours=1)
@@ -96,7 +102,7 @@ def _new_purchase_rows(shortfall: Shortfall, count: int) -> list[tuple[Server, s
 def pool_decide() -> dict[str, Any]:
     """Under the pool lock: count, and write the purchases that fill the Hetzner
     shortfalls (at most POOL_REPLENISH_MAX_PER_RUN); alert about Netcup shortfalls."""
-    transaction_lock(DECIDE_LOCK)
+    xact_lock(DECIDE_LOCK)
     now = timezone.now()
     backing_off = set(
         PoolPurchase.objects.filter(status=PurchaseStatus.FAILED, updated_at__gt=now - FAILED_PURCHASE_BACKOFF)

@@ -13,12 +13,19 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from hub.alerts import Failing, alerts_sync
+from hub.alerts.services import Failing, alerts_sync
 from hub.audit import audit_record
 from hub.models import Alert, AlertSeverity, AlertStatus
-from monitoring.models import PURCHASE_OPEN_STATUSES, PoolPurchase
 from provisioning.integrations import hetzner
-from provisioning.models import ORDER_IN_FLIGHT_STATUSES, Order, Server, ServerProvider, ServerStatus
+from provisioning.models import (
+    ORDER_IN_FLIGHT_STATUSES,
+    PURCHASE_OPEN_STATUSES,
+    Order,
+    PoolPurchase,
+    Server,
+    ServerProvider,
+    ServerStatus,
+)
 
 logger = logging.getLogger(__name__)
 

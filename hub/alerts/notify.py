@@ -20,8 +20,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from hub.models import Alert, AlertSeverity
-from monitoring.models import Notification, NotificationChannel, NotificationStatus
+from hub.alerts.models import Alert, AlertSeverity, Notification, NotificationChannel, NotificationStatus
 
 logger = logging.getLogger(__name__)
 

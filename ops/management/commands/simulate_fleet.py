@@ -9,7 +9,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from tenants.simulation import fleet_simulate
+from ops.simulation import fleet_simulate
 
 
 class Command(BaseCommand):

@@ -19,10 +19,10 @@ from datetime import UTC, datetime, timedelta
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from hub.alerts.notify import Opening, notifications_create
 from hub.audit import audit_record
-from hub.bulksql import JSON_ROWS, json_rows
+from hub.db.bulksql import JSON_ROWS, json_rows
 from hub.models import Alert, AlertSeverity, AlertStatus, AuditEvent
-from monitoring.notifications import Opening, notifications_create
 
 logger = logging.getLogger(__name__)
 
