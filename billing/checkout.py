@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from billing import tenancy
+from billing import ports
 from billing.integrations import stripe as stripe_api
 from hub.errors import DomainError
 
@@ -36,7 +36,7 @@ def checkout_session_start(
     order, same client key) within Stripe's idempotency window gets the same session."""
     domain = domain.strip().lower().rstrip(".")
     tools = [t.strip() for t in tools if t and t.strip()]
-    errors = tenancy.order_request_errors(plan=plan, region=region, domain=domain, tools=tools)
+    errors = ports.order_request_errors(plan=plan, region=region, domain=domain, tools=tools)
     if errors:
         raise OrderRequestInvalid(errors)
     metadata = {"plan": plan, "region": region, "domain": domain, "tools": ",".join(tools)}

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 
-from billing import tenancy
-from billing.models import SUBSCRIPTION_TERMINAL_STATUSES, StripeEvent, SubscriptionStatus
-from billing.services.events import HandlerResult
+from billing import ports
+from billing.models import SUBSCRIPTION_TERMINAL_STATUSES, EventStatus, StripeEvent, SubscriptionStatus
 from billing.services.notices import notice_to_staff
 from billing.services.subscriptions import (
     SubscriptionState,
@@ -23,6 +23,30 @@ from billing.services.subscriptions import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HandlerResult:
+    """What a handler made of an event. A handler that raises has its writes rolled
+    back; one that returns `failed` keeps what it did (it is idempotent) and is retried
+    for the rest."""
+
+    status: str = EventStatus.SUCCEEDED
+    # Why it failed or was ignored; for a success, what it did.
+    detail: str = ""
+
+    @classmethod
+    def ignored(cls, why: str) -> HandlerResult:
+        return cls(EventStatus.IGNORED, why)
+
+    @classmethod
+    def failed(cls, why: str) -> HandlerResult:
+        return cls(EventStatus.FAILED, why)
+
+    @classmethod
+    def succeeded(cls, what: str = "") -> HandlerResult:
+        return cls(EventStatus.SUCCEEDED, what)
+
 
 Handler = Callable[[StripeEvent], HandlerResult]
 
@@ -186,7 +210,7 @@ def handle_checkout_completed(row: StripeEvent) -> HandlerResult:
         return HandlerResult.succeeded(f"subscription already {subscription.status}: no order")
     try:
         with transaction.atomic():
-            order = tenancy.order_create_from_checkout(
+            order = ports.order_create_from_checkout(
                 plan=plan,
                 region=metadata.get("region", ""),
                 domain=domain,

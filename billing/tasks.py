@@ -6,23 +6,23 @@ from __future__ import annotations
 from celery import shared_task
 
 from billing.services.dunning import dunning_enforce
-from billing.services.events import stripe_event_process
-from billing.services.notices import notice_send
+from billing.services.events import PROCESS_EVENT, stripe_event_process
+from billing.services.notices import SEND_NOTICE, notice_send
 from billing.services.requeue import billing_requeue
-from billing.services.usage import meter_report_send, usage_evaluate, usage_sweep
+from billing.services.usage import SEND_METER_REPORT, meter_report_send, usage_evaluate, usage_sweep
 
 
-@shared_task(name="billing.process_stripe_event", ignore_result=True)
+@shared_task(name=PROCESS_EVENT, ignore_result=True)
 def process_stripe_event(event_row_id: int) -> None:
     stripe_event_process(event_row_id=event_row_id)
 
 
-@shared_task(name="billing.send_notice", ignore_result=True)
+@shared_task(name=SEND_NOTICE, ignore_result=True)
 def send_notice(notice_id: int) -> None:
     notice_send(notice_id=notice_id)
 
 
-@shared_task(name="billing.send_meter_report", ignore_result=True)
+@shared_task(name=SEND_METER_REPORT, ignore_result=True)
 def send_meter_report(meter_report_id: int) -> None:
     meter_report_send(meter_report_id=meter_report_id)
 

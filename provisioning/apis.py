@@ -1,12 +1,12 @@
-from django.db.models import Prefetch, QuerySet
+from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from hub.pipeline.models import Step
 from provisioning.models import Order, Server
+from provisioning.selectors import orders_with_steps
 from provisioning.serializers import (
     OrderInputSerializer,
     OrderOutputSerializer,
@@ -15,11 +15,6 @@ from provisioning.serializers import (
 )
 from provisioning.services.orders import order_cancel, order_create, order_retry
 from provisioning.services.pool import server_register
-
-
-def orders_with_steps() -> QuerySet[Order]:
-    steps = Prefetch("job__steps", queryset=Step.objects.order_by("position"))
-    return Order.objects.select_related("job").prefetch_related(steps).order_by("-id")
 
 
 class OrderListCreateApi(generics.ListAPIView):

@@ -1,15 +1,30 @@
-"""Tenant lifecycle moves driven by provisioning and billing: activate once the agent
-registered, and cut an agent off when its order is rolled back."""
+"""The tenant's state machine: every move of a tenant's status is made here, checked
+against TENANT_TRANSITIONS and audited (hub.audit.status_move). Provisioning and
+billing ask for a move; they never write the status themselves.
+
+    PROVISIONING -> ACTIVE <-> SUSPENDED
+         |            \\          /
+         +-------> DEPROVISIONING -> DEPROVISIONED
+         (a tenant that never went live is closed straight to DEPROVISIONED)
+"""
 
 from __future__ import annotations
 
 from django.db import transaction
 from django.utils import timezone
 
-from hub.audit import audit_record
+from hub.audit import status_move
 from hub.errors import DomainError
-from tenants.models import RegistrationToken, Tenant, TenantStatus
-from tenants.services import agent_key_revoke
+from tenants.models import TENANT_TRANSITIONS, CommandType, RegistrationToken, Tenant, TenantStatus
+from tenants.services import agent_key_revoke, command_queue
+
+
+def _move(tenant: Tenant, new: str, *, actor: str, reason: str = "") -> bool:
+    return status_move(tenant, new, actor=actor, reason=reason, transitions=TENANT_TRANSITIONS)
+
+
+def _locked(tenant_id: int) -> Tenant | None:
+    return Tenant.objects.select_for_update().filter(pk=tenant_id).first()
 
 
 @transaction.atomic
@@ -17,14 +32,53 @@ def tenant_activate(*, tenant_id: int, actor: str) -> Tenant:
     tenant = Tenant.objects.select_for_update().get(pk=tenant_id)
     if tenant.status == TenantStatus.ACTIVE:
         return tenant
-    if tenant.status != TenantStatus.PROVISIONING:
+    if not tenant.can_activate():
         raise DomainError(f"tenant {tenant.pk} is {tenant.status}; only a provisioning tenant can be activated")
-    old = tenant.status
-    tenant.status = TenantStatus.ACTIVE
-    tenant.save(update_fields=["status"])
-    audit_record(
-        actor=actor, action="tenant.status", object_type="tenant", object_id=tenant.pk, old=old, new=tenant.status
-    )
+    _move(tenant, TenantStatus.ACTIVE, actor=actor)
+    return tenant
+
+
+@transaction.atomic
+def tenant_suspend(*, tenant_id: int, actor: str, reason: str) -> Tenant | None:
+    """SUSPENDED plus the agent's `suspend` command. A tenant still provisioning keeps
+    its status and gets the command (its agent runs it once registered); a tenant
+    already suspended or gone is left alone, so a second call does nothing."""
+    tenant = _locked(tenant_id)
+    if tenant is None or not (tenant.can_suspend() or tenant.status == TenantStatus.PROVISIONING):
+        return tenant
+    command_queue(tenant_id=tenant.pk, type=CommandType.SUSPEND, payload={"reason": reason}, actor=actor)
+    if tenant.can_suspend():
+        _move(tenant, TenantStatus.SUSPENDED, actor=actor, reason=reason)
+    return tenant
+
+
+@transaction.atomic
+def tenant_resume(*, tenant_id: int, actor: str, reason: str) -> Tenant | None:
+    """ACTIVE again plus the agent's `resume` command; like suspend, a provisioning
+    tenant gets only the command, and a tenant not suspended is left alone."""
+    tenant = _locked(tenant_id)
+    if tenant is None or not (tenant.can_resume() or tenant.status == TenantStatus.PROVISIONING):
+        return tenant
+    command_queue(tenant_id=tenant.pk, type=CommandType.RESUME, payload={"reason": reason}, actor=actor)
+    if tenant.can_resume():
+        _move(tenant, TenantStatus.ACTIVE, actor=actor, reason=reason)
+    return tenant
+
+
+def tenant_deprovision_begin(*, tenant: Tenant, actor: str, reason: str) -> None:
+    """With the tenant locked: DEPROVISIONING, unless it is on its way out already."""
+    if tenant.can_deprovision():
+        _move(tenant, TenantStatus.DEPROVISIONING, actor=actor, reason=reason)
+
+
+@transaction.atomic
+def tenant_deprovision_finish(*, tenant_id: int, actor: str, reason: str) -> Tenant:
+    """The agent's keys revoked and the tenant DEPROVISIONED (a second call only
+    revokes again, which finds nothing)."""
+    tenant = Tenant.objects.select_for_update().get(pk=tenant_id)
+    agent_key_revoke(tenant_id=tenant.pk, actor=actor, reason="deprovisioned")
+    if tenant.status != TenantStatus.DEPROVISIONED:
+        _move(tenant, TenantStatus.DEPROVISIONED, actor=actor, reason=reason)
     return tenant
 
 
@@ -37,14 +91,4 @@ def agent_access_revoke(*, tenant_id: int, actor: str, reason: str) -> None:
     agent_key_revoke(tenant_id=tenant_id, actor=actor, reason=reason)
     tenant = Tenant.objects.select_for_update().get(pk=tenant_id)
     if tenant.status == TenantStatus.PROVISIONING:
-        tenant.status = TenantStatus.DEPROVISIONED
-        tenant.save(update_fields=["status"])
-        audit_record(
-            actor=actor,
-            action="tenant.status",
-            object_type="tenant",
-            object_id=tenant.pk,
-            old=TenantStatus.PROVISIONING,
-            new=TenantStatus.DEPROVISIONED,
-            reason=reason,
-        )
+        _move(tenant, TenantStatus.DEPROVISIONED, actor=actor, reason=reason)

@@ -23,6 +23,17 @@ class TenantStatus(models.TextChoices):
     DEPROVISIONED = "DEPROVISIONED", "deprovisioned"
 
 
+# Every move a tenant's status may make (tenants.lifecycle makes them).
+TENANT_TRANSITIONS: dict[str, frozenset[str]] = {
+    TenantStatus.PROVISIONING: frozenset(
+        {TenantStatus.ACTIVE, TenantStatus.DEPROVISIONING, TenantStatus.DEPROVISIONED}
+    ),
+    TenantStatus.ACTIVE: frozenset({TenantStatus.SUSPENDED, TenantStatus.DEPROVISIONING}),
+    TenantStatus.SUSPENDED: frozenset({TenantStatus.ACTIVE, TenantStatus.DEPROVISIONING}),
+    TenantStatus.DEPROVISIONING: frozenset({TenantStatus.DEPROVISIONED}),
+    TenantStatus.DEPROVISIONED: frozenset(),
+}
+
 # A tenant in one of these has a server and (once registered) a live agent.
 TENANT_LIVE_STATUSES = (TenantStatus.PROVISIONING, TenantStatus.ACTIVE, TenantStatus.SUSPENDED)
 TENANT_TERMINAL_STATUSES = (TenantStatus.DEPROVISIONED,)
@@ -73,6 +84,18 @@ class Tenant(models.Model):
 
     def can_register_agent(self) -> bool:
         return self.status in TENANT_LIVE_STATUSES
+
+    def can_activate(self) -> bool:
+        return TenantStatus.ACTIVE in TENANT_TRANSITIONS[self.status] and self.status != TenantStatus.SUSPENDED
+
+    def can_suspend(self) -> bool:
+        return TenantStatus.SUSPENDED in TENANT_TRANSITIONS[self.status]
+
+    def can_resume(self) -> bool:
+        return self.status == TenantStatus.SUSPENDED
+
+    def can_deprovision(self) -> bool:
+        return TenantStatus.DEPROVISIONING in TENANT_TRANSITIONS[self.status]
 
 
 class AgentCredential(models.Model):

@@ -8,7 +8,15 @@ from typing import Any
 from django.db import connection
 from django.db.models import Count, Max, Q, QuerySet
 
-from tenants.models import COMMAND_OPEN_STATUSES, AgentCredential, Command, CommandStatus, Tenant
+from tenants.models import (
+    COMMAND_OPEN_STATUSES,
+    AgentCredential,
+    BackupOutcome,
+    BackupReport,
+    Command,
+    CommandStatus,
+    Tenant,
+)
 
 
 def tenant_list(*, filters: dict[str, Any] | None = None) -> QuerySet[Tenant]:
@@ -89,3 +97,12 @@ def agent_credentials_fingerprint() -> str:
     )
     last = row["last"].isoformat() if row["last"] else "-"
     return f"{row['count']}:{last}"
+
+
+def final_backup_confirmed(*, tenant_id: int, since: datetime) -> bool:
+    """A backup that ran after `since` succeeded for every database and its off-site
+    copy was uploaded: the data the customer left is safe before the server is wiped
+    (a copy that stayed on the server is wiped with it)."""
+    return BackupReport.objects.filter(
+        tenant_id=tenant_id, last_run__gte=since, outcome=BackupOutcome.SUCCESS, remote_sync__status="success"
+    ).exists()

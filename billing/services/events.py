@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import random
 import traceback
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -20,36 +19,18 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from billing.handlers import HandlerResult, handler_for
 from billing.models import EVENT_CLAIMABLE_STATUSES, EventStatus, StripeEvent
+from billing.services.notices import notice_to_staff
 from hub.audit import audit_record
 from hub.errors import DomainError
+from hub.queue import enqueue_on_commit
+
+PROCESS_EVENT = "billing.process_stripe_event"
 
 logger = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 3600
-
-
-@dataclass(frozen=True)
-class HandlerResult:
-    """What a handler made of an event. A handler that raises has its writes rolled
-    back; one that returns `failed` keeps what it did (it is idempotent) and is retried
-    for the rest."""
-
-    status: str = EventStatus.SUCCEEDED
-    # Why it failed or was ignored; for a success, what it did.
-    detail: str = ""
-
-    @classmethod
-    def ignored(cls, why: str) -> HandlerResult:
-        return cls(EventStatus.IGNORED, why)
-
-    @classmethod
-    def failed(cls, why: str) -> HandlerResult:
-        return cls(EventStatus.FAILED, why)
-
-    @classmethod
-    def succeeded(cls, what: str = "") -> HandlerResult:
-        return cls(EventStatus.SUCCEEDED, what)
 
 
 def _subscription_ref(event: dict[str, Any]) -> str:
@@ -92,12 +73,7 @@ def stripe_event_receive(*, event: dict[str, Any]) -> tuple[StripeEvent, bool]:
 
 
 def _enqueue_on_commit(event_row_id: int, countdown: float = 0) -> None:
-    from billing.tasks import process_stripe_event
-
-    def send() -> None:
-        process_stripe_event.apply_async((event_row_id,), countdown=countdown or None)
-
-    transaction.on_commit(send)
+    enqueue_on_commit(PROCESS_EVENT, event_row_id, countdown=countdown)
 
 
 def _claim(event_row_id: int) -> StripeEvent | None:
@@ -134,8 +110,6 @@ def _finish(row: StripeEvent, result: HandlerResult) -> None:
         row.next_attempt_at = now + timedelta(seconds=delay)
         _enqueue_on_commit(row.pk, countdown=min(delay, settings.PIPELINE_MAX_BROKER_COUNTDOWN))
     elif result.status == EventStatus.FAILED:
-        from billing.services.notices import notice_to_staff
-
         notice_to_staff(
             kind="event_failed",
             subject=f"Stripe event {row.stripe_event_id} failed for good",
@@ -148,8 +122,6 @@ def _finish(row: StripeEvent, result: HandlerResult) -> None:
 def stripe_event_process(*, event_row_id: int) -> StripeEvent | None:
     """Claim and handle one stored event. None when another worker has it or it is
     already finished (a duplicate message)."""
-    from billing.handlers import handler_for
-
     row = _claim(event_row_id)
     if row is None:
         return None

@@ -11,6 +11,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from billing.models import Notice, NoticeAudience, NoticeStatus
+from hub.queue import enqueue_on_commit
+
+SEND_NOTICE = "billing.send_notice"
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +39,7 @@ def notice_queue(
             )
     except IntegrityError:
         return None
-    from billing.tasks import send_notice
-
-    transaction.on_commit(lambda: send_notice.delay(notice.pk))
+    enqueue_on_commit(SEND_NOTICE, notice.pk)
     return notice
 
 

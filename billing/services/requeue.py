@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import partial
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from billing.models import MeterReport, MeterReportStatus, Notice, NoticeStatus
 from billing.services.events import stripe_events_requeue
+from billing.services.notices import SEND_NOTICE
+from billing.services.usage import SEND_METER_REPORT
+from hub.queue import enqueue_on_commit
 
 MAX_SEND_ATTEMPTS = 10
 
@@ -25,8 +26,6 @@ class RequeueReport:
 
 
 def billing_requeue() -> RequeueReport:
-    from billing.tasks import send_meter_report, send_notice
-
     report = RequeueReport(events=stripe_events_requeue())
     before = timezone.now() - timedelta(seconds=settings.BILLING_EVENT_LOST_AFTER)
     report.notices = list(
@@ -44,7 +43,7 @@ def billing_requeue() -> RequeueReport:
         ).values_list("id", flat=True)[:500]
     )
     for notice_id in report.notices:
-        transaction.on_commit(partial(send_notice.delay, notice_id))
+        enqueue_on_commit(SEND_NOTICE, notice_id)
     for meter_report_id in report.meter_reports:
-        transaction.on_commit(partial(send_meter_report.delay, meter_report_id))
+        enqueue_on_commit(SEND_METER_REPORT, meter_report_id)
     return report

@@ -17,7 +17,7 @@ from django.db import transaction
 from django.db.models import Max, Min
 from django.utils import timezone
 
-from billing import tenancy
+from billing import ports
 from billing.models import (
     SUBSCRIPTION_DUNNING_STATUSES,
     SUBSCRIPTION_PAID_STATUSES,
@@ -330,7 +330,7 @@ def _open_tier_change_task(subscription: Subscription) -> None:
 
 def _tenant_id(subscription: Subscription) -> int | None:
     if subscription.tenant_id is None:
-        tenant_id = tenancy.tenant_for_subscription(
+        tenant_id = ports.tenant_for_subscription(
             stripe_subscription_id=subscription.stripe_subscription_id, domain=subscription.domain
         )
         if tenant_id is not None:
@@ -349,7 +349,7 @@ def _suspend(subscription: Subscription, *, reason: str, why: str) -> None:
         fields.append("suspended_at")
         tenant_id = _tenant_id(subscription)
         if tenant_id is not None:
-            tenancy.tenant_suspend(tenant_id=tenant_id, reason=why)
+            ports.tenant_suspend(tenant_id=tenant_id, reason=why)
         else:
             logger.warning("subscription %s suspended with no tenant yet", subscription.stripe_subscription_id)
     subscription.save(update_fields=fields)
@@ -442,7 +442,7 @@ def subscription_resume(*, subscription: Subscription) -> None:
     suspended_at = subscription.suspended_at
     tenant_id = _tenant_id(subscription)
     if tenant_id is not None:
-        tenancy.tenant_resume(tenant_id=tenant_id, reason="invoice paid")
+        ports.tenant_resume(tenant_id=tenant_id, reason="invoice paid")
     subscription.suspended_at = None
     subscription.suspension_reason = SuspensionReason.NONE
     subscription.save(update_fields=["suspended_at", "suspension_reason", "updated_at"])
@@ -476,7 +476,7 @@ def subscription_deprovision(*, subscription_id: int) -> bool:
     tenant_id = _tenant_id(subscription)
     if tenant_id is not None:
         since = subscription.suspended_at or subscription.deprovision_due_at
-        if not tenancy.tenant_final_backup_confirmed(tenant_id=tenant_id, since=since):  # type: ignore[arg-type]
+        if not ports.tenant_final_backup_confirmed(tenant_id=tenant_id, since=since):  # type: ignore[arg-type]
             notice_to_staff(
                 kind="final_backup_missing",
                 subject=f"no final backup for {_label(subscription)}",
@@ -487,7 +487,7 @@ def subscription_deprovision(*, subscription_id: int) -> bool:
                 dedup_key=f"final_backup_missing:{subscription.stripe_subscription_id}",
             )
             return False
-        tenancy.tenant_deprovision_start(tenant_id=tenant_id, reason="subscription cancelled; retention period over")
+        ports.tenant_deprovision_start(tenant_id=tenant_id, reason="subscription cancelled; retention period over")
     subscription.deprovision_started_at = now
     subscription.save(update_fields=["deprovision_started_at", "updated_at"])
     audit_record(
@@ -566,7 +566,7 @@ def subscription_suspension_catch_up(*, subscription_id: int) -> bool:
     tenant_id = _tenant_id(subscription)
     if tenant_id is None:
         return False
-    tenancy.tenant_suspend(tenant_id=tenant_id, reason=f"billing: {subscription.get_suspension_reason_display()}")
+    ports.tenant_suspend(tenant_id=tenant_id, reason=f"billing: {subscription.get_suspension_reason_display()}")
     audit_record(
         actor=ACTOR,
         action="subscription.suspend",

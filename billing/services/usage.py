@@ -12,10 +12,13 @@ from django.db import transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from billing import tenancy
+from billing import ports
 from billing.integrations import stripe as stripe_api
 from billing.models import MeterReport, MeterReportStatus, Subscription, UsagePeriod
 from billing.services.notices import notice_to_customer, notice_to_staff
+from hub.queue import enqueue_on_commit
+
+SEND_METER_REPORT = "billing.send_meter_report"
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +70,7 @@ def usage_evaluate(*, tenant_id: int, period: str) -> UsagePeriod:
     total = _usage_reports().filter(tenant_id=tenant_id, period=period).aggregate(total=Sum("tokens"))["total"] or 0
     subscription = _subscription_for_tenant(tenant_id)
     plan = (subscription.plan if subscription else "") or _tenant_plan(tenant_id)
-    pool = tenancy.plan_token_pool(plan=plan)
+    pool = ports.plan_token_pool(plan=plan)
     usage, _ = UsagePeriod.objects.get_or_create(
         tenant_id=tenant_id, period=period, defaults={"token_pool": pool, "subscription": subscription}
     )
@@ -97,9 +100,7 @@ def usage_evaluate(*, tenant_id: int, period: str) -> UsagePeriod:
         )
         usage.overage_metered = usage.overage
         fields.append("overage_metered")
-        from billing.tasks import send_meter_report
-
-        transaction.on_commit(lambda: send_meter_report.delay(report.pk))
+        enqueue_on_commit(SEND_METER_REPORT, report.pk)
     usage.save(update_fields=fields)
     return usage
 

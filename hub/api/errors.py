@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
-from rest_framework import exceptions, serializers, status
+from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -13,9 +13,10 @@ from hub.errors import DomainError
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Every error is JSON with an `error` code and a `detail`; domain errors from the
-    services become 409 (a legal request the current state refuses), never a 500."""
+    services answer with their own status (409 for a legal request the current state
+    refuses, 404 for an object that does not exist), never a 500."""
     if isinstance(exc, DomainError):
-        return Response({"error": exc.code, "detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response({"error": exc.code, "detail": str(exc)}, status=exc.http_status)
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(detail=exc.messages)
     response = drf_exception_handler(exc, context)

@@ -50,6 +50,7 @@ from hub.pipeline.models import (
     StopReason,
 )
 from hub.pipeline.spec import Pipeline, RetryPolicy, StepDeferred, StepSpec
+from hub.queue import enqueue_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -61,19 +62,12 @@ QUICK_ACTION_SECONDS = 1.0
 # --- enqueueing ------------------------------------------------------------------
 
 
+RUN_STEP = "hub.pipeline.run_step"
+
+
 def enqueue_step(step: Step, *, queue: str, countdown: float | None = None) -> None:
     """Send the step's message once the surrounding transaction commits."""
-    from hub.pipeline.tasks import run_step
-
-    step_id = step.pk
-
-    def send() -> None:
-        options: dict[str, Any] = {"queue": queue}
-        if countdown:
-            options["countdown"] = countdown
-        run_step.apply_async(args=[step_id], **options)
-
-    transaction.on_commit(send)
+    enqueue_on_commit(RUN_STEP, step.pk, queue=queue, countdown=countdown)
 
 
 def _queue_step(step: Step, job: Job, now: datetime) -> None:

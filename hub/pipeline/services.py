@@ -9,7 +9,7 @@ from django.db.models import Min
 from django.utils import timezone
 
 from hub.audit import audit_record
-from hub.errors import DomainError
+from hub.errors import DomainError, NotFound
 from hub.pipeline import registry
 from hub.pipeline.engine import advance_job, begin_compensation, set_job_status
 from hub.pipeline.models import Job, JobStatus, Step, StepKind, StepStatus, StopReason
@@ -61,7 +61,7 @@ def job_start(
 def _locked_job(job_id: int) -> Job:
     job = Job.objects.select_for_update().filter(pk=job_id).first()
     if job is None:
-        raise DomainError(f"job {job_id} does not exist", code="not_found")
+        raise NotFound(f"job {job_id} does not exist")
     return job
 
 

@@ -1,10 +1,10 @@
 from celery import shared_task
 
-from hub.pipeline.engine import execute_step
+from hub.pipeline.engine import RUN_STEP, execute_step
 from hub.pipeline.reaper import pipeline_reap
 
 
-@shared_task(name="hub.pipeline.run_step", ignore_result=True)
+@shared_task(name=RUN_STEP, ignore_result=True)
 def run_step(step_id: int) -> None:
     """Run one step. Delivery is at least once; the claim in the database makes the
     step's action run once per attempt however often the message arrives."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from hub.audit import audit_record
 from hub.pipeline.context import StepContext
 from hub.pipeline.models import Job
 from hub.pipeline.services import job_start
@@ -17,36 +16,22 @@ from provisioning.providers import backend_for
 from provisioning.services import remote
 from provisioning.services.pool import server_set_status
 from provisioning.services.steps import dns_names
+from tenants import lifecycle
+from tenants.models import Tenant
 
 PIPELINE = "deprovision_tenant"
 
 
-def _tenant(ctx: StepContext):  # type: ignore[no-untyped-def]
-    from tenants.models import Tenant
-
+def _tenant(ctx: StepContext) -> Tenant:
     return Tenant.objects.select_related("server").get(pk=int(ctx.subject_id))
 
 
 def tenant_deprovision_start(*, tenant_id: int, reason: str, actor: str = "billing") -> Job:
     """Move the tenant to DEPROVISIONING and start its job; calling it again returns
     the job the first call started."""
-    from tenants.models import Tenant, TenantStatus
-
     with transaction.atomic():
         tenant = Tenant.objects.select_for_update().get(pk=tenant_id)
-        if tenant.status not in (TenantStatus.DEPROVISIONING, TenantStatus.DEPROVISIONED):
-            old = tenant.status
-            tenant.status = TenantStatus.DEPROVISIONING
-            tenant.save(update_fields=["status"])
-            audit_record(
-                actor=actor,
-                action="tenant.status",
-                object_type="tenant",
-                object_id=tenant.pk,
-                old=old,
-                new=tenant.status,
-                reason=reason,
-            )
+        lifecycle.tenant_deprovision_begin(tenant=tenant, actor=actor, reason=reason)
         return job_start(
             pipeline=PIPELINE,
             subject_type="tenant",
@@ -114,23 +99,7 @@ def release_server(ctx: StepContext) -> dict[str, object]:
 
 
 def finish(ctx: StepContext) -> None:
-    from tenants.models import Tenant, TenantStatus
-    from tenants.services import agent_key_revoke
-
-    with transaction.atomic():
-        tenant = Tenant.objects.select_for_update().get(pk=int(ctx.subject_id))
-        agent_key_revoke(tenant_id=tenant.pk, actor="provisioning", reason="deprovisioned")
-        if tenant.status != TenantStatus.DEPROVISIONED:
-            old = tenant.status
-            tenant.status = TenantStatus.DEPROVISIONED
-            tenant.save(update_fields=["status"])
-            audit_record(
-                actor="provisioning",
-                action="tenant.status",
-                object_type="tenant",
-                object_id=tenant.pk,
-                old=old,
-                new=tenant.status,
-                reason=str(ctx.context.get("reason", "")),
-            )
+    tenant = lifecycle.tenant_deprovision_finish(
+        tenant_id=int(ctx.subject_id), actor="provisioning", reason=str(ctx.context.get("reason", ""))
+    )
     ctx.log(f"tenant {tenant.pk} deprovisioned")

@@ -11,7 +11,7 @@ from django.utils import timezone
 from hub.alerts.services import alert_raise
 from hub.audit import audit_record
 from hub.db.locks import xact_lock
-from hub.errors import DomainError
+from hub.errors import DomainError, NotFound
 from hub.models import AlertSeverity
 from hub.pipeline.models import Job, JobStatus
 from hub.pipeline.services import job_cancel, job_retry, job_start
@@ -183,7 +183,7 @@ def order_start_provisioning(*, order: Order) -> Job:
 def _locked_order(order_id: int) -> Order:
     order = Order.objects.select_for_update().filter(pk=order_id).first()
     if order is None:
-        raise DomainError(f"order {order_id} does not exist", code="not_found")
+        raise NotFound(f"order {order_id} does not exist")
     return order
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.db import transaction
 
 from hub.audit import audit_record
-from hub.errors import DomainError
+from hub.errors import DomainError, NotFound
 from provisioning.models import Server, ServerProvider, ServerStatus
 
 
@@ -118,7 +118,7 @@ def server_prepare_again(*, server_id: int, actor: str) -> Server:
 
     server = Server.objects.select_for_update().filter(pk=server_id).first()
     if server is None:
-        raise DomainError(f"server {server_id} does not exist", code="not_found")
+        raise NotFound(f"server {server_id} does not exist")
     if server.status not in (ServerStatus.QUARANTINED, ServerStatus.AVAILABLE, ServerStatus.PREPARING):
         raise DomainError(f"server {server.pk} is {server.status}; only a quarantined or pool server is prepared again")
     if Job.objects.filter(

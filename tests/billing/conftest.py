@@ -16,7 +16,7 @@ import requests
 from django.conf import settings
 from django.test import Client
 
-from billing import tenancy
+from billing import ports
 from billing.models import StripeEvent
 from billing.services.events import stripe_event_process
 from sandbox import stripe_events
@@ -200,10 +200,10 @@ def fake_tenancy(monkeypatch: pytest.MonkeyPatch) -> FakeTenancy:
         fake.orders.append(kwargs)
         return kwargs
 
-    monkeypatch.setattr(tenancy, "tenant_for_subscription", tenant_for_subscription)
-    monkeypatch.setattr(tenancy, "tenant_suspend", suspend)
-    monkeypatch.setattr(tenancy, "tenant_resume", resume)
-    monkeypatch.setattr(tenancy, "tenant_final_backup_confirmed", backup_confirmed)
-    monkeypatch.setattr(tenancy, "tenant_deprovision_start", deprovision)
-    monkeypatch.setattr(tenancy, "order_create_from_checkout", create_order)
+    monkeypatch.setattr(ports, "tenant_for_subscription", tenant_for_subscription)
+    monkeypatch.setattr(ports, "tenant_suspend", suspend)
+    monkeypatch.setattr(ports, "tenant_resume", resume)
+    monkeypatch.setattr(ports, "tenant_final_backup_confirmed", backup_confirmed)
+    monkeypatch.setattr(ports, "tenant_deprovision_start", deprovision)
+    monkeypatch.setattr(ports, "order_create_from_checkout", create_order)
     return fake

@@ -12,7 +12,7 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from billing import tenancy
+from billing import ports
 from billing.models import Notice, StripeEvent, Subscription, SuspensionReason
 from billing.services.dunning import dunning_enforce
 from sandbox import stripe_events as se
@@ -139,8 +139,8 @@ def test_the_deprovisioning_job_is_started_through_provisioning_once() -> None:
     )
     tenant = Tenant.objects.create(domain="leaving.example.com", status=TenantStatus.SUSPENDED, server=server)
 
-    tenancy.tenant_deprovision_start(tenant_id=tenant.pk, reason="retention over")
-    tenancy.tenant_deprovision_start(tenant_id=tenant.pk, reason="retention over")
+    ports.tenant_deprovision_start(tenant_id=tenant.pk, reason="retention over")
+    ports.tenant_deprovision_start(tenant_id=tenant.pk, reason="retention over")
 
     tenant.refresh_from_db()
     assert tenant.status == TenantStatus.DEPROVISIONING
@@ -155,13 +155,13 @@ def test_suspend_and_resume_reach_the_tenant_and_its_agent() -> None:
 
     tenant = Tenant.objects.create(domain="suspend-me.example.com", status=TenantStatus.ACTIVE)
 
-    tenancy.tenant_suspend(tenant_id=tenant.pk, reason="unpaid")
-    tenancy.tenant_suspend(tenant_id=tenant.pk, reason="unpaid")
+    ports.tenant_suspend(tenant_id=tenant.pk, reason="unpaid")
+    ports.tenant_suspend(tenant_id=tenant.pk, reason="unpaid")
     tenant.refresh_from_db()
     assert tenant.status == TenantStatus.SUSPENDED
     assert tenant.commands.filter(type="suspend").count() == 1
 
-    tenancy.tenant_resume(tenant_id=tenant.pk, reason="paid")
+    ports.tenant_resume(tenant_id=tenant.pk, reason="paid")
     tenant.refresh_from_db()
     assert tenant.status == TenantStatus.ACTIVE
     assert tenant.commands.filter(type="resume").count() == 1
@@ -173,7 +173,7 @@ def test_the_tenant_of_a_subscription_is_found_by_its_domain() -> None:
     tenant = Tenant.objects.create(domain="found.example.com", status=TenantStatus.ACTIVE)
     Tenant.objects.create(domain="other.example.com", status=TenantStatus.ACTIVE)
 
-    found = tenancy.tenant_for_subscription(stripe_subscription_id="sub_unknown", domain="found.example.com")
+    found = ports.tenant_for_subscription(stripe_subscription_id="sub_unknown", domain="found.example.com")
 
     assert found == tenant.pk
 
@@ -187,7 +187,7 @@ def test_a_tenant_another_subscription_ordered_is_never_found_by_its_domain() ->
         domain="ordered.example.com", stripe_subscription_id="sub_owner", tenant=tenant, status=OrderStatus.FULFILLED
     )
 
-    found = tenancy.tenant_for_subscription(stripe_subscription_id="sub_no_order", domain="ordered.example.com")
+    found = ports.tenant_for_subscription(stripe_subscription_id="sub_no_order", domain="ordered.example.com")
 
     assert found is None
 
@@ -217,10 +217,10 @@ def test_one_failing_subscription_does_not_stop_the_check_for_the_others(
 
     def deprovision(*, tenant_id: int, reason: str) -> None:
         if tenant_id == TENANT:
-            raise tenancy.TenancyUnavailable("provisioning.services.deprovision is not available")
+            raise ConnectionError("provisioning.services.deprovision is not available")
         fake_tenancy.calls.append(("deprovision", tenant_id, reason))
 
-    monkeypatch.setattr(tenancy, "tenant_deprovision_start", deprovision)
+    monkeypatch.setattr(ports, "tenant_deprovision_start", deprovision)
     with time_machine.travel(timezone.now() + timedelta(days=31), tick=False):
         report = dunning_enforce()
 
@@ -288,7 +288,7 @@ def test_the_final_backup_counts_only_a_successful_uploaded_one_since_the_suspen
     since = timezone.now() - timedelta(days=10)
 
     def confirmed() -> bool:
-        return tenancy.tenant_final_backup_confirmed(tenant_id=tenant.pk, since=since)
+        return ports.tenant_final_backup_confirmed(tenant_id=tenant.pk, since=since)
 
     assert confirmed() is False  # no backup at all
     backup(tenant, last_run=since - timedelta(minutes=1), outcome=BackupOutcome.SUCCESS)

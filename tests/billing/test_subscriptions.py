@@ -98,13 +98,13 @@ def test_lost_and_stuck_events_are_rung_again(deliver: Callable[..., Any], setti
 
 def test_the_tenant_is_found_through_the_order_of_the_subscription() -> None:
     pytest.importorskip("provisioning.services.orders")
-    from billing import tenancy
+    from billing import ports
     from provisioning.models import Order
     from tenants.models import Tenant, TenantStatus
 
     tenant = Tenant.objects.create(domain="by-order.example.com", status=TenantStatus.ACTIVE)
     Order.objects.create(domain="by-order.example.com", stripe_subscription_id="sub_by_order", tenant=tenant)
 
-    found = tenancy.tenant_for_subscription(stripe_subscription_id="sub_by_order", domain="")
+    found = ports.tenant_for_subscription(stripe_subscription_id="sub_by_order", domain="")
 
     assert found == tenant.pk
