@@ -47,12 +47,14 @@ def status_move(
     transitions: Mapping[str, Collection[str]] | None = None,
     field: str = "status",
     object_type: str | None = None,
+    action: str | None = None,
     as_recorded: Callable[[str], Any] | None = None,
 ) -> bool:
     """Move `obj.<field>` to `new`, save exactly that column (with `fields`, and
-    `updated_at` where the model has one) and write the audit row
-    `<object_type>.<field>` with the old and new value (`as_recorded` shapes them, for a
-    trail that records more than the bare value). A move the transition map does not
+    `updated_at` where the model has one) and write the audit row, `<object_type>.<field>`
+    unless the move has a name of its own (`action`, e.g. "order.retry"), with the old
+    and new value (`as_recorded` shapes them, for a trail that records more than the
+    bare value). A move the transition map does not
     allow raises IllegalMove; moving to the current value does nothing (False)."""
     old = getattr(obj, field)
     if old == new:
@@ -68,7 +70,7 @@ def status_move(
     shape = as_recorded or (lambda value: value)
     audit_record(
         actor=actor,
-        action=f"{kind}.{field}",
+        action=action or f"{kind}.{field}",
         object_type=kind,
         object_id=obj.pk,
         old=shape(old),
@@ -76,4 +78,3 @@ def status_move(
         reason=reason,
     )
     return True
-

@@ -23,6 +23,27 @@ class ServerStatus(models.TextChoices):
     DELETED = "DELETED", "deleted"
 
 
+# Every move a server's status may make (provisioning.services.pool.server_set_status).
+_QUARANTINE = ServerStatus.QUARANTINED
+SERVER_TRANSITIONS: dict[str, frozenset[str]] = {
+    # prepared, or failed preparation; a bought server whose purchase failed is dropped
+    ServerStatus.PREPARING: frozenset({ServerStatus.AVAILABLE, _QUARANTINE, ServerStatus.DELETED}),
+    # taken by an order (or assigned by staff), re-prepared or quarantined by staff
+    ServerStatus.AVAILABLE: frozenset({ServerStatus.ALLOCATED, ServerStatus.PREPARING, _QUARANTINE}),
+    # wiped after its tenant, deleted at Hetzner, re-prepared for the pool, or given
+    # back (untouched) / quarantined (touched) when its order rolled back
+    ServerStatus.ALLOCATED: frozenset(
+        {ServerStatus.RELEASING, ServerStatus.DELETED, ServerStatus.PREPARING, ServerStatus.AVAILABLE, _QUARANTINE}
+    ),
+    ServerStatus.RELEASING: frozenset(
+        {ServerStatus.DELETED, ServerStatus.PREPARING, ServerStatus.AVAILABLE, _QUARANTINE}
+    ),
+    # checked by staff: back to the pool, prepared again, or deleted with its tenant
+    ServerStatus.QUARANTINED: frozenset({ServerStatus.AVAILABLE, ServerStatus.PREPARING, ServerStatus.DELETED}),
+    ServerStatus.DELETED: frozenset(),
+}
+
+
 class Server(models.Model):
     provider = models.CharField(max_length=20, choices=ServerProvider.choices)
     region = models.CharField(max_length=8, choices=Region.choices)
@@ -88,6 +109,18 @@ ORDER_TERMINAL_STATUSES = (
     OrderStatus.CANCELLED,
 )
 ORDER_IN_FLIGHT_STATUSES = tuple(s for s in ORDER_FLOW if s not in ORDER_TERMINAL_STATUSES)
+_ORDER_ENDS = frozenset({OrderStatus.FAILED, OrderStatus.ROLLED_BACK, OrderStatus.CANCELLED})
+# An order moves forward along the flow, or ends; an order that ended without being
+# fulfilled can be retried (back into the flow). FULFILLED is final.
+ORDER_TRANSITIONS: dict[str, frozenset[str]] = {
+    **{
+        status: frozenset(ORDER_FLOW[position + 1 :]) | _ORDER_ENDS
+        for position, status in enumerate(ORDER_FLOW)
+        if status != OrderStatus.FULFILLED
+    },
+    OrderStatus.FULFILLED: frozenset(),
+    **{status: frozenset(ORDER_FLOW) for status in _ORDER_ENDS},
+}
 
 
 class OrderMode(models.TextChoices):

@@ -9,7 +9,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from hub.alerts.services import alert_raise
-from hub.audit import audit_record
+from hub.audit import audit_record, status_move
 from hub.db.locks import xact_lock
 from hub.errors import DomainError, NotFound
 from hub.models import AlertSeverity
@@ -19,12 +19,14 @@ from provisioning import catalog
 from provisioning.models import (
     ORDER_FLOW,
     ORDER_IN_FLIGHT_STATUSES,
+    ORDER_TRANSITIONS,
     Order,
     OrderMode,
     OrderStatus,
     Server,
     ServerStatus,
 )
+from provisioning.services.pool import server_set_status
 
 logger = logging.getLogger(__name__)
 
@@ -32,35 +34,20 @@ PIPELINE = "provision_order"
 
 
 def order_set_status(order: Order, new_status: str, *, actor: str = "system", reason: str = "") -> None:
-    """Move along the flow (never backwards), or to a terminal status. An order
-    already at or past the status stays where it is, so steps can be re-run."""
+    """Move along the flow, or to an end (ORDER_TRANSITIONS). An order already past the
+    status stays where it is, so steps can be re-run."""
     old = order.status
-    if old == new_status:
+    if new_status in ORDER_FLOW and old in ORDER_FLOW and ORDER_FLOW.index(new_status) < ORDER_FLOW.index(old):
         return
-    if new_status in ORDER_FLOW and old in ORDER_FLOW:
-        if ORDER_FLOW.index(new_status) < ORDER_FLOW.index(old):
-            return
-    elif order.is_terminal and new_status not in ORDER_FLOW:
-        raise DomainError(f"order {order.pk} is {old}; it cannot become {new_status}")
-    order.status = new_status
     order.status_changed_at = timezone.now()
-    fields = ["status", "status_changed_at", "updated_at"]
+    fields = ["status_changed_at"]
     if new_status == OrderStatus.FULFILLED:
         order.fulfilled_at = order.status_changed_at
         fields.append("fulfilled_at")
     if reason and new_status in (OrderStatus.FAILED, OrderStatus.ROLLED_BACK, OrderStatus.CANCELLED):
         order.failure_reason = reason[:4000]
         fields.append("failure_reason")
-    order.save(update_fields=fields)
-    audit_record(
-        actor=actor,
-        action="order.status",
-        object_type="order",
-        object_id=order.pk,
-        old=old,
-        new=new_status,
-        reason=reason,
-    )
+    status_move(order, new_status, actor=actor, reason=reason, fields=fields, transitions=ORDER_TRANSITIONS)
 
 
 def domain_taken(domain: str, *, excluding_order: int | None = None) -> bool:
@@ -202,8 +189,7 @@ def order_assign_server(*, order_id: int, server_id: int, actor: str) -> Order:
         raise DomainError(
             f"server {server_id} is {server.region}/{server.tier}; the order needs {order.region}/{order.plan}"
         )
-    server.status = ServerStatus.ALLOCATED
-    server.save(update_fields=["status", "updated_at"])
+    server_set_status(server, ServerStatus.ALLOCATED, actor=actor, reason=f"assigned to order {order.pk}")
     order.server = server
     order.save(update_fields=["server", "updated_at"])
     audit_record(actor=actor, action="order.assign_server", object_type="order", object_id=order.pk, new=server.pk)
@@ -218,12 +204,18 @@ def order_retry(*, order_id: int, actor: str) -> Order:
     if order.job_id is None:
         raise DomainError(f"order {order.pk} has no provisioning job to retry")
     job_retry(job_id=order.job_id, actor=actor)
-    old = order.status
-    order.status = OrderStatus.PAYMENT_CONFIRMED
     order.failure_reason = ""
     order.status_changed_at = timezone.now()
-    order.save(update_fields=["status", "failure_reason", "status_changed_at", "updated_at"])
-    audit_record(actor=actor, action="order.retry", object_type="order", object_id=order.pk, old=old, new=order.status)
+    moved = status_move(
+        order,
+        OrderStatus.PAYMENT_CONFIRMED,
+        actor=actor,
+        action="order.retry",
+        fields=["failure_reason", "status_changed_at"],
+        transitions=ORDER_TRANSITIONS,
+    )
+    if not moved:
+        order.save(update_fields=["failure_reason", "status_changed_at", "updated_at"])
     return order
 
 

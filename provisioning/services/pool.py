@@ -5,26 +5,14 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from hub.audit import audit_record
+from hub.audit import audit_record, status_move
 from hub.errors import DomainError, NotFound
-from provisioning.models import Server, ServerProvider, ServerStatus
+from provisioning.models import SERVER_TRANSITIONS, Server, ServerProvider, ServerStatus
 
 
 def server_set_status(server: Server, new_status: str, *, actor: str = "system", reason: str = "") -> None:
-    old = server.status
-    if old == new_status:
-        return
-    server.status = new_status
-    server.save(update_fields=["status", "updated_at"])
-    audit_record(
-        actor=actor,
-        action="server.status",
-        object_type="server",
-        object_id=server.pk,
-        old=old,
-        new=new_status,
-        reason=reason,
-    )
+    """With the server locked: the one way its status moves (checked and audited)."""
+    status_move(server, new_status, actor=actor, reason=reason, transitions=SERVER_TRANSITIONS)
 
 
 def server_take_available(*, region: str, tier: str) -> Server | None:

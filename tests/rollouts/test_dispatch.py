@@ -14,7 +14,8 @@ from django.utils import timezone
 
 from hub.models import AuditEvent
 from rollouts.models import Rollout, RolloutStage, TenantUpdate, UpdateStatus
-from rollouts.services import StageSpec, _stage_send, rollout_start, updates_sync_outcomes
+from rollouts.services import StageSpec, rollout_start, updates_sync_outcomes
+from rollouts.services.dispatch import stage_send
 from tenants import redis_store
 from tenants.models import Command, CommandType, Tenant, TenantStatus
 from tests.conftest import wait_for, waiting_on_a_lock
@@ -88,7 +89,7 @@ def test_dispatching_the_same_stage_twice_adds_nothing(make_fleet: Any, make_rol
 
     # when the stage's updates are sent again
     rollout = Rollout.objects.select_related("release").get(pk=rollout.pk)
-    again = _stage_send(rollout=rollout, stage=stage, now=timezone.now())
+    again = stage_send(rollout=rollout, stage=stage, now=timezone.now())
 
     # then no update, command or audit row was added
     assert again == 0
@@ -116,7 +117,7 @@ def test_two_dispatches_of_a_stage_at_once_send_one_command_per_tenant(make_flee
                     pids[name] = cursor.fetchone()[0]
                 loaded = Rollout.objects.select_related("release").get(pk=rollout.pk)
                 stage = RolloutStage.objects.get(rollout=loaded)
-                sent[name] = _stage_send(rollout=loaded, stage=stage, now=timezone.now())
+                sent[name] = stage_send(rollout=loaded, stage=stage, now=timezone.now())
                 if hold:
                     first_sent.set()
                     assert first_may_commit.wait(timeout=30)
