@@ -15,6 +15,8 @@ lint: bootstrap
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	$(PY) manage.py makemigrations --check --dry-run
+	.venv/bin/lint-imports
+	.venv/bin/mypy .
 
 demo: bootstrap
 	@bash scripts/demo.sh

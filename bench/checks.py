@@ -59,13 +59,13 @@ class _EnqueueMeter:
             self.messages += messages
             return messages
 
-        notifications.notifications_enqueue = measured  # type: ignore[assignment]
+        notifications.notifications_enqueue = measured
         return self
 
     def __exit__(self, *exc: object) -> None:
         from hub.alerts import notify as notifications
 
-        notifications.notifications_enqueue = self._original  # type: ignore[assignment]
+        notifications.notifications_enqueue = self._original
 
 
 def _ago(**delta: float) -> datetime:

@@ -76,7 +76,7 @@ class CheckoutInputSerializer(serializers.Serializer):
     tools = serializers.ListField(child=serializers.CharField(max_length=64), max_length=64, required=False)
     email = serializers.EmailField(required=False, allow_blank=True)
 
-    def to_internal_value(self, data):  # type: ignore[no-untyped-def]
+    def to_internal_value(self, data):
         # The website sends tools as in the session metadata: comma-separated.
         if hasattr(data, "get") and isinstance(data.get("tools"), str):
             data = {**data, "tools": [t for t in data["tools"].split(",") if t.strip()]}

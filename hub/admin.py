@@ -19,7 +19,7 @@ from hub.models import AuditEvent, Job, Step
 from hub.pipeline.models import JobStatus
 from hub.pipeline.services import job_cancel, job_retry
 
-STATUS_COLOURS = {
+STATUS_COLOURS: dict[str, str] = {
     JobStatus.SUCCEEDED: "#2e7d32",
     JobStatus.RUNNING: "#1565c0",
     JobStatus.PENDING: "#757575",
@@ -77,7 +77,7 @@ class JobAdmin(admin.ModelAdmin):
         step = active[-1] if active else (steps[-1] if steps else None)
         return f"{step.name} ({step.status})" if step else "-"
 
-    def _operate(self, request: HttpRequest, queryset: QuerySet[Job], operation, verb: str) -> None:  # type: ignore[no-untyped-def]
+    def _operate(self, request: HttpRequest, queryset: QuerySet[Job], operation, verb: str) -> None:
         done = 0
         for job in queryset:
             try:
@@ -96,14 +96,14 @@ class JobAdmin(admin.ModelAdmin):
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         self._operate(request, queryset, job_cancel, "Cancelled")
 
-    def get_urls(self):  # type: ignore[no-untyped-def]
+    def get_urls(self):
         return [
             path("<int:pk>/retry/", self.admin_site.admin_view(self.retry_view), name="hub_job_retry"),
             path("<int:pk>/cancel/", self.admin_site.admin_view(self.cancel_view), name="hub_job_cancel"),
             *super().get_urls(),
         ]
 
-    def _button_view(self, request: HttpRequest, pk: int, operation, verb: str) -> HttpResponseRedirect:  # type: ignore[no-untyped-def]
+    def _button_view(self, request: HttpRequest, pk: int, operation, verb: str) -> HttpResponseRedirect:
         job = get_object_or_404(Job, pk=pk)
         if request.method == "POST":
             self._operate(request, Job.objects.filter(pk=job.pk), operation, verb)
@@ -115,7 +115,7 @@ class JobAdmin(admin.ModelAdmin):
     def cancel_view(self, request: HttpRequest, pk: int) -> HttpResponseRedirect:
         return self._button_view(request, pk, job_cancel, "Cancelled")
 
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):  # type: ignore[no-untyped-def]
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
         job = get_object_or_404(Job, pk=object_id)
         extra_context = {
             **(extra_context or {}),
@@ -146,9 +146,9 @@ ADMIN_LOG_ACTIONS = {ADDITION: "admin.add", CHANGE: "admin.change", DELETION: "a
 
 def admin_log_entries_audit(*, user_id: object, entries: Iterable[LogEntry]) -> None:
     """One audit row per admin log entry: who, what, on which object."""
-    actor = get_user_model().objects.get(pk=user_id).get_username()
+    actor = get_user_model().objects.get(pk=str(user_id)).get_username()
     for entry in entries:
-        content_type_id: int | None = entry.content_type_id  # type: ignore[attr-defined]
+        content_type_id: int | None = entry.content_type_id
         audit_record(
             actor=actor,
             action=ADMIN_LOG_ACTIONS.get(entry.action_flag, "admin.log"),

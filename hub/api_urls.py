@@ -1,8 +1,8 @@
 """The /api/v1/ routes of every app, in one place so the contract reads at a glance."""
 
-from django.urls import include, path
+from django.urls import URLPattern, URLResolver, include, path
 
-urlpatterns: list = [
+urlpatterns: list[URLPattern | URLResolver] = [
     path("", include("hub.pipeline.urls")),
     path("", include("tenants.urls")),
     path("", include("billing.urls")),

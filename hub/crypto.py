@@ -81,6 +81,7 @@ def encrypted_values_rotate(*, batch_size: int = 500) -> dict[str, int]:
     rotated: dict[str, int] = {}
     for model, field in encrypted_fields():
         quote = connection.ops.quote_name
+        assert model._meta.pk is not None and field.column is not None and model._meta.pk.column is not None
         table, column, pk = quote(model._meta.db_table), quote(field.column), quote(model._meta.pk.column)
         label = f"{model._meta.label}.{field.name}"
         rotated[label] = 0

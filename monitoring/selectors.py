@@ -39,7 +39,7 @@ def tenants_stale(*, now: datetime, intervals: int, grace_from: datetime | None)
     """(id, last_heartbeat_at, heartbeat_interval) of every tenant that missed more
     than `intervals` of its own heartbeat intervals. The clock starts at the later of
     its last heartbeat (or registration) and `grace_from` (the Hub's return)."""
-    clock = Coalesce(F("last_heartbeat_at"), F("registered_at"))
+    clock: Coalesce | Greatest = Coalesce(F("last_heartbeat_at"), F("registered_at"))
     if grace_from is not None:
         clock = Greatest(clock, Value(grace_from, output_field=DateTimeField()))
     allowed = ExpressionWrapper(
@@ -67,7 +67,7 @@ def tenants_with_bad_containers() -> list[tuple[int, list[dict[str, Any]]]]:
     return list(tenants_watched().filter(bad).values_list("id", "containers"))
 
 
-def tenants_tls_expiring(*, before: datetime) -> list[tuple[int, datetime]]:
+def tenants_tls_expiring(*, before: datetime) -> list[tuple[int, datetime | None]]:
     return list(tenants_watched().filter(tls_expires_at__lt=before).values_list("id", "tls_expires_at"))
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -78,7 +78,7 @@ _FAILED_ATTEMPTS_SQL = """
 """
 
 
-def _cumulative_buckets(row: dict[str, Any], bounds: list[float]) -> list[tuple[str, float]]:
+def _cumulative_buckets(row: Mapping[str, Any], bounds: list[float]) -> list[tuple[str, float]]:
     buckets = [(floatToGoString(bound), row[f"le_{index}"]) for index, bound in enumerate(bounds)]
     buckets.append(("+Inf", row["count"]))
     return buckets

@@ -8,7 +8,7 @@ from hub.pipeline.registry import register
 from hub.pipeline.spec import Pipeline, RetryPolicy, StepSpec
 
 
-def _demo_step(seconds: float):  # type: ignore[no-untyped-def]
+def _demo_step(seconds: float):
     def action(ctx: StepContext) -> dict[str, float]:
         ctx.log(f"{ctx.step_name}: working for {seconds}s")
         time.sleep(seconds)

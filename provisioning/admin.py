@@ -46,7 +46,7 @@ def order_timeline(order: Order) -> dict[str, object]:
 class AssignServerForm(forms.Form):
     server = forms.ModelChoiceField(queryset=Server.objects.none())
 
-    def __init__(self, *args, order: Order, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args, order: Order, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["server"].queryset = Server.objects.filter(
             status=ServerStatus.AVAILABLE, region=order.region, tier=order.plan
@@ -88,7 +88,7 @@ class OrderAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Order | None = None) -> bool:
         return False
 
-    def _each(self, request: HttpRequest, queryset: QuerySet[Order], operation, verb: str) -> None:  # type: ignore[no-untyped-def]
+    def _each(self, request: HttpRequest, queryset: QuerySet[Order], operation, verb: str) -> None:
         done = 0
         for order in queryset:
             try:
@@ -107,7 +107,7 @@ class OrderAdmin(admin.ModelAdmin):
     def cancel_orders(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
         self._each(request, queryset, order_cancel, "Cancelled")
 
-    def get_urls(self):  # type: ignore[no-untyped-def]
+    def get_urls(self):
         return [
             path(
                 "<int:pk>/assign-server/",
@@ -145,7 +145,7 @@ class OrderAdmin(admin.ModelAdmin):
         }
         return render(request, "admin/provisioning/order/assign_server.html", context)
 
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):  # type: ignore[no-untyped-def]
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
         order = get_object_or_404(Order.objects.select_related("job"), pk=object_id)
         extra_context = {
             **(extra_context or {}),
@@ -163,7 +163,7 @@ class OrderAdmin(admin.ModelAdmin):
         order = get_object_or_404(Order.objects.select_related("job"), pk=pk)
         return JsonResponse(order_timeline(order))
 
-    def _button(self, request: HttpRequest, pk: int, operation, verb: str) -> HttpResponseRedirect:  # type: ignore[no-untyped-def]
+    def _button(self, request: HttpRequest, pk: int, operation, verb: str) -> HttpResponseRedirect:
         order = get_object_or_404(Order, pk=pk)
         if request.method == "POST" and self.has_change_permission(request, order):
             self._each(request, Order.objects.filter(pk=order.pk), operation, verb)
@@ -211,7 +211,7 @@ class ServerAdmin(admin.ModelAdmin):
             except DomainError as exc:
                 self.message_user(request, str(exc), messages.WARNING)
 
-    def get_urls(self):  # type: ignore[no-untyped-def]
+    def get_urls(self):
         return [
             path(
                 "<int:pk>/operate/<str:operation>/",

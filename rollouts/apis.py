@@ -56,7 +56,7 @@ def _detail(rollout_id: int) -> dict[str, Any]:
 class ReleaseListApi(generics.ListAPIView):
     serializer_class = ReleaseOutputSerializer
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         return selectors.release_list(filters={"component": self.request.query_params.get("component")})
 
     @extend_schema(
@@ -93,7 +93,7 @@ class ReleaseDetailApi(generics.RetrieveAPIView):
 class RolloutListApi(generics.ListAPIView):
     serializer_class = RolloutOutputSerializer
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         params = self.request.query_params
         return selectors.rollout_list(filters={"status": params.get("status"), "component": params.get("component")})
 
@@ -173,7 +173,7 @@ class RolloutPlanApi(APIView):
 class RolloutUpdateListApi(generics.ListAPIView):
     serializer_class = TenantUpdateOutputSerializer
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         rollout = get_object_or_404(Rollout, pk=self.kwargs["pk"])
         queryset = TenantUpdate.objects.filter(rollout=rollout).select_related("stage").order_by("id")
         params = self.request.query_params

@@ -74,7 +74,7 @@ def agent_credentials_usable(*, key_prefix: str, now: datetime) -> list[tuple[in
     with this prefix that work now, newest first."""
     with connection.cursor() as cursor:
         cursor.execute(_CREDENTIALS_USABLE_SQL.format(match="="), [key_prefix, now])
-        return [tuple(row[1:]) for row in cursor.fetchall()]  # type: ignore[misc]
+        return [tuple(row[1:]) for row in cursor.fetchall()]
 
 
 def agent_credentials_usable_in_bucket(
@@ -86,7 +86,7 @@ def agent_credentials_usable_in_bucket(
         raise ValueError(f"not a key prefix bucket: {bucket!r}")
     with connection.cursor() as cursor:
         cursor.execute(_CREDENTIALS_USABLE_SQL.format(match="LIKE"), [f"{bucket}%", now])
-        return [tuple(row) for row in cursor.fetchall()]  # type: ignore[misc]
+        return [tuple(row) for row in cursor.fetchall()]
 
 
 def agent_credentials_fingerprint() -> str:

@@ -84,7 +84,7 @@ def checkout_session_create(
         params["customer_email"] = customer_email
     return _call(
         client().v1.checkout.sessions.create,
-        params=params,  # type: ignore[arg-type]
+        params=params,
         options={"idempotency_key": idempotency_key},
     )
 

@@ -28,7 +28,7 @@ def current_period(now: datetime | None = None) -> str:
     return (now or timezone.now()).strftime("%Y-%m")
 
 
-def _usage_reports():  # type: ignore[no-untyped-def]
+def _usage_reports():
     from tenants.models import UsageReport
 
     return UsageReport.objects

@@ -63,7 +63,7 @@ class Opening:
 
 def channels_for(severity: str) -> tuple[str, ...]:
     """The channels a severity is routed to, minus those not configured."""
-    configured = {
+    configured: dict[str, bool] = {
         NotificationChannel.EMAIL: bool(settings.STAFF_EMAILS),
         NotificationChannel.WEBHOOK: bool(settings.ALERT_WEBHOOK_URL),
     }

@@ -26,7 +26,7 @@ from hub.models import Alert, AlertSeverity, AlertStatus, AuditEvent
 
 logger = logging.getLogger(__name__)
 
-SEVERITY_RANK = {AlertSeverity.SOFT: 0, AlertSeverity.MEDIUM: 1, AlertSeverity.HARD: 2}
+SEVERITY_RANK: dict[str, int] = {AlertSeverity.SOFT: 0, AlertSeverity.MEDIUM: 1, AlertSeverity.HARD: 2}
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def _audit_bulk(action: str, alert_ids: Iterable[int], *, new: str, reason: str 
 
 
 @transaction.atomic
-def alerts_sync(*, kind: str, subject_type: str, failing: Mapping[object, Failing]) -> SyncResult:
+def alerts_sync(*, kind: str, subject_type: str, failing: Mapping[int, Failing] | Mapping[str, Failing]) -> SyncResult:
     """Make the open alerts of this kind match `failing` (every subject that fails the
     check now): open the new ones, count those still failing, resolve the others.
     Constant number of queries, whatever the number of subjects."""

@@ -42,7 +42,7 @@ class ProviderAdapter(HTTPAdapter):
         max_rate_limit_wait: float = 300.0,
         server_error_retries: int = 3,
         backoff_base: float = 1.0,
-        sleep=time.sleep,  # type: ignore[no-untyped-def]
+        sleep=time.sleep,
     ) -> None:
         super().__init__()
         self.bucket = bucket

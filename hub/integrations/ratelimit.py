@@ -94,7 +94,7 @@ class TokenBucket:
         bucket, closed = self._keys()
         return float(self._eval(_TAKE, [bucket, closed], self.rate, self.burst))  # type: ignore[arg-type]
 
-    def take(self, *, max_wait: float = 120.0, sleep=time.sleep) -> None:  # type: ignore[no-untyped-def]
+    def take(self, *, max_wait: float = 120.0, sleep=time.sleep) -> None:
         deadline = time.monotonic() + max_wait
         while True:
             wait = self.try_take()

@@ -10,14 +10,14 @@ from hub.pipeline.serializers import JobOutputSerializer
 from hub.pipeline.services import job_cancel, job_retry
 
 
-def jobs_with_steps():  # type: ignore[no-untyped-def]
+def jobs_with_steps():
     return Job.objects.prefetch_related(Prefetch("steps", queryset=Step.objects.order_by("position")))
 
 
 class JobListApi(generics.ListAPIView):
     serializer_class = JobOutputSerializer
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         queryset = jobs_with_steps()
         status = self.request.query_params.get("status")
         return queryset.filter(status=status) if status else queryset

@@ -139,7 +139,7 @@ class Claim:
 
 
 # Values the hand-written statements write to JSON columns are adapted as the ORM does.
-_STEP_RESULT_FIELD = cast(models.JSONField, Step._meta.get_field("result"))
+_STEP_RESULT_FIELD = Step._meta.get_field("result")
 
 
 def _sql(template: str) -> str:
@@ -807,6 +807,8 @@ def _take_back_lost_attempt(step: Step, job: Job, now: datetime) -> bool:
 def requeue_lost_step(step_id: int, now: datetime) -> bool:
     """Reaper: take back one step whose lease expired."""
     job_id = Step.objects.filter(pk=step_id).values_list("job_id", flat=True).first()
+    if job_id is None:
+        return False
     with transaction.atomic():
         job = Job.objects.select_for_update(skip_locked=True).filter(pk=job_id).first()
         if job is None or job.is_terminal:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -76,8 +76,10 @@ def _reap() -> ReapReport:
     return report
 
 
-def _requeue(step_id: int, now) -> bool:  # type: ignore[no-untyped-def]
+def _requeue(step_id: int, now: datetime) -> bool:
     job_id = Step.objects.filter(pk=step_id).values_list("job_id", flat=True).first()
+    if job_id is None:
+        return False
     with transaction.atomic():
         job = Job.objects.select_for_update(skip_locked=True).filter(pk=job_id).first()
         if job is None or job.is_terminal:

@@ -24,7 +24,7 @@ def probe_server(ctx: StepContext) -> None:
     ctx.log(f"{server.ipv4}:{server.ssh_port} answers; host key recorded")
 
 
-def run_base_script(name: str):  # type: ignore[no-untyped-def]
+def run_base_script(name: str):
     def action(ctx: StepContext) -> None:
         server = _server(ctx)
         env = {"HUB_DOMAIN": server.name or f"pool-{server.pk}.invalid", "HUB_ADMIN_EMAIL": "ops@example.com"}

@@ -197,7 +197,7 @@ def script_env(order: Order) -> dict[str, str]:
     }
 
 
-def run_setup_script(name: str):  # type: ignore[no-untyped-def]
+def run_setup_script(name: str):
     def action(ctx: StepContext) -> None:
         order = _order(ctx)
         server = _server(order)

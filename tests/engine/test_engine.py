@@ -52,7 +52,7 @@ def start(pipeline: str, effects: Path, **context: object) -> Job:
     return job_start(pipeline=pipeline, context={"effects_dir": str(effects), **context})
 
 
-def step(job: Job, name: str):  # type: ignore[no-untyped-def]
+def step(job: Job, name: str):
     return job.steps.get(name=name)
 
 

@@ -20,7 +20,7 @@ HARD, MEDIUM, SOFT = AlertSeverity.HARD, AlertSeverity.MEDIUM, AlertSeverity.SOF
 
 
 @pytest.fixture
-def webhook_configured():  # type: ignore[no-untyped-def]
+def webhook_configured():
     with override_settings(ALERT_WEBHOOK_URL="http://127.0.0.1:9/hook", STAFF_EMAILS=["ops@example.com"]):
         yield
 
@@ -229,7 +229,7 @@ def test_a_storm_digest_is_per_kind_and_severity() -> None:
 
 
 @override_settings(ALERT_STORM_THRESHOLD=50)
-def test_the_digest_link_lists_the_storm_in_the_admin(admin_client) -> None:  # type: ignore[no-untyped-def]
+def test_the_digest_link_lists_the_storm_in_the_admin(admin_client) -> None:
     alerts_sync(kind="heartbeat_stale", subject_type="tenant", failing=storm(60))
     alerts_sync(kind="disk_high", subject_type="tenant", failing=storm(2, MEDIUM, start=900))
     digest = Notification.objects.get(channel=NotificationChannel.EMAIL, covers=60)
@@ -257,7 +257,7 @@ def test_acknowledge_records_who_and_keeps_the_alert_open() -> None:
     assert AuditEvent.objects.filter(action="alert.acknowledge", actor="alice").count() == 1
 
 
-def test_admin_lists_filters_and_acknowledges(admin_client) -> None:  # type: ignore[no-untyped-def]
+def test_admin_lists_filters_and_acknowledges(admin_client) -> None:
     alert = alert_raise(subject_type="tenant", subject_id=1, kind="disk_high", severity=MEDIUM, message="disk 91%")
     url = "/admin/hub/alert/"
 

@@ -36,7 +36,7 @@ def make_tenants(count: int, *, start: int, versions: dict[str, str]) -> None:
     )
 
 
-def start_and_count(component: str, on_commit) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+def start_and_count(component: str, on_commit) -> tuple[int, int]:
     release = release_create(component=component, version="2.0", image=f"registry.test/{component}{DIGEST}", actor="t")
     rollout = rollout_create(
         release_id=release.pk, actor="test", stages=[StageSpec(percent=100, soak_seconds=0)], min_finished=1
