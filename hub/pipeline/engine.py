@@ -32,7 +32,7 @@ from typing import Any, cast
 
 import psycopg
 from django.conf import settings
-from django.db import close_old_connections, connection, models, transaction
+from django.db import close_old_connections, connection, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Concat, Right
 from django.utils import timezone
