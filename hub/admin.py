@@ -15,8 +15,9 @@ from django.utils.html import format_html
 from hub.alerts import admin as alerts_admin  # noqa: F401 - registers the alert and notification admins
 from hub.audit import audit_record
 from hub.errors import DomainError
-from hub.models import AuditEvent, Job, Step
+from hub.models import AuditEvent, Job
 from hub.pipeline.models import JobStatus
+from hub.pipeline.selectors import step_timeline
 from hub.pipeline.services import job_cancel, job_retry
 
 STATUS_COLOURS: dict[str, str] = {
@@ -120,7 +121,7 @@ class JobAdmin(admin.ModelAdmin):
         extra_context = {
             **(extra_context or {}),
             "job": job,
-            "steps": Step.objects.filter(job=job).select_related("compensates").order_by("position"),
+            "steps": step_timeline(job_id=job.pk),
         }
         return super().change_view(request, object_id, form_url, extra_context)
 

@@ -7,7 +7,8 @@ from django.urls import path, reverse
 
 from hub.admin_actions import ReadOnlyAdmin
 from hub.errors import DomainError
-from hub.pipeline.models import JOB_ACTIVE_STATUSES, Step
+from hub.pipeline.models import JOB_ACTIVE_STATUSES
+from hub.pipeline.selectors import step_timeline
 from provisioning.models import Order, OrderStatus, PoolPurchase, Server, ServerStatus
 from provisioning.services.orders import order_assign_server, order_cancel, order_retry
 from provisioning.services.pool import server_prepare_again, server_quarantine, server_release_to_pool
@@ -18,7 +19,7 @@ TIMELINE_LOG_TAIL = 4000
 def order_timeline(order: Order) -> dict[str, object]:
     """The order's status and its job's steps, as the order page polls them."""
     job = order.job
-    steps = Step.objects.filter(job_id=order.job_id).order_by("position") if job else Step.objects.none()
+    steps = step_timeline(job_id=order.job_id)
     return {
         "order": {"id": order.pk, "status": order.status, "terminal": order.is_terminal},
         "job": {"id": job.pk, "status": job.status, "active": job.status in JOB_ACTIVE_STATUSES, "error": job.error}

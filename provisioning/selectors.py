@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from django.db.models import Prefetch, QuerySet
 
-from hub.pipeline.models import Step
+from hub.pipeline.selectors import steps_in_order
 from provisioning.models import Order
 from tenants.models import Tenant, TenantStatus
 
 
 def orders_with_steps() -> QuerySet[Order]:
     """Orders with their job and its steps in order (the API and the admin timeline)."""
-    steps = Prefetch("job__steps", queryset=Step.objects.order_by("position"))
+    steps = Prefetch("job__steps", queryset=steps_in_order())
     return Order.objects.select_related("job").prefetch_related(steps).order_by("-id")
 
 

@@ -1,17 +1,12 @@
-from django.db.models import Prefetch
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from hub.pipeline.models import Job, Step
+from hub.pipeline.selectors import jobs_with_steps
 from hub.pipeline.serializers import JobOutputSerializer
 from hub.pipeline.services import job_cancel, job_retry
-
-
-def jobs_with_steps():
-    return Job.objects.prefetch_related(Prefetch("steps", queryset=Step.objects.order_by("position")))
 
 
 class JobListApi(generics.ListAPIView):
