@@ -51,6 +51,11 @@ def order_set_status(order: Order, new_status: str, *, actor: str = "system", re
     if reason and new_status in (OrderStatus.FAILED, OrderStatus.ROLLED_BACK, OrderStatus.CANCELLED):
         order.failure_reason = reason[:4000]
         fields.append("failure_reason")
+    if order.is_terminal and (order.waiting_reason or order.waiting_since):
+        # An order that ended waits on nothing any more.
+        order.waiting_reason = ""
+        order.waiting_since = None
+        fields += ["waiting_reason", "waiting_since"]
     order.save(update_fields=fields)
     audit_record(
         actor=actor,
