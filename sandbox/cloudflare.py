@@ -483,10 +483,10 @@ class CloudflareEmulator(EmulatorServer):
         parts = [p for p in request.path.split("/") if p]
         if len(parts) == 4 and parts[1] == "zones" and parts[3] == "delegate" and request.method == "POST":
             with self.lock:
-                zone = self.zones.get(parts[2]) or self.zone_named(parts[2])
-            if zone is None:
+                found = self.zones.get(parts[2]) or self.zone_named(parts[2])
+            if found is None:
                 return Response(404, {"error": f"no zone {parts[2]}"})
-            return Response(200, {"zone": self.delegate(zone).payload()})
+            return Response(200, {"zone": self.delegate(found).payload()})
         if request.path == "/__sandbox/resolve" and request.method == "GET":
             return self.resolve(request)
         return super().control(request)
