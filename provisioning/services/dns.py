@@ -68,11 +68,17 @@ def order_dns_zone_set(*, order_id: int, zone: Zone | None, name: str, created: 
     """Record the order's zone (`zone` None: the Hub is about to add `name`, so that an
     attempt that dies after Cloudflare made it still knows the zone is its own)."""
     order = _locked(order_id)
+    fields = ["dns_zone_id", "dns_zone_name", "dns_nameservers", "dns_zone_created", "updated_at"]
+    if zone is not None and list(zone.name_servers) != order.dns_nameservers:
+        # Other nameservers than the customer was told (a zone added again after a
+        # rollback and a retry): they are told again, and again if it runs out.
+        order.nameservers_notice_sent_at = order.nameservers_expired_notice_sent_at = None
+        fields += ["nameservers_notice_sent_at", "nameservers_expired_notice_sent_at"]
     order.dns_zone_id = zone.id if zone else ""
     order.dns_zone_name = zone.name if zone else name
     order.dns_nameservers = list(zone.name_servers) if zone else []
     order.dns_zone_created = created
-    order.save(update_fields=["dns_zone_id", "dns_zone_name", "dns_nameservers", "dns_zone_created", "updated_at"])
+    order.save(update_fields=fields)
     return order
 
 

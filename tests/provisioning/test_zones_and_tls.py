@@ -28,14 +28,21 @@ from tests.sandbox.helpers import ssh_connect, ssh_run
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 TERMINAL = (OrderStatus.FULFILLED, OrderStatus.ROLLED_BACK, OrderStatus.FAILED)
-# Looked at again every half second, given up after 15 s (72 h in production).
-NAMESERVERS = {"DNS_NAMESERVER_CHECK_SECONDS": 0.5, "DNS_NAMESERVER_DEADLINE_SECONDS": 15}
+# Nameservers looked for every half second, given up after 15 s (72 h in production);
+# one zone that allows no wildcard record.
+NO_WILDCARD = "acme-nowild.example"
+ZONE_SETTINGS: dict[str, Any] = {
+    "DNS_NAMESERVER_CHECK_SECONDS": 0.5,
+    "DNS_NAMESERVER_DEADLINE_SECONDS": 15,
+    "DNS_NO_WILDCARD_ZONES": [NO_WILDCARD],
+}
 
 
 @pytest.fixture(scope="module")
 def hub_settings(hub_settings: dict[str, str]) -> Iterator[dict[str, str]]:
-    with override_settings(**NAMESERVERS):
-        yield {**hub_settings, **{key: str(value) for key, value in NAMESERVERS.items()}}
+    as_env = {key: ",".join(v) if isinstance(v, list) else str(v) for key, v in ZONE_SETTINGS.items()}
+    with override_settings(**ZONE_SETTINGS):
+        yield {**hub_settings, **as_env}
 
 
 def place(domain: str, **kwargs: Any) -> Order:
@@ -80,6 +87,29 @@ def staff_client() -> Client:
 # --- DNS in the customer's zone ---------------------------------------------------------
 
 
+def test_the_zone_of_a_domain_is_the_longest_suffix_in_the_account_looked_up_by_name(
+    sandbox: Sandbox, hub_settings: dict[str, str]
+) -> None:
+    from provisioning.integrations import cloudflare
+
+    sandbox.add_zone("acme-zones.example")
+    sub = sandbox.add_zone("eu.acme-zones.example")  # a subdomain zone of its own (Enterprise)
+    cloudflare.zone_cache_clear()
+    sandbox.clear_requests()
+
+    found = cloudflare.zone_for_domain("shop.eu.acme-zones.example")
+    again = cloudflare.zone_for_domain("shop.eu.acme-zones.example")
+
+    assert found == again and found is not None and (found.id, found.name) == (sub["id"], "eu.acme-zones.example")
+    asked = [r["query"]["name"] for r in sandbox.requests("cloudflare") if r["path"] == "/client/v4/zones"]
+    assert asked == ["shop.eu.acme-zones.example", "eu.acme-zones.example"], "longest first, then cached"
+    assert cloudflare.zone_for_domain("acme-zones.example").name == "acme-zones.example"  # type: ignore[union-attr]
+    assert cloudflare.zone_for_domain("nowhere.example") is None
+    asked = [r["query"]["name"] for r in sandbox.requests("cloudflare") if r["path"] == "/client/v4/zones"]
+    assert "example" not in asked, "never the bare TLD"
+    assert cloudflare.zone_candidates("a.b.example") == ["a.b.example", "b.example"]
+
+
 def test_a_domain_in_its_own_active_zone_gets_its_records_there_and_nowhere_else(
     sandbox: Sandbox, fresh_hosts: Any, provisioning_worker: WorkerProcess
 ) -> None:
@@ -98,6 +128,21 @@ def test_a_domain_in_its_own_active_zone_gets_its_records_there_and_nowhere_else
     answer = staff_client().get(f"/api/v1/orders/{order.pk}/").json()
     assert (answer["dns_zone_name"], answer["dns_zone_id"]) == ("acme-bar.example", zone["id"])
     assert answer["waiting_reason"] == "" and order.dns_zone_created is False
+
+
+def test_a_zone_that_allows_no_wildcard_gets_one_record_per_tool_subdomain(
+    sandbox: Sandbox, fresh_hosts: Any, provisioning_worker: WorkerProcess
+) -> None:
+    (host,) = fresh_hosts(1)
+    pool_server(host)
+    zone = sandbox.add_zone(NO_WILDCARD)
+
+    order = wait_order(place(NO_WILDCARD, tools=["nextcloud", "ghost", "uptime_kuma"]), TERMINAL)
+
+    assert order.status == OrderStatus.FULFILLED, order.failure_reason
+    records = sorted(r["name"] for r in dns_records(sandbox, zone_id=zone["id"]) if r["type"] == "A")
+    assert records == sorted([NO_WILDCARD, f"files.{NO_WILDCARD}", f"blog.{NO_WILDCARD}", f"status.{NO_WILDCARD}"])
+    assert sandbox.resolve(f"files.{NO_WILDCARD}", "A") == [host.addr]
 
 
 def test_a_domain_in_no_zone_waits_for_the_customers_nameservers_then_goes_on(
