@@ -32,6 +32,10 @@ WAITING_FOR_NAMESERVERS = "waiting for the customer's nameservers"
 ACME_CHALLENGE_LABEL = "_acme-challenge"
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:g} hours" if seconds >= 3600 else f"{seconds:g} seconds"
+
+
 def wildcard_allowed(zone_name: str) -> bool:
     refused = settings.DNS_NO_WILDCARD_ZONES
     return "*" not in refused and zone_name not in refused
@@ -145,7 +149,7 @@ def _wait_for_nameservers(ctx: StepContext, order: Order, zone: Zone) -> None:
     if waited >= limit:
         nameservers_expired(order_id=order.pk)
         raise PermanentStepError(
-            f"{order.domain} was not delegated to Cloudflare's nameservers ({servers}) within {limit // 3600} h"
+            f"{order.domain} was not delegated to Cloudflare's nameservers ({servers}) within {_duration(limit)}"
         )
     nameservers_notice_send(order_id=order.pk)
     ctx.log(f"zone {zone.name} is {zone.status}: {WAITING_FOR_NAMESERVERS} ({servers}), {waited:.0f}s so far")
@@ -216,7 +220,7 @@ def nameservers_notice_send(*, order_id: int) -> bool:
         order = _locked(order_id)
         if order.nameservers_notice_sent_at is not None or not order.customer_email:
             return False
-        hours = settings.DNS_NAMESERVER_DEADLINE_SECONDS // 3600
+        within = _duration(settings.DNS_NAMESERVER_DEADLINE_SECONDS)
         servers = "".join(f"    {ns}\n" for ns in order.dns_nameservers)
         send_mail(
             subject=f"Action needed: point {order.domain} to Cloudflare's nameservers",
@@ -224,7 +228,7 @@ def nameservers_notice_send(*, order_id: int) -> bool:
                 f"To finish setting up your server for {order.domain}, set the nameservers of\n"
                 f"{order.domain} at your domain registrar to these two:\n\n{servers}\n"
                 "Replace any other nameservers listed there. We check regularly and go on by\n"
-                f"ourselves as soon as they are in place. If they are not within {hours} hours,\n"
+                f"ourselves as soon as they are in place. If they are not within {within},\n"
                 "the order is cancelled and nothing is kept.\n"
             ),
             from_email=settings.DEFAULT_FROM_EMAIL,
@@ -240,7 +244,7 @@ def nameservers_expired(*, order_id: int) -> None:
     told, once, that the order is rolled back."""
     with transaction.atomic():
         order = _locked(order_id)
-        hours = settings.DNS_NAMESERVER_DEADLINE_SECONDS // 3600
+        within = _duration(settings.DNS_NAMESERVER_DEADLINE_SECONDS)
         alert_raise(
             subject_type="order",
             subject_id=order.pk,
@@ -248,7 +252,7 @@ def nameservers_expired(*, order_id: int) -> None:
             severity=AlertSeverity.MEDIUM,
             message=(
                 f"order {order.pk}: {order.domain} was not delegated to {', '.join(order.dns_nameservers)} "
-                f"within {hours} h; the order is rolled back"
+                f"within {within}; the order is rolled back"
             ),
         )
         if order.nameservers_expired_notice_sent_at is not None or not order.customer_email:
@@ -257,7 +261,7 @@ def nameservers_expired(*, order_id: int) -> None:
             subject=f"Your order for {order.domain} was cancelled",
             message=(
                 f"We could not set up your server for {order.domain}: the domain's nameservers were\n"
-                f"not set to {' and '.join(order.dns_nameservers)} within {hours} hours.\n"
+                f"not set to {' and '.join(order.dns_nameservers)} within {within}.\n"
                 "The order is cancelled and everything prepared for it removed. Reply to this email,\n"
                 "or order again once the nameservers are in place.\n"
             ),
