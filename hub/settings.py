@@ -322,7 +322,24 @@ HCLOUD_POLL_INTERVAL = env.float("HCLOUD_POLL_INTERVAL", default=1.0)
 HCLOUD_POLL_MAX_RETRIES = env.int("HCLOUD_POLL_MAX_RETRIES", default=300)
 CLOUDFLARE_API_TOKEN = env.str("CLOUDFLARE_API_TOKEN", default="")
 CLOUDFLARE_API_BASE = env.str("CLOUDFLARE_API_BASE", default="https://api.cloudflare.com/client/v4")
+# The zone of the Hub's own names. A customer's domain goes in its own zone of the
+# account (CLOUDFLARE_ACCOUNT_ID): found by name, or added when it has none.
 CLOUDFLARE_ZONE_ID = env.str("CLOUDFLARE_ZONE_ID", default="")
+CLOUDFLARE_ACCOUNT_ID = env.str("CLOUDFLARE_ACCOUNT_ID", default="")
+# How long a zone lookup by name is kept (per process).
+CLOUDFLARE_ZONE_CACHE_SECONDS = env.float("CLOUDFLARE_ZONE_CACHE_SECONDS", default=60.0)
+# Zones (by name) that allow no wildcard record: they get one A record per tool
+# subdomain instead; "*" means every zone.
+DNS_NO_WILDCARD_ZONES = env.list("DNS_NO_WILDCARD_ZONES", default=[])
+# A domain in no zone of the account: the Hub adds its zone and waits for the customer
+# to delegate the domain to Cloudflare's nameservers, looking again this often, for
+# at most this long before the order is rolled back.
+DNS_NAMESERVER_CHECK_SECONDS = env.float("DNS_NAMESERVER_CHECK_SECONDS", default=300.0)
+DNS_NAMESERVER_DEADLINE_SECONDS = env.int("DNS_NAMESERVER_DEADLINE_SECONDS", default=72 * 3600)
+# certbot's DNS-01 hook asks the Hub for the _acme-challenge TXT record: the Hub answers
+# once Cloudflare shows it, reading it back this often for at most this long.
+ACME_CHALLENGE_VISIBLE_TIMEOUT = env.float("ACME_CHALLENGE_VISIBLE_TIMEOUT", default=20.0)
+ACME_CHALLENGE_POLL_SECONDS = env.float("ACME_CHALLENGE_POLL_SECONDS", default=1.0)
 # The Hub's own SSH identity, used on every server it sets up.
 HUB_SSH_PRIVATE_KEY_PATH = env.str("HUB_SSH_PRIVATE_KEY_PATH", default=str(BASE_DIR / "var" / "hub_ssh_key"))
 HUB_ADMIN_EMAIL = env.str("HUB_ADMIN_EMAIL", default="ops@example.com")

@@ -21,6 +21,7 @@ from tenants.models import TENANT_LIVE_STATUSES, Tenant, TenantStatus
 
 DEFAULT_POOL_TARGETS: dict[tuple[str, str], int] = {("eu", "build"): 3, ("us", "build"): 2}
 FAILED_JOBS_SHOWN = 10
+WAITING_ORDERS_SHOWN = 10
 FAILED_JOBS_WINDOW = timedelta(days=7)
 
 
@@ -94,7 +95,19 @@ def _orders() -> dict[str, Any]:
         .order_by()
     )
     by_status = [(str(status), counts.get(status, 0)) for status in ORDER_IN_FLIGHT_STATUSES]
-    return {"by_status": by_status, "total": sum(counts.values())}
+    # Orders waiting on their customer (to delegate the domain's nameservers), oldest first.
+    waiting = Order.objects.filter(status__in=ORDER_IN_FLIGHT_STATUSES).exclude(waiting_reason="")
+    shown = list(
+        waiting.order_by("waiting_since", "id").values(
+            "id", "domain", "waiting_reason", "waiting_since", "dns_nameservers"
+        )[:WAITING_ORDERS_SHOWN]
+    )
+    return {
+        "by_status": by_status,
+        "total": sum(counts.values()),
+        "waiting": shown,
+        "waiting_total": waiting.count() if len(shown) == WAITING_ORDERS_SHOWN else len(shown),
+    }
 
 
 def _pool() -> list[PoolLevel]:

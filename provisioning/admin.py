@@ -10,6 +10,7 @@ from hub.errors import DomainError
 from hub.pipeline.models import JOB_ACTIVE_STATUSES
 from hub.pipeline.selectors import step_timeline
 from provisioning.models import Order, OrderStatus, PoolPurchase, Server, ServerStatus
+from provisioning.services.dns import WAITING_FOR_NAMESERVERS
 from provisioning.services.orders import order_assign_server, order_cancel, order_retry
 from provisioning.services.pool import server_prepare_again, server_quarantine, server_release_to_pool
 
@@ -21,7 +22,12 @@ def order_timeline(order: Order) -> dict[str, object]:
     job = order.job
     steps = step_timeline(job_id=order.job_id)
     return {
-        "order": {"id": order.pk, "status": order.status, "terminal": order.is_terminal},
+        "order": {
+            "id": order.pk,
+            "status": order.status,
+            "terminal": order.is_terminal,
+            "waiting_reason": order.waiting_reason,
+        },
         "job": {"id": job.pk, "status": job.status, "active": job.status in JOB_ACTIVE_STATUSES, "error": job.error}
         if job
         else None,
@@ -54,10 +60,36 @@ class AssignServerForm(forms.Form):
         )
 
 
+class WaitingFilter(admin.SimpleListFilter):
+    title = "waiting on"
+    parameter_name = "waiting"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("nameservers", "the customer's nameservers"), ("anything", "anything outside the Hub")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Order]) -> QuerySet[Order]:
+        if self.value() == "nameservers":
+            return queryset.filter(waiting_reason=WAITING_FOR_NAMESERVERS)
+        if self.value() == "anything":
+            return queryset.exclude(waiting_reason="")
+        return queryset
+
+
 @admin.register(Order)
 class OrderAdmin(admin.ModelAdmin):
-    list_display = ["id", "domain", "status", "plan", "region", "mode", "server", "created_at", "fulfilled_at"]
-    list_filter = ["status", "plan", "region", "mode"]
+    list_display = [
+        "id",
+        "domain",
+        "status",
+        "waiting_reason",
+        "plan",
+        "region",
+        "mode",
+        "server",
+        "created_at",
+        "fulfilled_at",
+    ]
+    list_filter = ["status", WaitingFilter, "plan", "region", "mode"]
     search_fields = ["=id", "domain", "customer_email", "stripe_subscription_id"]
     actions = ["retry_orders", "cancel_orders"]
     readonly_fields = [
@@ -74,6 +106,14 @@ class OrderAdmin(admin.ModelAdmin):
         "tenant",
         "job",
         "failure_reason",
+        "waiting_reason",
+        "waiting_since",
+        "dns_zone_name",
+        "dns_zone_id",
+        "dns_zone_created",
+        "dns_nameservers",
+        "nameservers_notice_sent_at",
+        "nameservers_expired_notice_sent_at",
         "welcome_sent_at",
         "created_at",
         "status_changed_at",

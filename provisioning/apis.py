@@ -1,20 +1,32 @@
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema
-from rest_framework import generics, status
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import exceptions, generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from provisioning.integrations.cloudflare import CloudflareRefused, DnsProviderError
 from provisioning.models import Order, Server
 from provisioning.selectors import orders_with_steps
 from provisioning.serializers import (
+    AcmeChallengeInputSerializer,
+    AcmeChallengeOutputSerializer,
+    AcmeChallengeRemovedSerializer,
     OrderInputSerializer,
     OrderOutputSerializer,
     ServerInputSerializer,
     ServerOutputSerializer,
 )
+from provisioning.services.acme import (
+    ChallengeForbidden,
+    ChallengeNotVisible,
+    acme_challenge_put,
+    acme_challenge_remove,
+)
 from provisioning.services.orders import order_cancel, order_create, order_retry
 from provisioning.services.pool import server_register
+from tenants.apis import AGENT_ERRORS, ERROR, AgentApi
+from tenants.http import ServiceUnavailable
 
 
 class OrderListCreateApi(generics.ListAPIView):
@@ -73,3 +85,70 @@ class ServerListCreateApi(generics.ListAPIView):
         payload.is_valid(raise_exception=True)
         server = server_register(**payload.validated_data, actor=request.user.get_username())
         return Response(ServerOutputSerializer(server).data, status=status.HTTP_201_CREATED)
+
+
+# --- the agent's DNS-01 hook ----------------------------------------------------------
+
+
+class ChallengeNotVisibleError(exceptions.APIException):
+    status_code = 504
+    default_detail = "The TXT record was written but not yet visible; try again."
+    default_code = "not_visible"
+
+
+class DnsProviderRefusedError(exceptions.APIException):
+    status_code = 502
+    default_detail = "The DNS provider refused the record."
+    default_code = "dns_provider_refused"
+
+
+CHALLENGE_ERRORS = {
+    **AGENT_ERRORS,
+    403: OpenApiResponse(response=ERROR.response, description="the name is not under this tenant's domain"),
+    409: OpenApiResponse(response=ERROR.response, description="the tenant's domain is in no zone of the account"),
+    502: ERROR,
+    503: ERROR,
+    504: ERROR,
+}
+
+
+class AgentAcmeChallengeApi(AgentApi):
+    """certbot's --manual-auth-hook and --manual-cleanup-hook on a tenant's server ask
+    here for the `_acme-challenge` TXT record: the server holds no DNS credential."""
+
+    def _call(self, request: Request, service, data: dict[str, str]):  # type: ignore[no-untyped-def]
+        try:
+            return service(tenant_id=self.identity(request).tenant_id, **data)
+        except ChallengeForbidden as exc:
+            raise exceptions.PermissionDenied(str(exc)) from exc
+        except ChallengeNotVisible as exc:
+            raise ChallengeNotVisibleError from exc
+        except DnsProviderError as exc:
+            raise ServiceUnavailable from exc
+        except CloudflareRefused as exc:
+            raise DnsProviderRefusedError(str(exc)) from exc
+
+    @extend_schema(
+        tags=["agent"],
+        request=AcmeChallengeInputSerializer,
+        responses={201: AcmeChallengeOutputSerializer, **CHALLENGE_ERRORS},
+        description="Put the DNS-01 value at _acme-challenge.<domain> (beside any other); answers once it is visible.",
+    )
+    def post(self, request: Request) -> Response:
+        payload = AcmeChallengeInputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        challenge = self._call(request, acme_challenge_put, payload.validated_data)
+        return Response(AcmeChallengeOutputSerializer(challenge).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        tags=["agent"],
+        request=AcmeChallengeInputSerializer,
+        responses={200: AcmeChallengeRemovedSerializer, **CHALLENGE_ERRORS},
+        description="Remove this DNS-01 value from _acme-challenge.<domain>; other values stay.",
+    )
+    def delete(self, request: Request) -> Response:
+        payload = AcmeChallengeInputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        removed = self._call(request, acme_challenge_remove, payload.validated_data)
+        name = f"_acme-challenge.{payload.validated_data['domain'].rstrip('.').removeprefix('*.')}"
+        return Response(AcmeChallengeRemovedSerializer({"name": name, "removed": removed}).data)

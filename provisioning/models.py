@@ -148,6 +148,19 @@ class Order(models.Model):
     )
     job = models.OneToOneField("hub.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="order")
     failure_reason = models.TextField(blank=True, default="")
+    # What the order waits on outside the Hub, shown to staff ("waiting for the
+    # customer's nameservers"), and since when; blank when it waits on nothing.
+    waiting_reason = models.CharField(max_length=200, blank=True, default="")
+    waiting_since = models.DateTimeField(null=True, blank=True)
+    # The Cloudflare zone the domain's records are in; `dns_zone_created`: the Hub
+    # added it for this order (so a rollback deletes it), `dns_nameservers` are the
+    # ones Cloudflare assigned it.
+    dns_zone_id = models.CharField(max_length=64, blank=True, default="")
+    dns_zone_name = models.CharField(max_length=253, blank=True, default="")
+    dns_zone_created = models.BooleanField(default=False)
+    dns_nameservers = models.JSONField(default=list, blank=True)
+    nameservers_notice_sent_at = models.DateTimeField(null=True, blank=True)
+    nameservers_expired_notice_sent_at = models.DateTimeField(null=True, blank=True)
     welcome_sent_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     status_changed_at = models.DateTimeField(auto_now_add=True)

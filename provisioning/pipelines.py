@@ -13,7 +13,7 @@ from hub.pipeline.spec import Pipeline, RetryPolicy, StepAction, StepCompensatio
 from provisioning.integrations.cloudflare import DnsProviderError
 from provisioning.integrations.hetzner import ProviderError
 from provisioning.integrations.ssh import ScriptFailed, SshError
-from provisioning.services import deprovision, preparation, steps
+from provisioning.services import deprovision, dns, preparation, steps
 from provisioning.services.orders import PIPELINE, order_job_finished
 
 SETUP_SCRIPTS = (
@@ -88,7 +88,7 @@ register(
                 "allocate_server", steps.allocate_server, steps.release_server, retry=_retry(5), timeout=900
             ),
             StepSpec(name="wait_server_ready", action=steps.wait_server_ready, retry=_retry(5), timeout=900),
-            _undoable_step("create_dns", steps.create_dns, steps.delete_dns, retry=_retry(5)),
+            _undoable_step("create_dns", dns.create_dns, dns.delete_dns, retry=_retry(5)),
             *(_script_step(name) for name in BEFORE_AGENT),
             _undoable_step(
                 "agent_handover",

@@ -1,3 +1,6 @@
+import re
+from typing import Any
+
 from rest_framework import serializers
 
 from hub.pipeline.models import Step
@@ -18,6 +21,7 @@ class OrderOutputSerializer(serializers.ModelSerializer):
     server = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
     # Blank when the order came without one: not an email the schema could promise.
     customer_email = serializers.CharField(read_only=True)
+    dns_nameservers = serializers.ListField(child=serializers.CharField(), read_only=True)
 
     class Meta:
         model = Order
@@ -32,6 +36,11 @@ class OrderOutputSerializer(serializers.ModelSerializer):
             "server",
             "tenant",
             "failure_reason",
+            "waiting_reason",
+            "waiting_since",
+            "dns_zone_name",
+            "dns_zone_id",
+            "dns_nameservers",
             "customer_email",
             "created_at",
             "status_changed_at",
@@ -105,3 +114,36 @@ class ServerInputSerializer(serializers.Serializer):
         if unknown:
             raise serializers.ValidationError({name: "unknown field" for name in sorted(unknown)})
         return attrs
+
+
+# certbot's CERTBOT_DOMAIN (a wildcard's is its base domain) and CERTBOT_VALIDATION (the
+# base64url digest of the key authorization).
+CHALLENGE_DOMAIN_RE = re.compile(r"^(?:\*\.)?(?:(?!-)[a-z0-9-]{1,63}(?<!-)\.)+[a-z]{2,63}\.?$")
+CHALLENGE_VALUE_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+
+
+class AcmeChallengeInputSerializer(serializers.Serializer):
+    domain = serializers.CharField(max_length=254, help_text="CERTBOT_DOMAIN: the domain being validated")
+    validation = serializers.CharField(max_length=128, help_text="CERTBOT_VALIDATION: the TXT value")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(self.initial_data) - set(self.fields)
+        if unknown:
+            raise serializers.ValidationError({name[:64]: "unknown field" for name in sorted(unknown)[:20]})
+        domain = attrs["domain"].lower()
+        if not CHALLENGE_DOMAIN_RE.match(domain) or len(domain.rstrip(".")) > 253:
+            raise serializers.ValidationError({"domain": "not a domain name"})
+        if not CHALLENGE_VALUE_RE.match(attrs["validation"]):
+            raise serializers.ValidationError({"validation": "not an ACME DNS-01 value (base64url)"})
+        return {"domain": domain, "validation": attrs["validation"]}
+
+
+class AcmeChallengeOutputSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="the TXT record's name, _acme-challenge.<domain>")
+    value = serializers.CharField()
+    zone = serializers.CharField(help_text="the Cloudflare zone it is in")
+
+
+class AcmeChallengeRemovedSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    removed = serializers.IntegerField(help_text="records deleted (0: it was already gone)")

@@ -8,4 +8,5 @@ urlpatterns = [
     path("orders/<int:pk>/retry/", apis.OrderRetryApi.as_view(), name="order-retry"),
     path("orders/<int:pk>/cancel/", apis.OrderCancelApi.as_view(), name="order-cancel"),
     path("servers/", apis.ServerListCreateApi.as_view(), name="server-list"),
+    path("agent/acme-challenge", apis.AgentAcmeChallengeApi.as_view(), name="agent-acme-challenge"),
 ]

@@ -1,14 +1,23 @@
 """A Cloudflare DNS emulator behind `CLOUDFLARE_API_BASE` (…/client/v4): zones and DNS
 records in Cloudflare's `success`/`errors`/`messages`/`result`/`result_info` envelope,
-with its error codes, Bearer tokens and its 1200-per-5-minutes rate limit."""
+with its error codes, Bearer tokens and its 1200-per-5-minutes rate limit.
+
+Zones behave as Cloudflare's do: one added through the API (`POST /zones`) starts
+`pending` with two nameservers Cloudflare assigned, and turns `active` once the
+customer delegates their domain to them (the control endpoint
+`POST /__sandbox/zones/<name>/delegate` plays the customer). `GET /__sandbox/resolve`
+answers like a public DNS resolver (DNS-over-HTTPS JSON, no token): only delegated
+zones answer, as on the Internet."""
 
 from __future__ import annotations
 
 import ipaddress
+import random
+import re
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,10 +40,43 @@ CODE_INVALID_NAME = 9000
 CODE_NO_ROUTE = 7003
 CODE_AUTH = 10000
 CODE_RATE_LIMITED = 971
+CODE_ZONE_EXISTS = 1061
+CODE_NOT_REGISTRABLE = 1099
+CODE_SUBDOMAIN_ZONE = 1116
+CODE_INVALID_REQUEST = 1001
+CODE_UNAUTHORIZED = 9109
+
+ZONE_ACTIVE = "active"
+ZONE_PENDING = "pending"
+ZONE_TYPES = {"full", "partial", "secondary"}
+# Cloudflare's nameservers are pairs of first names under ns.cloudflare.com.
+NAMESERVER_NAMES = (
+    "ada", "bob", "cruz", "dana", "elle", "fred", "gina", "hugo", "iris", "jack", "kate", "lars",
+    "mira", "nash", "olga", "pete", "rita", "sam", "tess", "uma", "vera", "walt", "yara", "zod",
+)  # fmt: skip
+# Two-label public suffixes a registrable domain may sit under (a small stand-in for
+# the Public Suffix List Cloudflare consults).
+SECOND_LEVEL_SUFFIXES = {"co.uk", "org.uk", "ac.uk", "com.au", "net.au", "co.nz", "co.jp", "com.br", "co.za"}
+LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+DNS_TYPE_CODES = {"A": 1, "NS": 2, "CNAME": 5, "MX": 15, "TXT": 16, "AAAA": 28, "SRV": 33, "CAA": 257}
 
 
 def _stamp(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def assigned_nameservers(zone_name: str) -> list[str]:
+    """The two nameservers Cloudflare assigns a zone: the same two for the same name."""
+    first, second = random.Random(zone_name).sample(NAMESERVER_NAMES, 2)
+    return [f"{first}.ns.cloudflare.com", f"{second}.ns.cloudflare.com"]
+
+
+def registrable(name: str) -> bool:
+    """A name Cloudflare takes as a zone: a registered domain, not a subdomain of one."""
+    labels = name.split(".")
+    if len(name) > 253 or len(labels) < 2 or not all(LABEL.match(label) for label in labels):
+        return False
+    return len(labels) == 2 or (len(labels) == 3 and ".".join(labels[1:]) in SECOND_LEVEL_SUFFIXES)
 
 
 @dataclass
@@ -42,22 +84,32 @@ class Zone:
     id: str
     name: str
     created: float
+    account_id: str
+    status: str = ZONE_ACTIVE
+    type: str = "full"
+    name_servers: list[str] = field(default_factory=list)
+    activated: float | None = None
+    modified: float | None = None
 
     def payload(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "name": self.name,
-            "status": "active",
+            "status": self.status,
             "paused": False,
-            "type": "full",
+            "type": self.type,
             "development_mode": 0,
-            "name_servers": ["ada.ns.cloudflare.com", "bob.ns.cloudflare.com"],
+            "name_servers": list(self.name_servers),
             "original_name_servers": [],
+            "original_registrar": None,
+            "original_dnshost": None,
             "created_on": _stamp(self.created),
-            "modified_on": _stamp(self.created),
-            "activated_on": _stamp(self.created),
-            "account": {"id": "sandbox-account", "name": "Sandbox"},
-            "permissions": ["#dns_records:edit", "#dns_records:read", "#zone:read"],
+            "modified_on": _stamp(self.modified or self.created),
+            "activated_on": _stamp(self.activated) if self.activated else None,
+            "account": {"id": self.account_id, "name": "Sandbox"},
+            "owner": {"id": None, "type": "organization", "name": "Sandbox"},
+            "meta": {"step": 4 if self.status == ZONE_PENDING else 2, "phishing_detected": False},
+            "permissions": ["#dns_records:edit", "#dns_records:read", "#zone:read", "#zone:edit"],
             "plan": {"id": "free", "name": "Free Website", "price": 0, "currency": "USD"},
         }
 
@@ -72,22 +124,50 @@ class CloudflareEmulator(EmulatorServer):
         token: str,
         zone_id: str | None = None,
         zone_name: str = "hub-sandbox.test",
+        account_id: str = "sandbox-account",
         rate_limit: int = 1200,
         burst: int | None = None,
     ) -> None:
         bucket = TokenBucket(capacity=burst or rate_limit, refill_per_second=rate_limit / RATE_WINDOW_SECONDS)
         super().__init__(address, token=token, bucket=bucket)
         self.rate_limit = rate_limit
+        self.account_id = account_id
         self.lock = threading.RLock()
         self.zones: dict[str, Zone] = {}
         self.records: dict[str, dict[str, dict[str, Any]]] = {}
         self.default_zone = self.add_zone(zone_name, zone_id=zone_id)
 
-    def add_zone(self, name: str, *, zone_id: str | None = None) -> Zone:
-        zone = Zone(id=zone_id or secrets.token_hex(16), name=name.lower().rstrip("."), created=time.time())
+    def add_zone(
+        self, name: str, *, zone_id: str | None = None, status: str = ZONE_ACTIVE, zone_type: str = "full"
+    ) -> Zone:
+        name = name.lower().rstrip(".")
+        now = time.time()
+        zone = Zone(
+            id=zone_id or secrets.token_hex(16),
+            name=name,
+            created=now,
+            account_id=self.account_id,
+            status=status,
+            type=zone_type,
+            name_servers=assigned_nameservers(name),
+            activated=now if status == ZONE_ACTIVE else None,
+        )
         with self.lock:
             self.zones[zone.id] = zone
             self.records[zone.id] = {}
+        return zone
+
+    def zone_named(self, name: str) -> Zone | None:
+        name = name.lower().rstrip(".")
+        with self.lock:
+            return next((zone for zone in self.zones.values() if zone.name == name), None)
+
+    def delegate(self, zone: Zone) -> Zone:
+        """The customer pointed their domain at the assigned nameservers: active."""
+        with self.lock:
+            if zone.status != ZONE_ACTIVE:
+                zone.status = ZONE_ACTIVE
+                zone.activated = zone.modified = time.time()
         return zone
 
     # --- envelope -------------------------------------------------------------------
@@ -134,9 +214,16 @@ class CloudflareEmulator(EmulatorServer):
             raise ApiError(404, 7000, "No route for that URI")
         if len(parts) == 1 and method == "GET":
             return self.list_zones(request)
+        if len(parts) == 1 and method == "POST":
+            return self.create_zone(request)
         zone = self._zone(parts[1], request.path)
         if len(parts) == 2 and method == "GET":
             return self.ok(zone.payload())
+        if len(parts) == 2 and method == "DELETE":
+            with self.lock:
+                self.zones.pop(zone.id, None)
+                self.records.pop(zone.id, None)
+            return self.ok({"id": zone.id})
         if len(parts) >= 3 and parts[2] == "dns_records":
             if len(parts) == 3:
                 if method == "GET":
@@ -185,11 +272,53 @@ class CloudflareEmulator(EmulatorServer):
 
     def list_zones(self, request: Request) -> Response:
         with self.lock:
-            zones = [z.payload() for z in self.zones.values()]
+            zones = sorted((z.payload() for z in self.zones.values()), key=lambda z: z["name"])
         name = request.param("name")
         if name:
-            zones = [z for z in zones if z["name"] == name.lower()]
+            zones = [z for z in zones if z["name"] == name.lower().rstrip(".")]
+        status = request.param("status")
+        if status:
+            zones = [z for z in zones if z["status"] == status]
+        account = request.param("account.id")
+        if account:
+            zones = [z for z in zones if z["account"]["id"] == account]
         return self._page(request, zones, default=20, maximum=50)
+
+    def create_zone(self, request: Request) -> Response:
+        body = request.body
+        if not isinstance(body, dict):
+            raise ApiError(400, 9207, "Request body is invalid.")
+        account = body.get("account")
+        account_id = account.get("id") if isinstance(account, dict) else None
+        if not isinstance(account_id, str) or not account_id:
+            raise ApiError(400, CODE_INVALID_REQUEST, "Invalid request: account.id is required")
+        if account_id != self.account_id:
+            raise ApiError(403, CODE_UNAUTHORIZED, "Unauthorized to access requested resource")
+        zone_type = body.get("type", "full")
+        if zone_type not in ZONE_TYPES:
+            raise ApiError(400, CODE_INVALID_REQUEST, f"Invalid request: unknown zone type {zone_type!r}")
+        name = body.get("name")
+        name = name.lower().rstrip(".") if isinstance(name, str) else ""
+        with self.lock:
+            if self.zone_named(name) is not None:
+                raise ApiError(400, CODE_ZONE_EXISTS, f"{name} already exists")
+            if any(name.endswith("." + zone.name) for zone in self.zones.values()):
+                raise ApiError(
+                    400,
+                    CODE_SUBDOMAIN_ZONE,
+                    "Please ensure you are providing the root domain and not any subdomains "
+                    "(e.g., example.com, not subdomain.example.com)",
+                )
+            if not registrable(name):
+                raise ApiError(
+                    400,
+                    CODE_NOT_REGISTRABLE,
+                    f"We were unable to identify {name or body.get('name')!r} as a registered domain. Please ensure "
+                    "you are providing the root domain and not any subdomains (e.g., example.com, not "
+                    "subdomain.example.com)",
+                )
+            zone = self.add_zone(name, status=ZONE_PENDING, zone_type=zone_type)
+        return self.ok(zone.payload())
 
     # --- records --------------------------------------------------------------------
 
@@ -338,8 +467,63 @@ class CloudflareEmulator(EmulatorServer):
         if request.path == "/__sandbox/zones" and request.method == "POST":
             body = request.body if isinstance(request.body, dict) else {}
             name = body.get("name")
+            status = body.get("status", ZONE_ACTIVE)
             if not isinstance(name, str) or not name:
                 return Response(400, {"error": "name is required"})
-            zone = self.add_zone(name, zone_id=body.get("id"))
+            if status not in (ZONE_ACTIVE, ZONE_PENDING):
+                return Response(400, {"error": "status is active or pending"})
+            if self.zone_named(name) is not None:
+                return Response(409, {"error": f"zone {name} exists"})
+            zone = self.add_zone(name, zone_id=body.get("id"), status=status)
             return Response(201, {"zone": zone.payload()})
+        if request.path == "/__sandbox/zones" and request.method == "GET":
+            with self.lock:
+                zones = [zone.payload() for zone in self.zones.values()]
+            return Response(200, {"zones": zones})
+        parts = [p for p in request.path.split("/") if p]
+        if len(parts) == 4 and parts[1] == "zones" and parts[3] == "delegate" and request.method == "POST":
+            with self.lock:
+                found = self.zones.get(parts[2]) or self.zone_named(parts[2])
+            if found is None:
+                return Response(404, {"error": f"no zone {parts[2]}"})
+            return Response(200, {"zone": self.delegate(found).payload()})
+        if request.path == "/__sandbox/resolve" and request.method == "GET":
+            return self.resolve(request)
         return super().control(request)
+
+    # --- a public resolver ------------------------------------------------------------
+
+    def resolve(self, request: Request) -> Response:
+        """DNS-over-HTTPS JSON, as a public resolver sees the zones: a zone answers only
+        once its nameservers are delegated; a name with no records of its own falls
+        under a wildcard one label up."""
+        name = (request.param("name") or "").lower().rstrip(".")
+        record_type = (request.param("type") or "A").upper()
+        if not name or record_type not in DNS_TYPE_CODES:
+            return Response(400, {"error": "name and a known type are required"})
+        question = [{"name": f"{name}.", "type": DNS_TYPE_CODES[record_type]}]
+        with self.lock:
+            zones = [z for z in self.zones.values() if name == z.name or name.endswith("." + z.name)]
+            zone = max(zones, key=lambda z: len(z.name), default=None)
+            if zone is None or zone.status != ZONE_ACTIVE:
+                return Response(200, {"Status": 3, "Question": question, "Answer": []})
+            records = list(self.records[zone.id].values())
+        if record_type == "NS" and name == zone.name:
+            answers = [(name, ns, 86400) for ns in zone.name_servers]
+        else:
+            at_name = [r for r in records if r["name"] == name]
+            if not at_name and name != zone.name:
+                wildcard = "*." + name.split(".", 1)[1]
+                at_name = [r for r in records if r["name"] == wildcard]
+            if not at_name:
+                return Response(200, {"Status": 3, "Question": question, "Answer": []})
+            answers = [
+                (name, f'"{r["content"]}"' if r["type"] == "TXT" else r["content"], 300 if r["ttl"] == 1 else r["ttl"])
+                for r in at_name
+                if r["type"] == record_type
+            ]
+        answer = [
+            {"name": f"{owner}.", "type": DNS_TYPE_CODES[record_type], "TTL": ttl, "data": data}
+            for owner, data, ttl in answers
+        ]
+        return Response(200, {"Status": 0, "Question": question, "Answer": answer})

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -281,6 +282,7 @@ class Sandbox:
             "CLOUDFLARE_API_TOKEN": secret["cloudflare_token"],
             "CLOUDFLARE_ZONE_ID": secret["cloudflare_zone_id"],
             "CLOUDFLARE_ZONE_NAME": secret["cloudflare_zone_name"],
+            "CLOUDFLARE_ACCOUNT_ID": secret["cloudflare_account_id"],
             "HUB_SSH_PRIVATE_KEY_PATH": self.state["hub_key"],
             "SANDBOX_HOSTS": ",".join(h.endpoint for h in self.hosts),
             "SANDBOX_DIR": str(self.state_dir),
@@ -341,6 +343,28 @@ class Sandbox:
             "POST", f"{base}/__sandbox/rate_limit", {"capacity": capacity, "refill_per_second": refill_per_second}
         )
 
+    def add_zone(self, name: str, *, status: str = "active") -> dict[str, Any]:
+        """A zone in the Cloudflare account, put there by the operator (not through
+        the Hub): `active` (its nameservers already delegated) or `pending`."""
+        return dict(
+            _http_json("POST", f"{self.cloudflare_url}/__sandbox/zones", {"name": name, "status": status})["zone"]
+        )
+
+    def delegate_zone(self, name: str) -> dict[str, Any]:
+        """Play the customer who points their domain at the two nameservers Cloudflare
+        assigned: the zone (by name or id) turns active."""
+        return dict(_http_json("POST", f"{self.cloudflare_url}/__sandbox/zones/{name}/delegate")["zone"])
+
+    def zones(self) -> list[dict[str, Any]]:
+        """Every zone of the Cloudflare account, as the API shows it."""
+        return list(_http_json("GET", f"{self.cloudflare_url}/__sandbox/zones")["zones"])
+
+    def resolve(self, name: str, record_type: str = "A") -> list[str]:
+        """What a public resolver answers for the name (TXT values without their quotes)."""
+        query = urllib.parse.urlencode({"name": name, "type": record_type})
+        answer = _http_json("GET", f"{self.cloudflare_url}/__sandbox/resolve?{query}")
+        return [a["data"].strip('"') if record_type == "TXT" else a["data"] for a in answer.get("Answer", [])]
+
     def create_orphan_server(self, *, name: str, labels: dict[str, str] | None = None, host: bool = False) -> Any:
         """A server in the Hetzner account that the Hub did not buy through its API."""
         body = {"name": name, "labels": labels or {}, "host": host}
@@ -352,14 +376,18 @@ class Sandbox:
         """Tokens and ids made once per state directory, so a restarted sandbox keeps
         the settings a developer already has in .env."""
         path = self.state_dir / "secrets.json"
-        if path.exists():
-            return dict(json.loads(path.read_text()))
-        data = {
+        made = {
             "hcloud_token": secrets.token_hex(32),
             "cloudflare_token": secrets.token_urlsafe(30),
             "cloudflare_zone_id": secrets.token_hex(16),
             "cloudflare_zone_name": self.zone_name,
+            "cloudflare_account_id": secrets.token_hex(16),
         }
+        kept = dict(json.loads(path.read_text())) if path.exists() else {}
+        if set(made) <= set(kept):
+            return kept
+        # A state directory from before a key existed keeps what it has and gains the rest.
+        data = {**made, **kept}
         path.write_text(json.dumps(data, indent=2))
         path.chmod(0o600)
         return data

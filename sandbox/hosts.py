@@ -92,9 +92,19 @@ def _port_free(addr: str, port: int) -> bool:
     return True
 
 
-def _sshd_config(*, host_dir: Path, root: Path, addr: str, port: int, authorized_keys: Path, name: str) -> str:
+def _sshd_config(
+    *,
+    host_dir: Path,
+    root: Path,
+    addr: str,
+    port: int,
+    authorized_keys: Path,
+    name: str,
+    extra_env: dict[str, str] | None = None,
+) -> str:
     path = f"{STANDINS_DIR}:{SYSTEM_PATH}"
     env = {
+        **(extra_env or {}),
         "HOST_ROOT": str(root),
         "PATH": path,
         # A home of its own, so nothing a script puts under ~ leaks between hosts and
@@ -141,6 +151,9 @@ class HostManager:
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._hosts: dict[str, HostInfo] = {}
         self._next = FIRST_ADDRESS
+        # What every session learns from the sandbox itself (never a credential): where
+        # the public DNS resolver is, for the certbot stand-in.
+        self.session_env: dict[str, str] = {}
 
     def _allocate(self) -> str:
         # Addresses are never reused within a run: a new server must not inherit an old
@@ -180,7 +193,13 @@ class HostManager:
         config = host_dir / "sshd_config"
         config.write_text(
             _sshd_config(
-                host_dir=host_dir, root=root, addr=addr, port=self.ssh_port, authorized_keys=authorized_keys, name=name
+                host_dir=host_dir,
+                root=root,
+                addr=addr,
+                port=self.ssh_port,
+                authorized_keys=authorized_keys,
+                name=name,
+                extra_env=self.session_env,
             )
         )
         log = open(host_dir / "sshd.log", "ab")  # noqa: SIM115 - sshd keeps writing after we return

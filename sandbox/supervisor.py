@@ -81,11 +81,13 @@ def run(args: argparse.Namespace) -> int:
             token=secrets["cloudflare_token"],
             zone_id=secrets["cloudflare_zone_id"],
             zone_name=secrets["cloudflare_zone_name"],
+            account_id=secrets["cloudflare_account_id"],
             rate_limit=args.cloudflare_rate_limit,
             burst=args.cloudflare_burst,
         )
         cloudflare.serve_in_thread()
         servers.append(cloudflare)
+        manager.session_env["SANDBOX_DNS_RESOLVER"] = f"http://{args.bind}:{cloudflare.port}/__sandbox/resolve"
         addrs = [manager.launch(name=f"sandbox-{index + 1}") for index in range(args.hosts)]
         with ThreadPoolExecutor(max_workers=max(1, len(addrs))) as pool:
             list(pool.map(manager.wait_ready, addrs))

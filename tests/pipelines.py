@@ -7,12 +7,13 @@ from __future__ import annotations
 import os
 import signal
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from hub.pipeline.context import StepContext
 from hub.pipeline.registry import register
-from hub.pipeline.spec import PermanentStepError, Pipeline, RetryPolicy, StepSpec
+from hub.pipeline.spec import PermanentStepError, Pipeline, RetryPolicy, StepDeferred, StepSpec
 
 FAST_RETRY = RetryPolicy(max_attempts=3, base_delay=0.4, max_delay=5)
 
@@ -229,6 +230,25 @@ register(
         name="test.log_streamed_in_process",
         queue=IN_PROCESS_QUEUE,
         steps=(StepSpec(name="streamed", action=_wait_for_own_log_and_lease, retry=RetryPolicy(max_attempts=1)),),
+    )
+)
+
+
+def _wait_outside(ctx: StepContext) -> None:
+    """Waits on the outside world every time, holding the job's deadline or not as the
+    job's context says."""
+    raise StepDeferred(
+        "waiting on the outside world", delay=float(ctx.context["delay"]), hold_deadline=ctx.context["hold"]
+    )
+
+
+# A deadline long past by the time the reaper looks.
+register(
+    Pipeline(
+        name="test.waits_outside_in_process",
+        queue=IN_PROCESS_QUEUE,
+        deadline=timedelta(milliseconds=1),
+        steps=(StepSpec(name="wait", action=_wait_outside), StepSpec(name="after", action=_noop)),
     )
 )
 

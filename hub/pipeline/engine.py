@@ -486,6 +486,7 @@ class Outcome:
     error: str = ""
     retryable: bool = False
     delay: float = 0.0
+    hold_deadline: bool = False
 
 
 def run_action(claim: Claim) -> Outcome:
@@ -497,7 +498,7 @@ def run_action(claim: Claim) -> Outcome:
         result = fn(claim.context)
     except StepDeferred as deferred:
         claim.context.log(f"deferred: {deferred}")
-        return Outcome(kind="deferred", error=str(deferred), delay=deferred.delay)
+        return Outcome(kind="deferred", error=str(deferred), delay=deferred.delay, hold_deadline=deferred.hold_deadline)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded on the step
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         claim.context.log(f"attempt {claim.context.attempt} failed: {detail}")
@@ -669,14 +670,18 @@ def record_outcome(claim: Claim, outcome: Outcome) -> None:
             # Waiting is not trying: the attempt is given back.
             step.attempts -= 1
             step.error = outcome.error[:ERROR_LIMIT]
+            held = {"held_deadline": True} if outcome.hold_deadline else {}
+            previous = step.history[-1] if step.history else None
             step.history = [
                 *step.history,
-                _history_entry(step, now, "deferred", reason=outcome.error, wait=outcome.delay),
+                _history_entry(step, now, "deferred", reason=outcome.error, wait=outcome.delay, **held),
             ]
             step.save(update_fields=[*fields, "attempts"])
             if job.stop_requested_at:
                 _finish_step_failed(step, job, now, outcome.error, already_saved=True)
                 return
+            if outcome.hold_deadline and job.deadline_at is not None:
+                _hold_deadline(job, step, previous, outcome.delay)
             _schedule_retry(step, job, now, outcome.delay)
             return
 
@@ -690,6 +695,19 @@ def record_outcome(claim: Claim, outcome: Outcome) -> None:
         step.history = [*step.history, _history_entry(step, now, "failed", error=step.error, final=True)]
         step.save(update_fields=fields)
         _finish_step_failed(step, job, now, step.error, already_saved=True)
+
+
+def _hold_deadline(job: Job, step: Step, previous: dict[str, Any] | None, delay: float) -> None:
+    """A step waiting on the outside world keeps the job's deadline off its wait: the
+    deadline moves on by the wait ahead, and by however much the wait before this
+    attempt overran the one announced then (a retry the reaper woke late)."""
+    extra = delay
+    if previous and previous.get("held_deadline") and step.attempt_started_at is not None:
+        waited = (step.attempt_started_at - datetime.fromisoformat(previous["finished_at"])).total_seconds()
+        extra += max(0.0, waited - float(previous.get("wait") or 0.0))
+    assert job.deadline_at is not None
+    job.deadline_at += timedelta(seconds=extra)
+    job.save(update_fields=["deadline_at", "updated_at"])
 
 
 def _finish_step_failed(step: Step, job: Job, now: datetime, error: str, *, already_saved: bool = False) -> None:

@@ -157,7 +157,8 @@ def job_fail_past_deadline(*, job_id: int) -> bool:
         return False
     if job.deadline_at > timezone.now():
         return False
-    allowed = int((job.deadline_at - job.created_at).total_seconds())
+    spec = registry.get(job.pipeline).deadline
+    allowed = int(spec.total_seconds()) if spec else int((job.deadline_at - job.created_at).total_seconds())
     request_stop(job, reason=StopReason.DEADLINE, message=f"job did not finish within its deadline of {allowed}s")
     return True
 

@@ -21,11 +21,16 @@ class PermanentStepError(Exception):
 
 class StepDeferred(Exception):
     """The step cannot go on yet (waiting for staff, for a server to boot): run it again
-    after `delay` seconds without counting an attempt."""
+    after `delay` seconds without counting an attempt.
 
-    def __init__(self, reason: str, *, delay: float = 30.0) -> None:
+    `hold_deadline`: the step waits on the outside world (a customer delegating their
+    nameservers, for days), so the wait is not the job's: the job's deadline moves on
+    by the time the step spends waiting, and bounds only the work itself."""
+
+    def __init__(self, reason: str, *, delay: float = 30.0, hold_deadline: bool = False) -> None:
         super().__init__(reason)
         self.delay = delay
+        self.hold_deadline = hold_deadline
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('provisioning', '0003_poolpurchase'),
+        ('provisioning', '0004_poolpurchase'),
         ('hub', '0005_notification'),
         ('monitoring', '0003_notification_covers'),
     ]

@@ -23,7 +23,10 @@ def orders_stuck(*, now: Any) -> list[tuple[int, str, Any]]:
     condition = Q()
     for status, seconds in deadlines.items():
         condition |= Q(status=status, status_changed_at__lt=now - timedelta(seconds=seconds))
-    return list(Order.objects.filter(condition).values_list("id", "status", "status_changed_at"))
+    # An order waiting on its customer (DNS_PENDING until the nameservers are delegated)
+    # has its own, longer deadline (DNS_NAMESERVER_DEADLINE_SECONDS): it is not stuck.
+    waiting_on_nobody = Q(waiting_reason="")
+    return list(Order.objects.filter(condition & waiting_on_nobody).values_list("id", "status", "status_changed_at"))
 
 
 def check_stuck_work() -> dict[str, Any]:

@@ -1,8 +1,19 @@
-"""The Cloudflare DNS seam (REST through `requests`): A records created idempotently
-(an identical record is reused), deleted by id or by name."""
+"""The Cloudflare seam (REST through `requests`): the zones of the operator's account
+and the DNS records in them.
+
+A customer's domain is written only in its own zone: the account's zone whose name
+is the longest suffix of the domain (`GET /zones?name=` for each candidate, longest
+first, never the bare TLD, cached for CLOUDFLARE_ZONE_CACHE_SECONDS). Cloudflare reads
+a record name outside its zone as relative to the zone, so every record call names
+its zone explicitly. The Hub's own names live in CLOUDFLARE_ZONE_ID."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,10 +25,46 @@ from hub.integrations.ratelimit import provider_bucket
 from hub.pipeline.spec import PermanentStepError
 
 TIMEOUT = (5.0, 20.0)
+# A caller that holds a web request open (the DNS-01 endpoint) waits this long at most
+# for the rate limit, instead of the workers' five minutes.
+SHORT_RATE_LIMIT_WAIT = 10.0
+
+CODE_ZONE_EXISTS = 1061
+CODE_IDENTICAL_RECORD = 81058
+CODE_RECORD_NOT_FOUND = 81044
+CODE_NO_ROUTE = 7003
+
+ZONE_ACTIVE = "active"
 
 
 class DnsProviderError(Exception):
     """Retryable: 5xx, timeouts, rate limit past patience."""
+
+
+class CloudflareRefused(PermanentStepError):
+    """A 4xx: Cloudflare will answer the same again, so it is not retried."""
+
+    def __init__(self, message: str, *, status: int, codes: tuple[int, ...]) -> None:
+        super().__init__(message)
+        self.status = status
+        self.codes = codes
+
+    @property
+    def gone(self) -> bool:
+        """The zone or record does not exist (any more)."""
+        return self.status == 404 or CODE_NO_ROUTE in self.codes or CODE_RECORD_NOT_FOUND in self.codes
+
+
+@dataclass(frozen=True)
+class Zone:
+    id: str
+    name: str
+    status: str
+    name_servers: tuple[str, ...]
+
+    @property
+    def active(self) -> bool:
+        return self.status == ZONE_ACTIVE
 
 
 @dataclass(frozen=True)
@@ -28,18 +75,31 @@ class DnsRecord:
     content: str
 
 
-_session: requests.Session | None = None
+_sessions: dict[bool, requests.Session] = {}
+_short_waits: contextvars.ContextVar[bool] = contextvars.ContextVar("cloudflare_short_waits", default=False)
 
 
 def _http() -> requests.Session:
-    global _session
-    if _session is None:
-        _session = provider_session(provider_bucket("cloudflare"))
-    return _session
+    short = _short_waits.get()
+    session = _sessions.get(short)
+    if session is None:
+        options = {"max_rate_limit_wait": SHORT_RATE_LIMIT_WAIT} if short else {}
+        session = _sessions[short] = provider_session(provider_bucket("cloudflare"), **options)
+    return session
+
+
+@contextlib.contextmanager
+def short_waits() -> Iterator[None]:
+    """Calls made inside wait for the shared rate limit only briefly (a web request)."""
+    token = _short_waits.set(True)
+    try:
+        yield
+    finally:
+        _short_waits.reset(token)
 
 
 def _call(method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-    url = f"{settings.CLOUDFLARE_API_BASE.rstrip('/')}/zones/{settings.CLOUDFLARE_ZONE_ID}{path}"
+    url = f"{settings.CLOUDFLARE_API_BASE.rstrip('/')}{path}"
     headers = {"Authorization": f"Bearer {settings.CLOUDFLARE_API_TOKEN}"}
     try:
         response = _http().request(method, url, headers=headers, timeout=TIMEOUT, **kwargs)
@@ -49,57 +109,216 @@ def _call(method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         body = response.json()
     except ValueError:
         body = {}
+    if not isinstance(body, dict):
+        body = {}
     if response.ok and body.get("success", False):
         return body
-    errors = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in body.get("errors", [])) or response.reason
-    message = f"cloudflare {response.status_code}: {errors}"
+    errors = body.get("errors") or []
+    described = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors if isinstance(e, dict))
+    message = f"cloudflare {response.status_code}: {described or response.reason}"
     if response.status_code >= 500 or response.status_code == 429:
         raise DnsProviderError(message)
-    raise PermanentStepError(message)
+    codes = tuple(int(e["code"]) for e in errors if isinstance(e, dict) and str(e.get("code", "")).isdigit())
+    raise CloudflareRefused(message, status=response.status_code, codes=codes)
 
 
-def records(*, name: str | None = None, type_: str | None = None) -> list[DnsRecord]:
-    found: list[DnsRecord] = []
+def _paged(path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
     page = 1
     while True:
-        params: dict[str, Any] = {"page": page, "per_page": 100}
-        if name:
-            params["name"] = name
-        if type_:
-            params["type"] = type_
-        body = _call("GET", "/dns_records", params=params)
-        found += [DnsRecord(r["id"], r["type"], r["name"], r["content"]) for r in body["result"]]
+        body = _call("GET", path, params={**params, "page": page})
+        yield from body["result"]
         info = body.get("result_info") or {}
         if page >= int(info.get("total_pages") or 1):
-            return found
+            return
         page += 1
 
 
-def a_record_ensure(*, name: str, ipv4: str) -> DnsRecord:
-    """One A record name -> ipv4: an identical one is reused, a stale one (other
-    address) is corrected, none is created."""
-    existing = records(name=name, type_="A")
-    for record in existing:
-        if record.content == ipv4:
-            return record
-    payload = {"type": "A", "name": name, "content": ipv4, "ttl": 300, "proxied": False}
-    if existing:
-        body = _call("PUT", f"/dns_records/{existing[0].id}", json=payload)
-    else:
-        body = _call("POST", "/dns_records", json=payload)
-    r = body["result"]
-    return DnsRecord(r["id"], r["type"], r["name"], r["content"])
+# --- zones --------------------------------------------------------------------------
 
 
-def records_delete(*, names: list[str]) -> int:
-    """Delete every record with these names; records already gone are fine."""
+def hub_zone_id() -> str:
+    """The zone of the Hub's own names (never a customer's)."""
+    return str(settings.CLOUDFLARE_ZONE_ID)
+
+
+def _zone(payload: dict[str, Any]) -> Zone:
+    return Zone(
+        id=payload["id"],
+        name=payload["name"],
+        status=payload.get("status", ""),
+        name_servers=tuple(payload.get("name_servers") or ()),
+    )
+
+
+_zone_cache: dict[str, tuple[float, Zone | None]] = {}
+_zone_cache_lock = threading.Lock()
+
+
+def zone_cache_clear() -> None:
+    with _zone_cache_lock:
+        _zone_cache.clear()
+
+
+def _zone_forget(name: str) -> None:
+    with _zone_cache_lock:
+        _zone_cache.pop(name, None)
+
+
+def zone_named(name: str, *, fresh: bool = False) -> Zone | None:
+    """The account's zone with exactly this name, or None."""
+    name = name.lower().rstrip(".")
+    now = time.monotonic()
+    if not fresh:
+        with _zone_cache_lock:
+            cached = _zone_cache.get(name)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+    params: dict[str, Any] = {"name": name, "per_page": 5}
+    if settings.CLOUDFLARE_ACCOUNT_ID:
+        params["account.id"] = settings.CLOUDFLARE_ACCOUNT_ID
+    found = next((_zone(z) for z in _call("GET", "/zones", params=params)["result"] if z["name"] == name), None)
+    with _zone_cache_lock:
+        _zone_cache[name] = (now + settings.CLOUDFLARE_ZONE_CACHE_SECONDS, found)
+    return found
+
+
+def zone_candidates(domain: str) -> list[str]:
+    """The names a zone of this domain could have, longest first, without the TLD."""
+    labels = domain.lower().rstrip(".").split(".")
+    return [".".join(labels[i:]) for i in range(len(labels) - 1)]
+
+
+def zone_for_domain(domain: str, *, fresh: bool = False) -> Zone | None:
+    """The account's zone whose name is the longest suffix of the domain."""
+    for candidate in zone_candidates(domain):
+        zone = zone_named(candidate, fresh=fresh)
+        if zone is not None:
+            return zone
+    return None
+
+
+def zone_create(*, name: str) -> Zone:
+    """Add the domain to the account as a full zone; Cloudflare assigns it two
+    nameservers and keeps it pending until the domain is delegated to them. A zone
+    already there (an earlier attempt made it) is returned as it is."""
+    if not settings.CLOUDFLARE_ACCOUNT_ID:
+        raise PermanentStepError("CLOUDFLARE_ACCOUNT_ID is not set: the Hub cannot add a zone for a customer's domain")
+    name = name.lower().rstrip(".")
+    payload = {"name": name, "account": {"id": settings.CLOUDFLARE_ACCOUNT_ID}, "type": "full"}
+    _zone_forget(name)
+    try:
+        return _zone(_call("POST", "/zones", json=payload)["result"])
+    except CloudflareRefused as exc:
+        if CODE_ZONE_EXISTS not in exc.codes:
+            raise
+    existing = zone_named(name, fresh=True)
+    if existing is None:
+        raise DnsProviderError(f"cloudflare says zone {name} exists, but it is not in the account")
+    return existing
+
+
+def zone_get(*, zone_id: str) -> Zone | None:
+    """The zone as Cloudflare has it now (its status), or None when it is gone."""
+    try:
+        return _zone(_call("GET", f"/zones/{zone_id}")["result"])
+    except CloudflareRefused as exc:
+        if exc.gone:
+            return None
+        raise
+
+
+def zone_delete(*, zone_id: str) -> bool:
+    """Delete the zone and every record in it; False when it was already gone."""
+    try:
+        zone = _call("GET", f"/zones/{zone_id}")["result"]
+        _call("DELETE", f"/zones/{zone_id}")
+    except CloudflareRefused as exc:
+        if exc.gone:
+            return False
+        raise
+    _zone_forget(zone["name"])
+    return True
+
+
+# --- records in a zone --------------------------------------------------------------
+
+
+def _record(payload: dict[str, Any]) -> DnsRecord:
+    return DnsRecord(payload["id"], payload["type"], payload["name"], payload["content"])
+
+
+def records(
+    *, zone_id: str, name: str | None = None, type_: str | None = None, content: str | None = None
+) -> list[DnsRecord]:
+    params: dict[str, Any] = {"per_page": 100}
+    if name:
+        params["name"] = name
+    if type_:
+        params["type"] = type_
+    if content is not None:
+        params["content"] = content
+    return [_record(r) for r in _paged(f"/zones/{zone_id}/dns_records", params)]
+
+
+def a_record_ensure(*, zone_id: str, name: str, ipv4: str) -> DnsRecord:
+    """The name's one A record, to ipv4: an identical one is reused, a stale one (other
+    address) is corrected, none is created; any other A record at the name goes, so
+    the name resolves to this server only."""
+    existing = records(zone_id=zone_id, name=name, type_="A")
+    kept = next((r for r in existing if r.content == ipv4), None)
+    if kept is None:
+        payload = {"type": "A", "name": name, "content": ipv4, "ttl": 300, "proxied": False}
+        if existing:
+            body = _call("PUT", f"/zones/{zone_id}/dns_records/{existing[0].id}", json=payload)
+        else:
+            body = _call("POST", f"/zones/{zone_id}/dns_records", json=payload)
+        kept = _record(body["result"])
+    for other in existing:
+        if other.id != kept.id:
+            _delete(zone_id, other)
+    return kept
+
+
+def txt_record_add(*, zone_id: str, name: str, content: str, ttl: int = 60) -> DnsRecord:
+    """Add one TXT value at the name, beside any others there (DNS-01 for the root and
+    the wildcard puts two values at one name); the same value twice is one record."""
+    payload = {"type": "TXT", "name": name, "content": content, "ttl": ttl}
+    try:
+        return _record(_call("POST", f"/zones/{zone_id}/dns_records", json=payload)["result"])
+    except CloudflareRefused as exc:
+        if CODE_IDENTICAL_RECORD not in exc.codes:
+            raise
+    found = records(zone_id=zone_id, name=name, type_="TXT", content=content)
+    if not found:
+        raise DnsProviderError(f"cloudflare says TXT {name} exists, but it cannot be read")
+    return found[0]
+
+
+def _delete(zone_id: str, record: DnsRecord) -> bool:
+    try:
+        _call("DELETE", f"/zones/{zone_id}/dns_records/{record.id}")
+    except CloudflareRefused as exc:
+        if exc.gone:
+            return False
+        raise
+    return True
+
+
+def txt_record_delete(*, zone_id: str, name: str, content: str) -> int:
+    """Delete only this value at the name; the others stay."""
+    return sum(_delete(zone_id, r) for r in records(zone_id=zone_id, name=name, type_="TXT", content=content))
+
+
+def records_delete(*, zone_id: str, names: list[str], type_: str = "A") -> int:
+    """Delete the records of this type at these names; records (or a zone) already
+    gone are fine."""
     deleted = 0
     for name in names:
-        for record in records(name=name):
-            try:
-                _call("DELETE", f"/dns_records/{record.id}")
-                deleted += 1
-            except PermanentStepError as exc:
-                if "404" not in str(exc):
-                    raise
+        try:
+            found = records(zone_id=zone_id, name=name, type_=type_)
+        except CloudflareRefused as exc:
+            if exc.gone:
+                return deleted
+            raise
+        deleted += sum(_delete(zone_id, r) for r in found)
     return deleted

@@ -19,7 +19,7 @@ done
 rm -rf "$ROOT/opt/hub" "$ROOT/etc/hub-agent" "$ROOT/var/lib/hub-agent" "$ROOT/var/backups/hub"
 rm -f "$ROOT/etc/nginx/sites-enabled/"*"$HUB_DOMAIN"* "$ROOT/etc/nginx/sites-available/"*"$HUB_DOMAIN"*
 rm -rf "$ROOT/etc/letsencrypt/live/$HUB_DOMAIN" "$ROOT/etc/letsencrypt/archive/$HUB_DOMAIN" \
-  "$ROOT/etc/letsencrypt/renewal/$HUB_DOMAIN.conf"
+  "$ROOT/etc/letsencrypt/renewal/$HUB_DOMAIN.conf" "$ROOT/etc/hub/certbot"
 if [[ -d "$ROOT/etc/nginx" ]]; then
   systemctl reload nginx || true
 fi

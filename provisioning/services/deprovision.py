@@ -11,11 +11,11 @@ from hub.pipeline.context import StepContext
 from hub.pipeline.models import Job
 from hub.pipeline.services import job_start
 from provisioning.integrations import cloudflare
-from provisioning.models import Server, ServerProvider, ServerStatus
+from provisioning.models import Order, Server, ServerProvider, ServerStatus
 from provisioning.providers import backend_for
 from provisioning.services import remote
+from provisioning.services.dns import names_to_remove
 from provisioning.services.pool import server_set_status
-from provisioning.services.steps import dns_names
 from tenants import lifecycle
 from tenants.models import Tenant
 
@@ -43,9 +43,17 @@ def tenant_deprovision_start(*, tenant_id: int, reason: str, actor: str = "billi
 
 
 def remove_dns(ctx: StepContext) -> None:
+    """The tenant's A records leave its domain's zone; the zone itself stays in the
+    account (the domain is the customer's, and may point elsewhere next)."""
     tenant = _tenant(ctx)
-    deleted = cloudflare.records_delete(names=dns_names(tenant.domain))
-    ctx.log(f"deleted {deleted} DNS records of {tenant.domain}")
+    zone = cloudflare.zone_for_domain(tenant.domain, fresh=True)
+    if zone is None:
+        ctx.log(f"{tenant.domain} is in no zone of the account: no records to delete")
+        return
+    order = Order.objects.filter(tenant_id=tenant.pk).order_by("-id").first()
+    names = names_to_remove(domain=tenant.domain, tools=list(order.tools) if order else [])
+    deleted = cloudflare.records_delete(zone_id=zone.id, names=names)
+    ctx.log(f"deleted {deleted} DNS records of {tenant.domain} from zone {zone.name}")
 
 
 def wipe_server(ctx: StepContext) -> None:

@@ -19,6 +19,7 @@ from provisioning import catalog
 from provisioning.models import (
     ORDER_FLOW,
     ORDER_IN_FLIGHT_STATUSES,
+    ORDER_TERMINAL_STATUSES,
     ORDER_TRANSITIONS,
     Order,
     OrderMode,
@@ -47,6 +48,11 @@ def order_set_status(order: Order, new_status: str, *, actor: str = "system", re
     if reason and new_status in (OrderStatus.FAILED, OrderStatus.ROLLED_BACK, OrderStatus.CANCELLED):
         order.failure_reason = reason[:4000]
         fields.append("failure_reason")
+    if new_status in ORDER_TERMINAL_STATUSES and (order.waiting_reason or order.waiting_since):
+        # An order that ended waits on nothing any more.
+        order.waiting_reason = ""
+        order.waiting_since = None
+        fields += ["waiting_reason", "waiting_since"]
     status_move(order, new_status, actor=actor, reason=reason, fields=fields, transitions=ORDER_TRANSITIONS)
 
 

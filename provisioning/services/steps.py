@@ -18,7 +18,7 @@ from hub.models import Alert, AlertStatus
 from hub.pipeline.context import StepContext
 from hub.pipeline.spec import PermanentStepError, StepDeferred
 from provisioning import catalog
-from provisioning.integrations import cloudflare, hetzner
+from provisioning.integrations import hetzner
 from provisioning.models import Order, OrderMode, OrderStatus, Server, ServerProvider, ServerStatus
 from provisioning.providers import backend_for
 from provisioning.services import remote
@@ -148,32 +148,7 @@ def wait_server_ready(ctx: StepContext) -> dict[str, Any]:
     return {"ssh_wait_started": started}
 
 
-# --- 2. DNS -------------------------------------------------------------------------
-
-
-def dns_names(domain: str) -> list[str]:
-    return [domain, f"*.{domain}"]
-
-
-def create_dns(ctx: StepContext) -> dict[str, Any]:
-    order = _order(ctx)
-    server = _server(order)
-    with transaction.atomic():
-        order_set_status(Order.objects.select_for_update().get(pk=order.pk), OrderStatus.DNS_PENDING)
-    ids = []
-    for name in dns_names(order.domain):
-        record = cloudflare.a_record_ensure(name=name, ipv4=server.ipv4)
-        ctx.log(f"A {record.name} -> {record.content} ({record.id})")
-        ids.append(record.id)
-    with transaction.atomic():
-        order_set_status(Order.objects.select_for_update().get(pk=order.pk), OrderStatus.DNS_READY)
-    return {"dns_record_ids": ids}
-
-
-def delete_dns(ctx: StepContext) -> None:
-    order = _order(ctx)
-    deleted = cloudflare.records_delete(names=dns_names(order.domain))
-    ctx.log(f"deleted {deleted} DNS records")
+# --- 2. DNS: provisioning/services/dns.py (create_dns, delete_dns) ---------------------
 
 
 # --- 3. setup over SSH --------------------------------------------------------------

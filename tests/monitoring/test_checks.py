@@ -168,7 +168,14 @@ def test_backups() -> None:
 def test_orders_stuck_past_their_status_deadline() -> None:
     stuck = Order.objects.create(domain="stuck.example", status=OrderStatus.DNS_PENDING)
     fresh = Order.objects.create(domain="fresh.example", status=OrderStatus.DNS_PENDING)
-    Order.objects.filter(pk=stuck.pk).update(status_changed_at=ago(hours=2))
+    # waiting days for its customer's nameservers has a deadline of its own: not stuck
+    waiting = Order.objects.create(
+        domain="waiting.example",
+        status=OrderStatus.DNS_PENDING,
+        waiting_reason="waiting for the customer's nameservers",
+        waiting_since=ago(hours=30),
+    )
+    Order.objects.filter(pk__in=[stuck.pk, waiting.pk]).update(status_changed_at=ago(hours=2))
 
     with override_settings(ORDER_STATUS_DEADLINES={"DNS_PENDING": 1800}):
         summary = run("stuck_work")

@@ -122,11 +122,13 @@ def pool_server(host: Any, *, region: str = "eu", tier: str = "build") -> Server
     )
 
 
-def dns_records(sandbox: Sandbox, name: str | None = None) -> list[dict[str, Any]]:
+def dns_records(sandbox: Sandbox, name: str | None = None, *, zone_id: str | None = None) -> list[dict[str, Any]]:
+    """The records of a zone (the Hub's own unless `zone_id` names another), read back
+    through the Cloudflare API."""
     env = sandbox.env
     params = {"per_page": 100, **({"name": name} if name else {})}
     response = requests.get(
-        f"{env['CLOUDFLARE_API_BASE']}/zones/{env['CLOUDFLARE_ZONE_ID']}/dns_records",
+        f"{env['CLOUDFLARE_API_BASE']}/zones/{zone_id or env['CLOUDFLARE_ZONE_ID']}/dns_records",
         headers={"Authorization": f"Bearer {env['CLOUDFLARE_API_TOKEN']}"},
         params=params,
         timeout=5,

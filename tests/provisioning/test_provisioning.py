@@ -146,6 +146,10 @@ def test_a_deprovisioned_tenant_loses_dns_and_data_and_its_server_returns_to_the
     # made its empty skeleton again.
     assert not (root / "opt/hub/tools/nextcloud").exists() and not (root / "opt/hub/agent").exists()
     assert not (root / "etc/hub-agent").exists() and not (root / "var/lib/hub-agent").exists()
+    assert (
+        not (root / "etc/hub/certbot").exists()
+        and not (root / "etc/letsencrypt/live/acme-leaving.hub-sandbox.test").exists()
+    )
     # the contract server is prepared again and goes back into the pool, untouched
     wait_for(
         lambda: Server.objects.get(pk=server.pk).status == ServerStatus.AVAILABLE,

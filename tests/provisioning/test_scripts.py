@@ -58,3 +58,14 @@ def test_write_file_keeps_the_text_byte_for_byte_and_leaves_no_temporary_file(tm
     assert "first=1" in result.stdout and "second=0" in result.stdout and "third=1" in result.stdout
     assert (tmp_path / "etc" / "app" / "a.conf").read_text() == text + "one more line\n"
     assert [p.name for p in (tmp_path / "etc" / "app").iterdir()] == ["a.conf"]
+
+
+def test_the_dns_01_hook_that_06_tls_installs_is_shellcheck_clean(tmp_path: Path) -> None:
+    # It is a script of its own on the server, written from a heredoc shellcheck skips.
+    script = step_script("06-tls")
+    body = script.split("""write_file "$hooks/dns-01-hook" 0755 <<'HOOK'\n""", 1)[1].split("\nHOOK\n", 1)[0]
+    assert body.startswith("#!/bin/bash\n") and "set -euo pipefail" in body
+    path = tmp_path / "dns-01-hook"
+    path.write_text(body + "\n")
+    result = subprocess.run(["shellcheck", "-s", "bash", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout

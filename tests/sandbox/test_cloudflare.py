@@ -118,3 +118,124 @@ def test_faults_and_rate_limit(cloudflare: Cloudflare, sandbox: Sandbox, domain:
     finally:
         sandbox.set_rate_limit("cloudflare", capacity=1200, refill_per_second=4.0)
     assert "Ratelimit" in cloudflare.list().headers
+
+
+# --- zones ------------------------------------------------------------------------------
+
+
+def test_a_zone_added_through_the_api_starts_pending_with_two_nameservers(
+    cloudflare: Cloudflare, sandbox: Sandbox
+) -> None:
+    name = f"z{uuid.uuid4().hex[:8]}.example"
+
+    created = cloudflare.session.post(
+        f"{cloudflare.base}/zones",
+        json={"name": name, "account": {"id": sandbox.env["CLOUDFLARE_ACCOUNT_ID"]}, "type": "full"},
+        timeout=5,
+    )
+
+    assert created.status_code == 200, created.text
+    zone = created.json()["result"]
+    assert (zone["name"], zone["status"], zone["type"], zone["activated_on"]) == (name, "pending", "full", None)
+    assert len(zone["name_servers"]) == 2 and all(ns.endswith(".ns.cloudflare.com") for ns in zone["name_servers"])
+    assert zone["account"]["id"] == sandbox.env["CLOUDFLARE_ACCOUNT_ID"]
+    # found by its exact name, and by status
+    by_name = cloudflare.session.get(f"{cloudflare.base}/zones", params={"name": name}, timeout=5).json()
+    assert [z["id"] for z in by_name["result"]] == [zone["id"]]
+    assert (
+        cloudflare.session.get(f"{cloudflare.base}/zones", params={"name": "x" + name}, timeout=5).json()["result"]
+        == []
+    )
+    pending = cloudflare.session.get(f"{cloudflare.base}/zones", params={"status": "pending"}, timeout=5).json()
+    assert zone["id"] in [z["id"] for z in pending["result"]]
+
+    # when the customer delegates the nameservers (the sandbox plays them)
+    delegated = sandbox.delegate_zone(name)
+
+    # then the zone is active, as the API shows it
+    assert delegated["status"] == "active"
+    read = cloudflare.session.get(f"{cloudflare.base}/zones/{zone['id']}", timeout=5).json()["result"]
+    assert read["status"] == "active" and read["activated_on"] is not None
+    assert read["name_servers"] == zone["name_servers"]
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "code"),
+    [
+        ("hub-sandbox.test", 400, 1061),  # the zone exists
+        ("shop.hub-sandbox.test", 400, 1116),  # a subdomain of a zone in the account
+        ("example", 400, 1099),  # a bare TLD
+        ("deep.sub.example", 400, 1099),  # not a registered domain
+        ("bad_label.example", 400, 1099),
+    ],
+)
+def test_a_zone_cloudflare_would_refuse_is_refused_with_its_code(
+    cloudflare: Cloudflare, sandbox: Sandbox, name: str, status: int, code: int
+) -> None:
+    response = cloudflare.session.post(
+        f"{cloudflare.base}/zones",
+        json={"name": name, "account": {"id": sandbox.env["CLOUDFLARE_ACCOUNT_ID"]}},
+        timeout=5,
+    )
+
+    assert response.status_code == status
+    assert response.json()["success"] is False and response.json()["errors"][0]["code"] == code
+
+
+def test_a_zone_needs_the_right_account(cloudflare: Cloudflare) -> None:
+    name = f"z{uuid.uuid4().hex[:8]}.example"
+    missing = cloudflare.session.post(f"{cloudflare.base}/zones", json={"name": name}, timeout=5)
+    other = cloudflare.session.post(
+        f"{cloudflare.base}/zones", json={"name": name, "account": {"id": "f" * 32}}, timeout=5
+    )
+
+    assert missing.status_code == 400 and other.status_code == 403
+    assert other.json()["errors"][0]["code"] == 9109
+    assert cloudflare.session.get(f"{cloudflare.base}/zones", params={"name": name}, timeout=5).json()["result"] == []
+
+
+def test_records_are_refused_in_a_zone_that_no_longer_exists(cloudflare: Cloudflare, sandbox: Sandbox) -> None:
+    zone = sandbox.add_zone(f"z{uuid.uuid4().hex[:8]}.example")
+    records = f"{cloudflare.base}/zones/{zone['id']}/dns_records"
+    assert cloudflare.session.post(
+        records, json={"type": "A", "name": zone["name"], "content": "127.0.0.5"}, timeout=5
+    ).ok
+
+    deleted = cloudflare.session.delete(f"{cloudflare.base}/zones/{zone['id']}", timeout=5)
+
+    assert deleted.json()["result"] == {"id": zone["id"]}
+    refused = cloudflare.session.post(
+        records, json={"type": "A", "name": zone["name"], "content": "127.0.0.5"}, timeout=5
+    )
+    assert refused.status_code == 404 and refused.json()["errors"][0]["code"] == 7003
+    assert cloudflare.session.get(f"{cloudflare.base}/zones/{zone['id']}", timeout=5).status_code == 404
+
+
+def test_the_public_resolver_answers_only_for_delegated_zones(cloudflare: Cloudflare, sandbox: Sandbox) -> None:
+    zone = sandbox.add_zone(f"z{uuid.uuid4().hex[:8]}.example", status="pending")
+    name = zone["name"]
+    records = f"{cloudflare.base}/zones/{zone['id']}/dns_records"
+    for record in (
+        {"type": "A", "name": name, "content": "127.0.0.5"},
+        {"type": "A", "name": f"*.{name}", "content": "127.0.0.5"},
+        {"type": "TXT", "name": f"_acme-challenge.{name}", "content": "one"},
+        {"type": "TXT", "name": f"_acme-challenge.{name}", "content": "two"},
+    ):
+        assert cloudflare.session.post(records, json=record, timeout=5).ok
+
+    # a pending zone is not served to the Internet yet
+    assert sandbox.resolve(name, "A") == []
+
+    sandbox.delegate_zone(zone["id"])
+
+    assert sandbox.resolve(name, "A") == ["127.0.0.5"]
+    assert sandbox.resolve(f"files.{name}", "A") == ["127.0.0.5"], "the wildcard answers for a tool's subdomain"
+    assert sorted(sandbox.resolve(f"_acme-challenge.{name}", "TXT")) == ["one", "two"]
+    assert sorted(sandbox.resolve(name, "NS")) == sorted(zone["name_servers"])
+    # the resolver needs no token
+    raw = requests.get(
+        f"{sandbox.cloudflare_url}/__sandbox/resolve",
+        params={"name": f"_acme-challenge.{name}", "type": "TXT"},
+        timeout=5,
+    ).json()
+    assert raw["Status"] == 0 and {a["data"] for a in raw["Answer"]} == {'"one"', '"two"'}

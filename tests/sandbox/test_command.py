@@ -58,6 +58,14 @@ def test_up_writes_the_settings_and_down_stops_everything(tmp_path: Path) -> Non
         )
         assert records.json()["success"] is True
 
+        # the operator adds a customer's zone, the customer delegates its nameservers
+        added = manage("add-zone", "acme-cmd.example", "pending", state_dir=state_dir)
+        assert added.returncode == 0, added.stderr
+        assert added.stdout.split("\t")[:2] == ["acme-cmd.example", "pending"]
+        assert manage("delegate", "acme-cmd.example", state_dir=state_dir).returncode == 0
+        zones = dict(line.split("\t")[:2] for line in manage("zones", state_dir=state_dir).stdout.splitlines())
+        assert zones == {"hub-sandbox.test": "active", "acme-cmd.example": "active"}
+
         status = manage("status", state_dir=state_dir)
         assert "running" in status.stdout
     finally:
@@ -84,6 +92,7 @@ def test_up_prints_the_settings_without_an_env_file(tmp_path: Path) -> None:
             "CLOUDFLARE_API_TOKEN",
             "CLOUDFLARE_ZONE_ID",
             "CLOUDFLARE_ZONE_NAME",
+            "CLOUDFLARE_ACCOUNT_ID",
             "HUB_SSH_PRIVATE_KEY_PATH",
             "SANDBOX_HOSTS",
             "SANDBOX_DIR",

@@ -91,21 +91,6 @@ def test_a_step_fails_n_times_then_succeeds(ssh: paramiko.SSHClient, host: Sandb
     assert len([c for c in host.calls("apt-get") if c.get("injected_fault")]) == 2
 
 
-def test_certbot_issues_a_real_certificate_under_host_root(ssh: paramiko.SSHClient, host: SandboxHost) -> None:
-    code, _, err = ssh_run(ssh, "certbot certonly --non-interactive --dns-cloudflare -d acme.test -d '*.acme.test'")
-    assert code == 0, err
-    live = host.root / "etc" / "letsencrypt" / "live" / "acme.test"
-    text = subprocess.run(
-        ["openssl", "x509", "-in", str(live / "fullchain.pem"), "-noout", "-text"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=10,
-    ).stdout
-    assert "DNS:acme.test" in text and "DNS:*.acme.test" in text
-    assert (live / "privkey.pem").exists()
-
-
 def test_a_frozen_host_stops_answering_until_thawed(sandbox: Sandbox) -> None:
     host = sandbox.hosts[1]
     host.freeze()

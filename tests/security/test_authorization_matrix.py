@@ -87,6 +87,9 @@ ENDPOINTS: dict[tuple[str, str], Row] = {
         AGENT, 201, body=lambda w: {"report_id": str(uuid.uuid4()), "period": "2026-01", "tokens": 5}
     ),
     ("/api/v1/agent/rotate-key", "POST"): Row(AGENT, 201),
+    # An empty body: what a valid one does needs Cloudflare (tests/provisioning/test_tls.py).
+    ("/api/v1/agent/acme-challenge", "POST"): Row(AGENT, 400, body=EMPTY),
+    ("/api/v1/agent/acme-challenge", "DELETE"): Row(AGENT, 400, body=EMPTY),
     ("/api/v1/agent/commands/{id}/result", "POST"): Row(
         AGENT_OWN, 200, obj="command", body=lambda w: {"status": "succeeded", "output": "done"}
     ),
@@ -229,6 +232,8 @@ def expected_status(row: Row, principal: str, method: str) -> set[int]:
 def call(client: Client, method: str, path: str, body: Any) -> Any:
     if method == "GET":
         return client.get(path)
+    if method == "DELETE":
+        return client.delete(path, body, content_type="application/json")
     if body is None:
         return client.post(path)
     return client.post(path, body, content_type="application/json")
@@ -273,6 +278,20 @@ def test_another_tenants_agent_cannot_answer_a_command(world: World, client: Cli
     assert forged.json() == guessed.json(), "another tenant's command must look like one that does not exist"
     command = Command.objects.get(pk=world.command_a.pk)
     assert command.status != CommandStatus.FAILED and command.result is None
+
+
+@pytest.mark.parametrize("method", ["POST", "DELETE"])
+@pytest.mark.parametrize("domain", ["{a}", "*.{a}", "files.{a}", "{a}.evil.example", "evil-{a}"])
+def test_an_agent_cannot_ask_for_a_dns_challenge_outside_its_own_domain(
+    world: World, client: Client, method: str, domain: str
+) -> None:
+    body = {"domain": domain.format(a=world.tenant_a.domain), "validation": "A" * 43}
+
+    response = call(Client(HTTP_AUTHORIZATION=f"Bearer {world.key_b}"), method, "/api/v1/agent/acme-challenge", body)
+
+    assert response.status_code == 403, response.content
+    assert response.json()["error"] == "permission_denied"
+    assert world.tenant_a.domain not in response.content.decode()
 
 
 def test_a_heartbeat_with_another_tenants_key_touches_only_that_tenant(world: World, client: Client) -> None:

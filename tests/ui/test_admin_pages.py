@@ -271,7 +271,12 @@ def test_order_timeline_json_shows_every_step(staff_client: Client, failed_order
     response = staff_client.get(url)
     assert response.status_code == 200
     data = response.json()
-    assert data["order"] == {"id": failed_order.pk, "status": OrderStatus.FAILED, "terminal": True}
+    assert data["order"] == {
+        "id": failed_order.pk,
+        "status": OrderStatus.FAILED,
+        "terminal": True,
+        "waiting_reason": "",
+    }
     assert data["job"]["status"] == JobStatus.ROLLED_BACK
     assert data["job"]["active"] is False
     assert data["job"]["error"] == "fixable failed"

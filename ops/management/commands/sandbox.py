@@ -27,6 +27,9 @@ USAGE = """
   fail ADDR COMMAND TIMES            the next TIMES stand-in calls starting with COMMAND fail
   calls ADDR                         the stand-in calls a host recorded, as JSON lines
   fault hetzner|cloudflare STATUS [COUNT [PATH]]   the next COUNT API calls answer STATUS
+  zones                              the Cloudflare account's zones: status and nameservers
+  add-zone NAME [pending]            a zone put in the account by the operator (active unless pending)
+  delegate NAME                      play the customer delegating NAME's nameservers: it turns active
 """
 
 
@@ -41,7 +44,21 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
-            "action", choices=["up", "down", "status", "env", "freeze", "thaw", "fail", "calls", "fault"]
+            "action",
+            choices=[
+                "up",
+                "down",
+                "status",
+                "env",
+                "freeze",
+                "thaw",
+                "fail",
+                "calls",
+                "fault",
+                "zones",
+                "add-zone",
+                "delegate",
+            ],
         )
         parser.add_argument("operands", nargs="*", help="arguments of the action (see above)")
         parser.add_argument("--hosts", type=int, default=2, help="sandbox hosts to start (up)")
@@ -82,7 +99,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
 
     def _operate(self, sandbox: Sandbox, action: str, rest: list[str], env_file: Path | None) -> None:
-        expected = {"env": 0, "freeze": 1, "thaw": 1, "calls": 1, "fail": 3}
+        expected = {"env": 0, "freeze": 1, "thaw": 1, "calls": 1, "fail": 3, "zones": 0, "delegate": 1}
         if action in expected and len(rest) != expected[action]:
             raise CommandError(f"{action} takes {expected[action]} argument(s); see --help")
         if action == "env":
@@ -105,6 +122,17 @@ class Command(BaseCommand):
             path = rest[3] if len(rest) > 3 else None
             inject = sandbox.hetzner_fault if rest[0] == "hetzner" else sandbox.cloudflare_fault
             inject(status=int(rest[1]), count=count, path=path)
+        elif action == "zones":
+            for zone in sandbox.zones():
+                self.stdout.write(f"{zone['name']}\t{zone['status']}\t{' '.join(zone['name_servers'])}\t{zone['id']}")
+        elif action == "add-zone":
+            if len(rest) not in (1, 2) or rest[1:] not in ([], ["pending"]):
+                raise CommandError("usage: add-zone NAME [pending]")
+            zone = sandbox.add_zone(rest[0], status="pending" if rest[1:] else "active")
+            self.stdout.write(f"{zone['name']}\t{zone['status']}\t{' '.join(zone['name_servers'])}\t{zone['id']}")
+        elif action == "delegate":
+            zone = sandbox.delegate_zone(rest[0])
+            self.stdout.write(f"{zone['name']}\t{zone['status']}")
 
     def _emit(self, sandbox: Sandbox, env_file: Path | None) -> None:
         if env_file is None:

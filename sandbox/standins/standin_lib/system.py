@@ -312,73 +312,11 @@ def _option_values(args: list[str], *names: str) -> list[str]:
     return values
 
 
-def _issue_certificate(live: Path, domains: list[str], days: int) -> None:
-    import subprocess
-
-    live.mkdir(parents=True, exist_ok=True)
-    san = ",".join(f"DNS:{d}" for d in domains)
-    subprocess.run(
-        [
-            "/usr/bin/openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            str(days),
-            "-subj",
-            f"/CN={domains[0]}",
-            "-addext",
-            f"subjectAltName={san}",
-            "-keyout",
-            str(live / "privkey.pem"),
-            "-out",
-            str(live / "cert.pem"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    cert = (live / "cert.pem").read_text()
-    (live / "chain.pem").write_text(cert)
-    (live / "fullchain.pem").write_text(cert)
-    (live / "sandbox-domains.json").write_text(lean.dumps(domains))
-
-
 def certbot(args: list[str]) -> int:
-    letsencrypt = host_root() / "etc" / "letsencrypt"
-    verb = _positional(args)[0] if _positional(args) else "certonly"
-    days = int(os.environ.get("SANDBOX_CERT_DAYS", "90"))
-    if verb in ("certonly", "run", "--nginx") or "-d" in args or "--domains" in args:
-        domains: list[str] = []
-        for value in _option_values(args, "-d", "--domains", "--domain"):
-            domains.extend(d.strip() for d in value.split(",") if d.strip())
-        if not domains:
-            sys.stderr.write("certbot: no domains given (-d)\n")
-            return 1
-        name = (_option_values(args, "--cert-name") or [domains[0].removeprefix("*.")])[0]
-        _issue_certificate(letsencrypt / "live" / name, domains, days)
-        print("Successfully received certificate.")
-        print(f"Certificate is saved at: /etc/letsencrypt/live/{name}/fullchain.pem")
-        return 0
-    if verb == "renew":
-        live_dir = letsencrypt / "live"
-        for live in sorted(live_dir.iterdir()) if live_dir.exists() else []:
-            domains_file = live / "sandbox-domains.json"
-            if domains_file.exists():
-                _issue_certificate(live, lean.loads(domains_file.read_text()), days)
-                print(f"Renewed {live.name}")
-        return 0
-    if verb == "certificates":
-        live_dir = letsencrypt / "live"
-        for live in sorted(live_dir.iterdir()) if live_dir.exists() else []:
-            print(f"  Certificate Name: {live.name}")
-            print(f"    Certificate Path: /etc/letsencrypt/live/{live.name}/fullchain.pem")
-        return 0
-    return 0
+    # Only certbot calls need it (standin_lib/certbot.py): the other stand-ins stay lean.
+    from standin_lib import certbot as certbot_standin
+
+    return certbot_standin.main(args)
 
 
 def _sandbox_users() -> dict[str, list[str]]:

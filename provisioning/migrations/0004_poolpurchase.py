@@ -25,7 +25,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ('contenttypes', '0002_remove_content_type_name'),
         ('monitoring', '0003_notification_covers'),
-        ('provisioning', '0002_initial'),
+        ('provisioning', '0003_order_dns_zone_and_waiting'),
     ]
 
     operations = [

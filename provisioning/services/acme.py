@@ -1,0 +1,72 @@
+"""certbot's DNS-01 challenges, answered for a tenant's server without any Cloudflare
+credential on it: the server's hook asks the Hub (with its agent's key), the Hub
+checks the name is under that tenant's domain and writes the `_acme-challenge` TXT
+value in the domain's zone itself."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from hub.errors import DomainError
+from provisioning.integrations import cloudflare
+from provisioning.services.dns import ACME_CHALLENGE_LABEL
+
+logger = logging.getLogger(__name__)
+
+
+class ChallengeForbidden(Exception):
+    """The name is not under the asking tenant's domain."""
+
+
+class ChallengeNotVisible(Exception):
+    """Cloudflare took the value but did not show it within the wait."""
+
+
+@dataclass(frozen=True)
+class Challenge:
+    name: str
+    value: str
+    zone: str
+
+
+def _challenge(*, tenant_id: int, domain: str) -> tuple[str, cloudflare.Zone]:
+    from tenants.models import TENANT_LIVE_STATUSES, Tenant
+
+    tenant = Tenant.objects.filter(pk=tenant_id, status__in=TENANT_LIVE_STATUSES).only("domain").first()
+    domain = domain.lower().rstrip(".").removeprefix("*.")
+    if tenant is None or not (domain == tenant.domain or domain.endswith("." + tenant.domain)):
+        raise ChallengeForbidden("the name is not under this tenant's domain")
+    zone = cloudflare.zone_for_domain(tenant.domain)
+    if zone is None:
+        raise DomainError(f"{tenant.domain} is in no zone of the account", code="no_zone")
+    return f"{ACME_CHALLENGE_LABEL}.{domain}", zone
+
+
+def acme_challenge_put(*, tenant_id: int, domain: str, validation: str) -> Challenge:
+    """Add the value at `_acme-challenge.<domain>` beside any there (the root and the
+    wildcard ask for two), and return once Cloudflare shows it."""
+    with cloudflare.short_waits():
+        name, zone = _challenge(tenant_id=tenant_id, domain=domain)
+        cloudflare.txt_record_add(zone_id=zone.id, name=name, content=validation)
+        deadline = time.monotonic() + settings.ACME_CHALLENGE_VISIBLE_TIMEOUT
+        while not cloudflare.records(zone_id=zone.id, name=name, type_="TXT", content=validation):
+            if time.monotonic() >= deadline:
+                raise ChallengeNotVisible(
+                    f"TXT {name} not visible after {settings.ACME_CHALLENGE_VISIBLE_TIMEOUT:.0f}s"
+                )
+            time.sleep(settings.ACME_CHALLENGE_POLL_SECONDS)
+    logger.info("tenant %s: DNS-01 value put at %s in zone %s", tenant_id, name, zone.name)
+    return Challenge(name=name, value=validation, zone=zone.name)
+
+
+def acme_challenge_remove(*, tenant_id: int, domain: str, validation: str) -> int:
+    """Delete this value at `_acme-challenge.<domain>`, and only this one."""
+    with cloudflare.short_waits():
+        name, zone = _challenge(tenant_id=tenant_id, domain=domain)
+        removed = cloudflare.txt_record_delete(zone_id=zone.id, name=name, content=validation)
+    logger.info("tenant %s: DNS-01 value removed from %s in zone %s (%d)", tenant_id, name, zone.name, removed)
+    return removed
