@@ -27,6 +27,8 @@ USAGE = """
   fail ADDR COMMAND TIMES            the next TIMES stand-in calls starting with COMMAND fail
   calls ADDR                         the stand-in calls a host recorded, as JSON lines
   fault hetzner|cloudflare STATUS [COUNT [PATH]]   the next COUNT API calls answer STATUS
+  releases                           a default release (made-up digest) of every component
+                                     that has none, in the database of DATABASE_URL
 """
 
 
@@ -41,7 +43,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
-            "action", choices=["up", "down", "status", "env", "freeze", "thaw", "fail", "calls", "fault"]
+            "action", choices=["up", "down", "status", "env", "freeze", "thaw", "fail", "calls", "fault", "releases"]
         )
         parser.add_argument("operands", nargs="*", help="arguments of the action (see above)")
         parser.add_argument("--hosts", type=int, default=2, help="sandbox hosts to start (up)")
@@ -76,6 +78,8 @@ class Command(BaseCommand):
                 self.stderr.write("sandbox stopped" if stopped else f"no sandbox was running in {sandbox.state_dir}")
             elif action == "status":
                 self._status(sandbox)
+            elif action == "releases":
+                self._releases()
             else:
                 self._operate(Sandbox.attach(sandbox.state_dir), action, rest, options["env_file"])
         except (SandboxError, LookupError, OSError) as exc:
@@ -105,6 +109,12 @@ class Command(BaseCommand):
             path = rest[3] if len(rest) > 3 else None
             inject = sandbox.hetzner_fault if rest[0] == "hetzner" else sandbox.cloudflare_fault
             inject(status=int(rest[1]), count=count, path=path)
+
+    def _releases(self) -> None:
+        from sandbox.releases import seed_releases
+
+        for release in seed_releases(actor="sandbox"):
+            self.stdout.write(f"{release.component} {release.version}: {release.image} (default)")
 
     def _emit(self, sandbox: Sandbox, env_file: Path | None) -> None:
         if env_file is None:
