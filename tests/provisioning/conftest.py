@@ -20,7 +20,7 @@ from sandbox.control import Sandbox, free_port
 from tests.conftest import WorkerProcess, queues_taken_from_session_worker
 
 # Every test takes hosts of its own: a host that carried a tenant keeps its agent.
-HOSTS = 18
+HOSTS = 20
 
 FAST = {
     "PROVISIONING_RETRY_BASE_DELAY": "0.3",
