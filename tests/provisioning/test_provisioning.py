@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,9 @@ def test_order_with_a_pool_server_reaches_fulfilled(
         timeout=20,
         message="the registration token file removed",
     )
+    token = re.compile(rb"hrt_[A-Za-z0-9_-]{43}")
+    left = [p for p in root.rglob("*") if p.is_file() and not p.is_symlink() and token.search(p.read_bytes())]
+    assert left == [], "a registration token is still on the server's disk"
     wait_for(
         lambda: any(f"acme-one.{ZONE} is ready" in p.read_text() for p in mail_dir.iterdir()),
         timeout=20,
