@@ -208,7 +208,27 @@ class Agent:
         self.client.api_key = api_key
         self._set_interval(data.get("heartbeat_interval"))
         log.info("registered with the Hub as tenant %s", data.get("tenant_id"))
+        self._remove_used_token_file()
         return True
+
+    def _remove_used_token_file(self) -> None:
+        """A one-time token has no business on the disk once it is spent: remove its file
+        when it holds the token this agent registered with. A new token that staff put
+        there to re-key the agent stays until it is used."""
+        path = self.config.registration_token_file
+        if not path:
+            return
+        token = self.config.registration_token_value()
+        if not token or _digest(token) != (read_json(self.identity_file) or {}).get("token_sha256"):
+            return
+        try:
+            Path(path).unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.warning("could not remove the used registration token file %s: %s", path, exc)
+            return
+        log.info("removed the used registration token file %s", path)
 
     def _register_again_if_new_token(self) -> None:
         """Re-keying an agent whose keys were revoked: put a new registration token in
@@ -256,6 +276,9 @@ class Agent:
         if self.started:
             return
         self.started = True
+        if self.registered:
+            # A run that stopped between registering and removing the file.
+            self._remove_used_token_file()
         self.journal.prune()
         try:
             repairs = self.executor.repair_interrupted_updates()

@@ -128,7 +128,9 @@ def _listener_pid(host: Any) -> int:
 
 def _place(count: int, label: str) -> list[int]:
     from provisioning.services.orders import order_create
+    from sandbox.releases import seed_releases
 
+    seed_releases(actor="bench")
     return [
         order_create(
             plan="build",

@@ -84,6 +84,8 @@ register(
         deadline=timedelta(seconds=settings.PROVISIONING_DEADLINE_SECONDS),
         on_finish=order_job_finished,
         steps=(
+            # Before a server is taken: an order that cannot be installed takes nothing.
+            StepSpec(name="pin_releases", action=steps.pin_releases, retry=_retry(3)),
             _undoable_step(
                 "allocate_server", steps.allocate_server, steps.release_server, retry=_retry(5), timeout=900
             ),

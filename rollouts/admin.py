@@ -48,6 +48,12 @@ def _bar(counts: dict[str, int], planned: int | None) -> SafeString:
 
 
 class ReleaseForm(forms.ModelForm):
+    # Not the model field: replacing the component's default is the service's work,
+    # which the model's one-default constraint would refuse in the form's checks.
+    make_default = forms.BooleanField(
+        required=False, label="Default", help_text="what new tenants of the component get until a rollout completes"
+    )
+
     class Meta:
         model = Release
         fields = ["component", "version", "image", "notes"]
@@ -66,17 +72,36 @@ class ReleaseForm(forms.ModelForm):
 @admin.register(Release)
 class ReleaseAdmin(admin.ModelAdmin):
     form = ReleaseForm
-    list_display = ["id", "component", "version", "image", "created_by", "created_at"]
-    list_filter = ["component"]
+    list_display = ["id", "component", "version", "image", "is_default", "created_by", "created_at"]
+    list_filter = ["component", "is_default"]
     search_fields = ["component", "version", "image"]
-    fields = ["component", "version", "image", "notes", "created_by", "created_at"]
+    actions = ["mark_default"]
+
+    def get_fields(self, request: HttpRequest, obj: Release | None = None) -> list[str]:
+        if obj is None:
+            return ["component", "version", "image", "notes", "make_default"]
+        return ["component", "version", "image", "notes", "is_default", "created_by", "created_at"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Release | None = None) -> list[str]:
-        # A release is immutable once made: a digest never changes its meaning.
+        # A release is immutable once made: a digest never changes its meaning. Which
+        # release is the default moves with the action, so it is read-only here too.
         return (
-            ["component", "version", "image", "notes", "created_by", "created_at"]
+            ["component", "version", "image", "notes", "is_default", "created_by", "created_at"]
             if obj
             else ["created_by", "created_at"]
+        )
+
+    @admin.action(description="Make the default of its component (what new tenants get until a rollout completes)")
+    def mark_default(self, request: HttpRequest, queryset: QuerySet[Release]) -> None:
+        chosen = list(queryset.order_by("component", "-id"))
+        components = [release.component for release in chosen]
+        if len(set(components)) != len(components):
+            self.message_user(request, "choose one release per component", messages.ERROR)
+            return
+        for release in chosen:
+            services.release_mark_default(release_id=release.pk, actor=f"staff:{request.user.get_username()}")
+        self.message_user(
+            request, "default now: " + ", ".join(f"{r.component} {r.version}" for r in chosen), messages.SUCCESS
         )
 
     def save_model(self, request: HttpRequest, obj: Release, form: Any, change: bool) -> None:
@@ -87,6 +112,7 @@ class ReleaseAdmin(admin.ModelAdmin):
             version=obj.version,
             image=obj.image,
             notes=obj.notes,
+            is_default=form.cleaned_data.get("make_default", False),
             actor=f"staff:{request.user.get_username()}",
         )
         obj.pk = release.pk

@@ -21,12 +21,22 @@ class Release(models.Model):
     version = models.CharField(max_length=VERSION_MAX)
     image = models.CharField(max_length=400, help_text="image reference pinned by digest (…@sha256:…)")
     notes = models.TextField(blank=True, default="")
+    # What a new tenant gets while no rollout of the component has COMPLETED (staff
+    # choose it; see rollouts.selectors.current_releases).
+    is_default = models.BooleanField(
+        default=False, help_text="installed on new tenants until a rollout of the component completes"
+    )
     created_by = models.CharField(max_length=150, default="system")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-id"]
-        constraints = [models.UniqueConstraint(fields=["component", "version"], name="release_once_per_version")]
+        constraints = [
+            models.UniqueConstraint(fields=["component", "version"], name="release_once_per_version"),
+            models.UniqueConstraint(
+                fields=["component"], condition=Q(is_default=True), name="release_one_default_per_component"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.component} {self.version}"

@@ -4,7 +4,7 @@ gate judges. Each is a constant number of queries whatever the size of the fleet
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,11 +27,13 @@ from django.db.models import (
 from django.db.models.fields.json import KT
 from django.db.models.functions import Coalesce
 
+from hub.releases import CurrentRelease
 from rollouts.models import (
     UPDATE_DISPATCHED_STATUSES,
     Release,
     Rollout,
     RolloutStage,
+    RolloutStatus,
     TenantUpdate,
     UpdateStatus,
 )
@@ -264,11 +266,18 @@ def failing_updates(*, rollout_id: int, limit: int = 50) -> QuerySet[TenantUpdat
     )
 
 
+def _unstorable(filters: dict[str, Any]) -> bool:
+    """A filter value Postgres cannot even compare (a NUL character) matches no row."""
+    return any(isinstance(value, str) and "\x00" in value for value in filters.values())
+
+
 def rollout_list(*, filters: dict[str, Any] | None = None) -> QuerySet[Rollout]:
     filters = filters or {}
     queryset = Rollout.objects.select_related("release").prefetch_related(
         Prefetch("stages", queryset=RolloutStage.objects.order_by("position"))
     )
+    if _unstorable(filters):
+        return queryset.none()
     if filters.get("status"):
         queryset = queryset.filter(status=filters["status"])
     if filters.get("component"):
@@ -279,6 +288,8 @@ def rollout_list(*, filters: dict[str, Any] | None = None) -> QuerySet[Rollout]:
 def release_list(*, filters: dict[str, Any] | None = None) -> QuerySet[Release]:
     filters = filters or {}
     queryset = Release.objects.order_by("-id")
+    if _unstorable(filters):
+        return queryset.none()
     if filters.get("component"):
         queryset = queryset.filter(component=filters["component"])
     return queryset
@@ -287,3 +298,28 @@ def release_list(*, filters: dict[str, Any] | None = None) -> QuerySet[Release]:
 def release_previous_images(*, component: str, versions: Sequence[str]) -> dict[str, str]:
     """version -> image of the known releases of the component (the rollback targets)."""
     return dict(Release.objects.filter(component=component, version__in=set(versions)).values_list("version", "image"))
+
+
+def current_releases(components: Iterable[str]) -> dict[str, Release]:
+    """component -> the release a new tenant gets: the release of the component's last
+    COMPLETED rollout, else the release staff marked as its default. A component with
+    neither is absent from the answer. Two queries, however many components."""
+    wanted = sorted(set(components))
+    completed = (
+        Rollout.objects.filter(component__in=wanted, status=RolloutStatus.COMPLETED)
+        .select_related("release")
+        .order_by("component", F("finished_at").desc(nulls_last=True), "-id")
+        .distinct("component")
+    )
+    current = {rollout.component: rollout.release for rollout in completed}
+    for release in Release.objects.filter(component__in=set(wanted) - set(current), is_default=True):
+        current[release.component] = release
+    return current
+
+
+def current_release_pins(components: Collection[str]) -> dict[str, CurrentRelease]:
+    """current_releases as plain values: what rollouts answers to hub.releases."""
+    return {
+        component: CurrentRelease(component=component, version=release.version, image=release.image)
+        for component, release in current_releases(components).items()
+    }

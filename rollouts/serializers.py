@@ -19,6 +19,9 @@ class ReleaseInputSerializer(StrictSerializer):
     version = StrictCharField(max_length=128)
     image = StrictCharField(max_length=400)
     notes = StrictCharField(max_length=20_000, required=False, allow_blank=True, default="")
+    # What new tenants of the component get until a rollout of it completes; replaces
+    # the component's current default.
+    is_default = StrictBooleanField(required=False, default=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         errors = release_spec_errors(component=attrs["component"], version=attrs["version"], image=attrs["image"])
@@ -30,7 +33,7 @@ class ReleaseInputSerializer(StrictSerializer):
 class ReleaseOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Release
-        fields = ["id", "component", "version", "image", "notes", "created_by", "created_at"]
+        fields = ["id", "component", "version", "image", "notes", "is_default", "created_by", "created_at"]
 
 
 # --- Rollouts ------------------------------------------------------------------------

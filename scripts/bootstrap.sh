@@ -29,6 +29,10 @@ command -v shellcheck >/dev/null || need_pkgs+=(shellcheck)
 command -v curl >/dev/null || need_pkgs+=(curl)
 # The agent runs under the system python on a (sandbox) server: it needs requests.
 /usr/bin/python3 -c "import requests" 2>/dev/null || need_pkgs+=(python3-requests)
+# The sandbox's docker stand-in loads compose files as Compose does: YAML, then the
+# Compose schema (it runs under the system python, without the virtualenv).
+/usr/bin/python3 -c "import yaml" 2>/dev/null || need_pkgs+=(python3-yaml)
+/usr/bin/python3 -c "import jsonschema" 2>/dev/null || need_pkgs+=(python3-jsonschema)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_pkgs+=(python3-venv)
 command -v pg_isready >/dev/null || need_pkgs+=(postgresql-client)
 # The browser tests (tests/ui, playwright) drive Debian's Chromium, not a downloaded one.

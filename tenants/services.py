@@ -94,10 +94,14 @@ def tenant_create(
     server_id: int | None = None,
     is_internal: bool = False,
     status: str = TenantStatus.PROVISIONING,
+    versions: dict[str, str] | None = None,
     actor: str = "system",
 ) -> Tenant:
+    """`versions` (component -> version): what provisioning installs, so rollouts
+    select the tenant correctly before its agent has reported anything."""
     tenant = Tenant.objects.create(
         domain=domain.lower(),
+        versions=dict(versions or {}),
         plan=plan,
         region=region,
         server_id=server_id,
@@ -110,7 +114,7 @@ def tenant_create(
         action="tenant.create",
         object_type="tenant",
         object_id=tenant.pk,
-        new={"domain": tenant.domain, "status": status},
+        new={"domain": tenant.domain, "status": status, **({"versions": tenant.versions} if versions else {})},
     )
     return tenant
 

@@ -1,7 +1,9 @@
 # Step 10: the AI stack and the agent. The agent gets a one-time registration token
-# (readable by root only), is installed from the bundle the Hub uploaded, and started.
+# (readable by root only, and only while it has not registered: it removes the file
+# once it has), is installed from the bundle the Hub uploaded, and started. The AI
+# stack's compose file comes from the Hub, its images pinned from the order's releases.
 set -euo pipefail
-require HUB_DOMAIN HUB_URL HUB_REGISTRATION_TOKEN HUB_AGENT_BUNDLE_B64
+require HUB_DOMAIN HUB_URL HUB_REGISTRATION_TOKEN HUB_AGENT_BUNDLE_B64 HUB_AI_COMPOSE_B64
 export DEBIAN_FRONTEND=noninteractive
 apt-get install -y -qq python3 python3-requests
 
@@ -24,25 +26,8 @@ write_file /etc/hub-agent/agent.conf 0600 <<CONF
 }
 CONF
 
-write_file /opt/hub/ai/compose.yml 0644 <<'COMPOSE'
-name: ai
-services:
-  openclaw:
-    image: ghcr.io/hub/openclaw:1.0.0
-    restart: unless-stopped
-    labels:
-      hub.component: "openclaw"
-  safety-wrapper:
-    image: ghcr.io/hub/safety-wrapper:1.0.0
-    restart: unless-stopped
-    labels:
-      hub.component: "safety-wrapper"
-  secrets-proxy:
-    image: ghcr.io/hub/secrets-proxy:1.0.0
-    restart: unless-stopped
-    labels:
-      hub.component: "secrets-proxy"
-COMPOSE
+ai_compose="$(base64 -d <<<"$HUB_AI_COMPOSE_B64")"
+write_file /opt/hub/ai/compose.yml 0644 <<<"$ai_compose"
 docker compose -f "$ROOT/opt/hub/ai/compose.yml" up -d
 
 write_file /etc/systemd/system/hub-agent.service 0644 <<UNIT

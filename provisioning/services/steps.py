@@ -14,16 +14,17 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from hub.models import Alert, AlertStatus
+from hub.alerts.services import alert_raise
+from hub.models import Alert, AlertSeverity, AlertStatus
 from hub.pipeline.context import StepContext
 from hub.pipeline.spec import PermanentStepError, StepDeferred
-from provisioning import catalog
 from provisioning.integrations import hetzner
 from provisioning.models import Order, OrderMode, OrderStatus, Server, ServerProvider, ServerStatus
 from provisioning.providers import backend_for
-from provisioning.services import remote
+from provisioning.services import remote, stacks
 from provisioning.services.orders import order_set_status
 from provisioning.services.pool import server_set_status, server_take_available
+from provisioning.services.releases import releases_resolve
 
 
 def _order(ctx: StepContext) -> Order:
@@ -34,6 +35,47 @@ def _server(order: Order) -> Server:
     if order.server is None:
         raise PermanentStepError(f"order {order.pk} has no server")
     return order.server
+
+
+# --- 0. what it installs -------------------------------------------------------------
+
+
+def pin_releases(ctx: StepContext) -> dict[str, Any]:
+    """The release of every component the order installs (its tools, their databases,
+    the AI stack), pinned in the job before any server is taken: every later step, and
+    a retry, installs the same digests. A component without a release stops the order
+    here, with staff alerted: a guessed tag is never installed."""
+    if ctx.context.get("releases"):
+        ctx.log("releases already pinned for this order")
+        return {}
+    order = _order(ctx)
+    pins, missing = releases_resolve(list(order.tools))
+    if missing:
+        for component in missing:
+            alert_raise(
+                subject_type="component",
+                subject_id=component,
+                kind="release_missing",
+                severity=AlertSeverity.MEDIUM,
+                message=(
+                    f"no release of {component}: order {order.pk} ({order.domain}) cannot be provisioned. "
+                    "Mark a release of it as the default (admin: Rollouts > Releases) or complete a rollout."
+                ),
+            )
+        raise PermanentStepError(
+            f"no release of {', '.join(missing)}: neither a completed rollout nor a default release "
+            "(staff mark one in the admin: Rollouts > Releases)"
+        )
+    for pin in pins.values():
+        ctx.log(f"{pin.component} {pin.version}: {pin.image}")
+    return {"releases": {name: pin.as_json() for name, pin in pins.items()}}
+
+
+def _pins(ctx: StepContext) -> dict[str, stacks.Pin]:
+    pinned = ctx.context.get("releases")
+    if not pinned:
+        raise PermanentStepError("the order's releases were never pinned (the job has no pin_releases step)")
+    return stacks.pins_from_json(pinned)
 
 
 # --- 1. a server --------------------------------------------------------------------
@@ -154,33 +196,40 @@ def wait_server_ready(ctx: StepContext) -> dict[str, Any]:
 # --- 3. setup over SSH --------------------------------------------------------------
 
 
-def _tools_tsv(tools: list[str]) -> str:
-    lines = []
-    for name in tools:
-        tool = catalog.TOOLS[name]
-        lines.append(f"{tool.name}\t{tool.image}\t{tool.port}\t{tool.subdomain}")
-    return "\n".join(lines)
-
-
 def script_env(order: Order) -> dict[str, str]:
     return {
         "HUB_DOMAIN": order.domain,
         "HUB_ADMIN_EMAIL": settings.HUB_ADMIN_EMAIL,
-        "HUB_TOOLS_TSV": _tools_tsv(list(order.tools)),
         "HUB_URL": settings.HUB_PUBLIC_URL,
         "HUB_ORDER_ID": str(order.pk),
     }
+
+
+def tools_env(order: Order, pins: dict[str, stacks.Pin]) -> dict[str, str]:
+    """09-tools' files, generated and checked here: per tool one word each for its
+    compose file, its vhost and its .env spec (base64), in HUB_STACK_<tool>."""
+    env = {"HUB_TOOL_NAMES": " ".join(order.tools)}
+    for name in order.tools:
+        try:
+            stack = stacks.tool_stack(name, domain=order.domain, pins=pins)
+        except stacks.StackInvalid as exc:
+            raise PermanentStepError(str(exc)) from exc
+        env[f"HUB_STACK_{name}"] = " ".join(stacks.b64(text) for text in (stack.compose, stack.vhost, stack.env_spec))
+    return env
 
 
 def run_setup_script(name: str):
     def action(ctx: StepContext) -> None:
         order = _order(ctx)
         server = _server(order)
+        env = script_env(order)
+        if name == "09-tools":
+            env.update(tools_env(order, _pins(ctx)))
         with transaction.atomic():
             order_set_status(Order.objects.select_for_update().get(pk=order.pk), OrderStatus.PROVISIONING)
             Server.objects.filter(pk=server.pk, touched=False).update(touched=True)
         ctx.log(f"running {name} on {server.ipv4}:{server.ssh_port}")
-        remote.run_on_server(server, name=name, script=remote.step_script(name), env=script_env(order), log=ctx.log)
+        remote.run_on_server(server, name=name, script=remote.step_script(name), env=env, log=ctx.log)
 
     action.__name__ = f"run_{name}"
     return action
@@ -203,11 +252,21 @@ def agent_handover(ctx: StepContext) -> dict[str, Any]:
 
     order = _order(ctx)
     server = _server(order)
+    pins = _pins(ctx)
+    try:
+        ai_compose = stacks.ai_compose(pins=pins)
+    except stacks.StackInvalid as exc:
+        raise PermanentStepError(str(exc)) from exc
     with transaction.atomic():
         locked = Order.objects.select_for_update().get(pk=order.pk)
         if locked.tenant_id is None:
             tenant = tenant_create(
-                domain=order.domain, plan=order.plan, region=order.region, server_id=server.pk, actor="provisioning"
+                domain=order.domain,
+                plan=order.plan,
+                region=order.region,
+                server_id=server.pk,
+                versions={name: pin.version for name, pin in pins.items()},
+                actor="provisioning",
             )
             locked.tenant = tenant
             locked.save(update_fields=["tenant", "updated_at"])
@@ -219,6 +278,7 @@ def agent_handover(ctx: StepContext) -> dict[str, Any]:
         **script_env(order),
         "HUB_REGISTRATION_TOKEN": token,
         "HUB_AGENT_BUNDLE_B64": agent_bundle_b64(),
+        "HUB_AI_COMPOSE_B64": stacks.b64(ai_compose),
         "HUB_HEARTBEAT_INTERVAL": str(settings.AGENT_HEARTBEAT_INTERVAL),
     }
     ctx.log(

@@ -26,7 +26,13 @@ from rollouts.services.plans import (
     rollout_submit,
     stage_spec_errors,
 )
-from rollouts.services.releases import IMAGE_RE, release_create, release_get_or_create, release_spec_errors
+from rollouts.services.releases import (
+    IMAGE_RE,
+    release_create,
+    release_get_or_create,
+    release_mark_default,
+    release_spec_errors,
+)
 
 __all__ = [
     "IMAGE_RE",
@@ -36,6 +42,7 @@ __all__ = [
     "default_stages",
     "release_create",
     "release_get_or_create",
+    "release_mark_default",
     "release_spec_errors",
     "rollout_abort",
     "rollout_create",

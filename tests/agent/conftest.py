@@ -24,6 +24,10 @@ STANDIN = ROOT / "sandbox" / "standins" / "docker"
 # Run through this interpreter rather than the shebang: pyenv's shim costs 70 ms a call.
 DOCKER_COMMAND = f"{sys.executable} {STANDIN}"
 API_KEY = "hub-test-key-7d1f0c2a9b"
+# The stack's images, pinned by digest as provisioning pins them; their versions are
+# on the hub.version label.
+CHATWOOT_41 = "registry.example/chatwoot@sha256:" + "41" * 32
+REDIS_7 = "redis@sha256:" + "7" * 64
 REGISTRATION_TOKEN = "reg-token-55aa01"
 
 
@@ -207,8 +211,10 @@ def tenant_stack(host_root: Path, docker_cli: Callable[..., Any]) -> Path:
     (stack / "compose.yml").write_text(
         "services:\n"
         "  chatwoot:\n"
-        "    image: registry.example/chatwoot:4.1\n"
+        f"    image: {CHATWOOT_41}\n"
         "    restart: unless-stopped\n"
+        "    labels:\n"
+        '      hub.version: "4.1"\n'
         "    environment:\n"
         "      - RAILS_ENV=production\n"
         "    ports:\n"
@@ -216,7 +222,9 @@ def tenant_stack(host_root: Path, docker_cli: Callable[..., Any]) -> Path:
         "    volumes:\n"
         "      - /srv/chatwoot:/app/storage\n"
         "  redis:\n"
-        "    image: redis:7\n"
+        f"    image: {REDIS_7}\n"
+        "    labels:\n"
+        '      hub.version: "7"\n'
     )
     docker_cli("compose", "-f", str(stack / "compose.yml"), "up", "-d")
     return stack

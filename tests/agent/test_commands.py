@@ -13,7 +13,7 @@ import pytest
 from agent.commands import Executor
 from agent.config import Config
 from agent.docker import Docker
-from tests.agent.conftest import container_states, image_refs, write_faults
+from tests.agent.conftest import CHATWOOT_41, container_states, image_refs, write_faults
 
 CHATWOOT = "chat-chatwoot-1"
 
@@ -48,7 +48,7 @@ def test_update_replaces_the_container_and_keeps_its_settings(executor: Executor
     assert container["binds"] == ["/srv/chatwoot:/app/storage"]
     assert container["restart"] == "unless-stopped"
     assert CHATWOOT + "-hub-previous" not in container_states(host_root)
-    assert {"registry.example/chatwoot:4.1", "registry.example/chatwoot:4.2"} <= image_refs(host_root)
+    assert {CHATWOOT_41, "registry.example/chatwoot:4.2"} <= image_refs(host_root)
 
 
 def test_update_pulls_then_stops_the_old_before_starting_the_new(executor: Executor, host_root: Path) -> None:
@@ -66,10 +66,7 @@ def test_failed_health_check_rolls_back_to_the_kept_previous_image(executor: Exe
     assert result["details"]["rollback_healthy"] is True
     assert "unhealthy" in result["output"]
     containers = container_states(host_root)
-    assert (containers[CHATWOOT]["image"], containers[CHATWOOT]["health"]) == (
-        "registry.example/chatwoot:4.1",
-        "healthy",
-    )
+    assert (containers[CHATWOOT]["image"], containers[CHATWOOT]["health"]) == (CHATWOOT_41, "healthy")
     assert CHATWOOT + "-hub-previous" not in containers
     # The old image was never removed while the new one was on trial.
     assert not any(args[0] == "rmi" for args in calls(host_root))

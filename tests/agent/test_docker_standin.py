@@ -9,7 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from tests.agent.conftest import STANDIN, container_states, image_refs, write_faults
+import pytest
+
+from tests.agent.conftest import CHATWOOT_41, REDIS_7, STANDIN, container_states, image_refs, write_faults
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:
@@ -20,8 +22,8 @@ def test_compose_up_starts_each_service_and_ps_answers_like_compose_v2(docker_cl
     rows = json_lines(docker_cli("compose", "-f", str(tenant_stack / "compose.yml"), "ps", "--format", "json").stdout)
 
     assert [(r["Name"], r["Service"], r["State"], r["Health"], r["Image"]) for r in rows] == [
-        ("chat-chatwoot-1", "chatwoot", "running", "healthy", "registry.example/chatwoot:4.1"),
-        ("chat-redis-1", "redis", "running", "healthy", "redis:7"),
+        ("chat-chatwoot-1", "chatwoot", "running", "healthy", CHATWOOT_41),
+        ("chat-redis-1", "redis", "running", "healthy", REDIS_7),
     ]
     assert rows[0]["Project"] == "chat"
     assert "com.docker.compose.service=chatwoot" in rows[0]["Labels"]
@@ -30,11 +32,15 @@ def test_compose_up_starts_each_service_and_ps_answers_like_compose_v2(docker_cl
 def test_compose_file_interpolates_variables_and_reads_json(docker_cli: Any, host_root: Path) -> None:
     stack = host_root / "opt/stacks/blog"
     stack.mkdir(parents=True)
-    (stack / "compose.json").write_text(json.dumps({"services": {"ghost": {"image": "ghost:${GHOST_TAG:-5.8}"}}}))
+    (stack / ".env").write_text("GHOST_DIGEST=sha256:" + "5" * 64 + "\n")
+    service = {"image": "ghost@${GHOST_DIGEST}", "environment": {"A": "${UNSET:-fallback}", "B": "$$literal"}}
+    (stack / "compose.json").write_text(json.dumps({"services": {"ghost": service}}))
 
     docker_cli("compose", "-f", str(stack / "compose.json"), "-p", "blog", "up", "-d")
 
-    assert container_states(host_root)["blog-ghost-1"]["image"] == "ghost:5.8"
+    ghost = container_states(host_root)["blog-ghost-1"]
+    assert ghost["image"] == "ghost@sha256:" + "5" * 64
+    assert ghost["env"] == ["A=fallback", "B=$literal"]
 
 
 def test_image_marked_unhealthy_reports_unhealthy_after_start(docker_cli: Any, host_root: Path) -> None:
@@ -135,3 +141,92 @@ def test_shared_fault_fails_the_next_matching_calls_only(docker_cli: Any, host_r
     assert "injected failure" in first.stderr
     calls = json_lines((host_root / "var/log/sandbox/calls.jsonl").read_text())
     assert [c.get("injected_fault") for c in calls] == [None, "docker pull", None]
+
+
+# --- what `docker compose` refuses, the stand-in refuses --------------------------------
+
+PINNED = "registry.example/app@sha256:" + "c" * 64
+
+
+def stack_file(host_root: Path, text: str, name: str = "compose.yml") -> Path:
+    stack = host_root / "opt/hub/tools/app"
+    stack.mkdir(parents=True, exist_ok=True)
+    (stack / name).write_text(text)
+    return stack / name
+
+
+def test_a_file_the_compose_schema_rejects_is_refused(docker_cli: Any, host_root: Path) -> None:
+    path = stack_file(host_root, f"services:\n  app:\n    image: {PINNED}\n    colour: red\n")
+
+    done = docker_cli("compose", "-f", str(path), "up", "-d", check=False)
+
+    assert done.returncode == 15
+    assert f"validating {path}: services.app Additional property colour is not allowed" in done.stderr
+    assert container_states(host_root) == {}
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ("    depends_on: [db]\n", 'service "app" depends on undefined service "db": invalid compose project'),
+        ("    volumes: ['data:/srv']\n", 'service "app" refers to undefined volume data: invalid compose project'),
+        ("    environment:\n      A: ${SECRET:?set it in .env}\n", "required variable SECRET is missing a value"),
+        ("    environment:\n      A: costs $ 5\n", "invalid interpolation format for services.app.environment.A"),
+    ],
+)
+def test_what_the_schema_cannot_see_is_refused_as_compose_does(
+    docker_cli: Any, host_root: Path, body: str, words: str
+) -> None:
+    path = stack_file(host_root, f"services:\n  app:\n    image: {PINNED}\n{body}")
+
+    done = docker_cli("compose", "-f", str(path), "up", "-d", check=False)
+
+    assert done.returncode == 15
+    assert words in done.stderr
+    assert container_states(host_root) == {}
+
+
+def test_an_image_not_pinned_by_digest_is_refused(docker_cli: Any, host_root: Path) -> None:
+    path = stack_file(host_root, "services:\n  app:\n    image: registry.example/app:1.0\n")
+
+    for command in (["up", "-d"], ["pull"], ["run", "--rm", "app", "true"]):
+        done = docker_cli("compose", "-f", str(path), *command, check=False)
+        assert done.returncode == 15, command
+        assert 'service "app" refers to image "registry.example/app:1.0", which is not pinned' in done.stderr
+    assert container_states(host_root) == {}
+    assert image_refs(host_root) == set()
+    # Reading and removing such a project stays possible.
+    assert docker_cli("compose", "-f", str(path), "ps").returncode == 0
+    assert docker_cli("compose", "-f", str(path), "down", "-v").returncode == 0
+
+
+def test_exec_and_run_into_a_service_the_project_does_not_define_are_refused(
+    docker_cli: Any, tenant_stack: Path
+) -> None:
+    compose = str(tenant_stack / "compose.yml")
+
+    for command in (["exec", "-T", "db", "pg_dumpall"], ["run", "--rm", "db", "true"]):
+        done = docker_cli("compose", "-f", compose, *command, check=False)
+        assert (done.returncode, done.stderr.strip()) == (1, "no such service: db"), command
+
+    docker_cli("compose", "-f", compose, "stop", "redis")
+    stopped = docker_cli("compose", "-f", compose, "exec", "-T", "redis", "redis-cli", "ping", check=False)
+    assert (stopped.returncode, stopped.stderr.strip()) == (1, 'service "redis" is not running')
+
+
+def test_up_starts_dependencies_first_and_stops_at_an_unhealthy_one(docker_cli: Any, host_root: Path) -> None:
+    unhealthy_db = "registry.example/db-unhealthy@sha256:" + "d" * 64
+    path = stack_file(
+        host_root,
+        f"name: app\nservices:\n  app:\n    image: {PINNED}\n"
+        "    depends_on:\n      db:\n        condition: service_healthy\n"
+        f"  db:\n    image: {unhealthy_db}\n",
+    )
+
+    done = docker_cli("compose", "-f", str(path), "up", "-d", check=False)
+
+    assert (done.returncode, done.stderr.strip()) == (1, "dependency failed to start: container app-db-1 is unhealthy")
+    assert {name: c["state"] for name, c in container_states(host_root).items()} == {
+        "app-db-1": "running",
+        "app-app-1": "created",
+    }

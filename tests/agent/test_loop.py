@@ -95,6 +95,55 @@ def test_a_restarted_agent_uses_its_stored_key(make_agent: Callable[..., Agent],
     assert len(hub.bodies("/api/v1/agent/heartbeat")) == 2
 
 
+def test_the_token_file_is_removed_once_the_agent_has_registered(
+    make_agent: Callable[..., Agent], hub: FakeHub, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "etc/hub-agent/registration-token"
+    token_file.parent.mkdir(parents=True)
+    token_file.write_text(REGISTRATION_TOKEN + "\n")
+    agent = make_agent(registration_token="", registration_token_file=str(token_file))
+
+    agent.run_once()
+
+    assert (agent.config.state_dir / "api_key").read_text().strip() == API_KEY
+    assert not token_file.exists(), "a spent one-time token stays on the disk"
+    assert len(hub.bodies("/api/v1/agent/heartbeat")) == 1
+
+
+def test_a_new_token_put_there_to_re_key_the_agent_stays_until_it_is_used(
+    make_agent: Callable[..., Agent], hub: FakeHub, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "registration-token"
+    token_file.write_text(REGISTRATION_TOKEN)
+    make_agent(registration_token="", registration_token_file=str(token_file)).run_once()
+    # given: staff revoked the key and put a new token in the file
+    token_file.write_text("reg-token-second")
+    hub.registration_tokens.add("reg-token-second")
+    hub.api_key = "hub-second-key-91c2"
+
+    # when: the agent restarts, still with its old key
+    agent = make_agent(registration_token="", registration_token_file=str(token_file))
+    agent.start()
+
+    assert token_file.read_text() == "reg-token-second", "an unused token is not the agent's to remove"
+    agent.run_once()  # the old key is refused: it takes the new token
+    agent.run_once()
+    assert hub.bodies("/api/v1/agent/register")[-1]["registration_token"] == "reg-token-second"
+    assert not token_file.exists()
+
+
+def test_an_agent_that_stopped_before_removing_its_spent_token_removes_it_at_start(
+    make_agent: Callable[..., Agent], hub: FakeHub, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "registration-token"
+    make_agent(registration_token=REGISTRATION_TOKEN).run_once()
+    token_file.write_text(REGISTRATION_TOKEN)
+
+    make_agent(registration_token="", registration_token_file=str(token_file)).start()
+
+    assert not token_file.exists()
+
+
 def test_heartbeat_reports_the_machine_and_its_containers(
     make_agent: Callable[..., Agent], hub: FakeHub, tenant_stack: Path, host_root: Path
 ) -> None:

@@ -137,4 +137,4 @@ def test_paid_tools_that_do_not_fit_the_tier_fail_the_order_and_alert_staff(
 
     row = deliver_and_process(event)
 
-    assert_order_refused(row, ["tools need 3584 MB of RAM with the platform; the lite plan has 2048 MB"])
+    assert_order_refused(row, ["tools need 3840 MB of RAM with the platform; the lite plan has 2048 MB"])

@@ -20,7 +20,7 @@ from sandbox.control import Sandbox, free_port
 from tests.conftest import WorkerProcess, queues_taken_from_session_worker
 
 # Every test takes hosts of its own: a host that carried a tenant keeps its agent.
-HOSTS = 18
+HOSTS = 20
 
 FAST = {
     "PROVISIONING_RETRY_BASE_DELAY": "0.3",
@@ -150,10 +150,32 @@ def hetzner_servers(sandbox: Sandbox, **labels: str) -> list[dict[str, Any]]:
     return response.json()["servers"]
 
 
+def uses_the_database(request: pytest.FixtureRequest) -> bool:
+    """The unit tests here (the scripts' text, the generated stacks) need none of it."""
+    node = request.node
+    return node.get_closest_marker("django_db") is not None or node.get_closest_marker("integration") is not None
+
+
 @pytest.fixture(autouse=True)
-def quiet_worker_after_test(db: None) -> Iterator[None]:
+def releases(request: pytest.FixtureRequest) -> list[Any]:
+    """A default release of every component the Hub installs, its digest made up but
+    well formed (sandbox/releases.py): what provisioning pins and installs."""
+    if not uses_the_database(request):
+        return []
+    request.getfixturevalue("db")
+    from sandbox.releases import seed_releases
+
+    return seed_releases(actor="tests")
+
+
+@pytest.fixture(autouse=True)
+def quiet_worker_after_test(request: pytest.FixtureRequest) -> Iterator[None]:
     """The database is truncated after each test: the worker must be idle by then, or
     a running step and the truncation deadlock. Unfinished jobs are cancelled."""
+    if not uses_the_database(request):
+        yield
+        return
+    request.getfixturevalue("db")
     yield
     from hub.errors import DomainError
     from hub.pipeline.models import JOB_ACTIVE_STATUSES, Job

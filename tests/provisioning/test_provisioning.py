@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -9,13 +11,17 @@ from typing import Any
 import paramiko
 import pytest
 import requests
+import yaml
 from django.contrib.auth import get_user_model
 from django.test import Client
+from django.utils import timezone
 
 from hub.models import Alert, AlertSeverity
 from hub.pipeline.models import Job, JobStatus, StepKind, StepStatus
 from provisioning.models import Order, OrderMode, OrderStatus, Server, ServerProvider, ServerStatus
 from provisioning.services.orders import order_create
+from rollouts.models import Release, Rollout, RolloutStatus
+from rollouts.services import release_create, rollout_create
 from sandbox.control import Sandbox
 from tenants.models import Tenant, TenantStatus
 from tests.conftest import WorkerProcess, wait_for
@@ -68,6 +74,10 @@ def place(name: str, **kwargs: Any) -> Order:
     return order_create(domain=domain, **{**defaults, **kwargs})
 
 
+def docker_state(root: Path) -> dict[str, Any]:
+    return json.loads((root / "var/lib/sandbox-docker/state.json").read_text())
+
+
 def script_order(calls: list[dict[str, Any]]) -> list[str]:
     seen = []
     for name, matches in SCRIPT_MARKERS:
@@ -98,6 +108,35 @@ def test_order_with_a_pool_server_reaches_fulfilled(
     tenant = Tenant.objects.get(domain=f"acme-one.{ZONE}")
     assert tenant.status == TenantStatus.ACTIVE and tenant.registered_at is not None
     assert tenant.server_id == server.pk
+    root = sandbox.host(host.addr).root
+    # the tool stacks: a project per tool with its database, its .env made on the server
+    nextcloud = yaml.safe_load((root / "opt/hub/tools/nextcloud/compose.yml").read_text())
+    assert set(nextcloud["services"]) == {"nextcloud", "postgres"}
+    ghost = yaml.safe_load((root / "opt/hub/tools/ghost/compose.yml").read_text())
+    assert set(ghost["services"]) == {"ghost", "mysql"}
+    assert ghost["services"]["ghost"]["ports"] == ["127.0.0.1:8083:2368"]
+    env_file = root / "opt/hub/tools/ghost/.env"
+    assert env_file.stat().st_mode & 0o777 == 0o600
+    assert "MYSQL_DATABASE=ghost\n" in env_file.read_text() and "MYSQL_ROOT_PASSWORD=" in env_file.read_text()
+    assert (
+        "proxy_pass http://127.0.0.1:8083;"
+        in (root / f"etc/nginx/sites-enabled/ghost.acme-one.{ZONE}.conf").read_text()
+    )
+    running = {c["name"]: c for c in docker_state(root)["containers"].values()}
+    assert {"nextcloud-nextcloud-1", "nextcloud-postgres-1", "ghost-ghost-1", "ghost-mysql-1"} <= set(running)
+    assert {"ai-openclaw-1", "ai-safety-wrapper-1", "ai-secrets-proxy-1"} <= set(running)
+    assert all("@sha256:" in c["image"] for c in running.values())
+    # what runs is what the tenant records, so rollouts select it correctly
+    assert tenant.versions["ghost"] == "5.96.0" and tenant.versions["openclaw"] == "1.0.0"
+    # the one-time token is spent: its file is gone once the agent registered
+    wait_for(
+        lambda: not (root / "etc/hub-agent/registration-token").exists(),
+        timeout=20,
+        message="the registration token file removed",
+    )
+    token = re.compile(rb"hrt_[A-Za-z0-9_-]{43}")
+    left = [p for p in root.rglob("*") if p.is_file() and not p.is_symlink() and token.search(p.read_bytes())]
+    assert left == [], "a registration token is still on the server's disk"
     wait_for(
         lambda: any(f"acme-one.{ZONE} is ready" in p.read_text() for p in mail_dir.iterdir()),
         timeout=20,
@@ -337,3 +376,55 @@ def test_a_netcup_server_registered_through_the_api_is_prepared_into_the_pool(
     )
     assert bad.status_code == 400 and bad.json()["error"] == "invalid"
     assert Server.objects.count() == 1
+
+
+def test_a_new_tenant_runs_the_release_of_the_last_completed_rollout_else_the_default(
+    sandbox: Sandbox, fresh_hosts: Any, provisioning_worker: WorkerProcess
+) -> None:
+    # given: nextcloud 30 rolled out to the fleet (COMPLETED); ghost only has its default
+    v2 = release_create(
+        component="nextcloud", version="30.0.1", image="nextcloud:30.0.1@sha256:" + "2" * 64, actor="ci"
+    )
+    rollout = rollout_create(release_id=v2.pk, actor="ci")
+    Rollout.objects.filter(pk=rollout.pk).update(status=RolloutStatus.COMPLETED, finished_at=timezone.now())
+    ghost_default = Release.objects.get(component="ghost", is_default=True)
+    (host,) = fresh_hosts(1)
+    pool_server(host)
+
+    order = wait_order(place("acme-current"), (OrderStatus.FULFILLED, OrderStatus.ROLLED_BACK, OrderStatus.FAILED))
+
+    assert order.status == OrderStatus.FULFILLED, order.failure_reason
+    root = sandbox.host(host.addr).root
+    nextcloud = yaml.safe_load((root / "opt/hub/tools/nextcloud/compose.yml").read_text())["services"]["nextcloud"]
+    assert nextcloud["image"] == "nextcloud@sha256:" + "2" * 64
+    assert nextcloud["labels"]["hub.version"] == "30.0.1"
+    ghost = yaml.safe_load((root / "opt/hub/tools/ghost/compose.yml").read_text())["services"]["ghost"]
+    assert ghost["image"] == "ghost@" + ghost_default.image.split("@", 1)[1]
+    running = docker_state(root)["containers"]
+    assert running["nextcloud-nextcloud-1"]["image"] == "nextcloud@sha256:" + "2" * 64
+    tenant = Tenant.objects.get(pk=order.tenant_id)
+    assert tenant.versions["nextcloud"] == "30.0.1"
+    assert tenant.versions["ghost"] == ghost_default.version
+    steps = list(order.job.steps.filter(kind=StepKind.ACTION).order_by("position").values_list("name", flat=True))
+    assert steps[:2] == ["pin_releases", "allocate_server"]
+
+
+def test_a_component_without_a_release_stops_the_order_before_a_server_is_taken(
+    sandbox: Sandbox, fresh_hosts: Any, provisioning_worker: WorkerProcess
+) -> None:
+    Release.objects.filter(component="openclaw").delete()
+    (host,) = fresh_hosts(1)
+    server = pool_server(host)
+
+    order = wait_order(place("acme-unreleased"), (OrderStatus.ROLLED_BACK, OrderStatus.FAILED, OrderStatus.FULFILLED))
+
+    assert order.status == OrderStatus.ROLLED_BACK
+    assert "no release of openclaw" in order.failure_reason
+    steps = {s.name: s for s in order.job.steps.filter(kind=StepKind.ACTION)}
+    assert steps["pin_releases"].status == StepStatus.FAILED and steps["pin_releases"].attempts == 1
+    assert steps["allocate_server"].status not in (StepStatus.SUCCEEDED, StepStatus.COMPENSATED)
+    alert = Alert.objects.get(subject_type="component", subject_id="openclaw", kind="release_missing")
+    assert f"order {order.pk}" in alert.message
+    assert Server.objects.get(pk=server.pk).status == ServerStatus.AVAILABLE
+    assert order.server_id is None and hetzner_servers(sandbox, order=str(order.pk)) == []
+    assert sandbox.host(host.addr).calls() == [], "nothing ran on a server"

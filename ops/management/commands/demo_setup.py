@@ -1,6 +1,7 @@
 """`python manage.py demo_setup`: what `make demo` does to its own database before the
-Hub starts: the staff login it prints, and periodic jobs fast enough to watch (the
-rollout gate judges every few seconds instead of every 15). Never run it against a
+Hub starts: the staff login it prints, periodic jobs fast enough to watch (the
+rollout gate judges every few seconds instead of every 15), and a default release of
+every component the tenants install (sandbox/releases.py, made-up digests). Never run it against a
 database you keep: scripts/demo.sh runs it on the demo's own, made afresh each time."""
 
 from __future__ import annotations
@@ -14,13 +15,17 @@ from django.db import transaction
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from hub.audit import audit_record
+from sandbox.releases import seed_releases
 
 # Periodic jobs whose interval the demo shortens (name as the data migrations made them).
 FAST_SCHEDULES = ("rollouts evaluate",)
 
 
 class Command(BaseCommand):
-    help = "Prepare the demo database: a staff login (ADMIN_USER / ADMIN_PASSWORD) and fast periodic jobs."
+    help = (
+        "Prepare the demo database: a staff login (ADMIN_USER / ADMIN_PASSWORD), fast periodic jobs and "
+        "a default release of every component."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--gate-seconds", type=int, default=2, help="how often the rollout gate runs")
@@ -53,3 +58,6 @@ class Command(BaseCommand):
                 old=old,
                 new=every.every,
             )
+
+        seeded = seed_releases(actor="make demo")
+        self.stdout.write(f"{len(seeded)} sandbox releases made default")

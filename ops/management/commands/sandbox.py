@@ -30,6 +30,8 @@ USAGE = """
   zones                              the Cloudflare account's zones: status and nameservers
   add-zone NAME [pending]            a zone put in the account by the operator (active unless pending)
   delegate NAME                      play the customer delegating NAME's nameservers: it turns active
+  releases                           a default release (made-up digest) of every component
+                                     that has none, in the database of DATABASE_URL
 """
 
 
@@ -58,6 +60,7 @@ class Command(BaseCommand):
                 "zones",
                 "add-zone",
                 "delegate",
+                "releases",
             ],
         )
         parser.add_argument("operands", nargs="*", help="arguments of the action (see above)")
@@ -93,6 +96,8 @@ class Command(BaseCommand):
                 self.stderr.write("sandbox stopped" if stopped else f"no sandbox was running in {sandbox.state_dir}")
             elif action == "status":
                 self._status(sandbox)
+            elif action == "releases":
+                self._releases()
             else:
                 self._operate(Sandbox.attach(sandbox.state_dir), action, rest, options["env_file"])
         except (SandboxError, LookupError, OSError) as exc:
@@ -133,6 +138,12 @@ class Command(BaseCommand):
         elif action == "delegate":
             zone = sandbox.delegate_zone(rest[0])
             self.stdout.write(f"{zone['name']}\t{zone['status']}")
+
+    def _releases(self) -> None:
+        from sandbox.releases import seed_releases
+
+        for release in seed_releases(actor="sandbox"):
+            self.stdout.write(f"{release.component} {release.version}: {release.image} (default)")
 
     def _emit(self, sandbox: Sandbox, env_file: Path | None) -> None:
         if env_file is None:

@@ -534,123 +534,124 @@ def parse_run(args: list[str]) -> tuple[dict[str, Any], bool]:
     return spec, detach
 
 
-# --- compose: a YAML subset good enough for Compose files -------------------------
+# --- compose: files loaded as `docker compose` loads them ----------------------------
+
+# The Compose schema the Hub vendors (compose/spec/), from this file's own checkout.
+COMPOSE_SCHEMA = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))),
+    "compose",
+    "spec",
+    "compose-spec.json",
+)
+# The stand-ins run without site-packages (-IS); loading a compose file takes Debian's
+# python3-yaml and python3-jsonschema, and only then.
+DIST_PACKAGES = "/usr/lib/python3/dist-packages"
+# Sandbox policy standing for the Hub's own rule: an image is pinned by digest.
+PINNED_IMAGE = r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$"
+# The commands that pull or start images.
+IMAGE_COMMANDS = ("up", "create", "pull", "run")
 
 
-def _scalar(text: str) -> Any:
-    text = text.strip()
-    if not text:
-        return None
-    if text[0] in "\"'" and text[-1] == text[0] and len(text) >= 2:
-        return text[1:-1]
-    if text.startswith("[") and text.endswith("]"):
-        inner = text[1:-1].strip()
-        return [_scalar(x) for x in inner.split(",")] if inner else []
-    if text.startswith("{") and text.endswith("}"):
-        inner = text[1:-1].strip()
-        out = {}
-        for item in inner.split(",") if inner else []:
-            k, _, v = item.partition(":")
-            out[str(_scalar(k))] = _scalar(v)
-        return out
-    if text in ("true", "True"):
-        return True
-    if text in ("false", "False"):
-        return False
-    if text.removeprefix("-").isdigit() and text.removeprefix("-").isascii():
-        return int(text)
-    return text
+def _dist_packages() -> None:
+    if DIST_PACKAGES not in sys.path:
+        sys.path.append(DIST_PACKAGES)
 
 
-def _strip_comment(line: str) -> str:
-    quote = None
-    for i, ch in enumerate(line):
-        if ch in "\"'":
-            quote = None if quote == ch else (ch if quote is None else quote)
-        elif ch == "#" and quote is None and (i == 0 or line[i - 1].isspace()):
-            return line[:i]
-    return line
+class _Interpolation:
+    """Compose's variable syntax: $$ is a literal $; ${NAME}, $NAME, ${NAME:-default},
+    ${NAME-default}, ${NAME:?error}, ${NAME?error}, ${NAME:+alt}, ${NAME+alt}."""
 
-
-def parse_yaml(text: str) -> Any:
-    import re
-
-    lines = []
-    for raw in text.splitlines():
-        line = _strip_comment(raw).rstrip()
-        if line.strip() and line.strip() != "---":
-            lines.append((len(line) - len(line.lstrip(" ")), line.strip()))
-
-    def block(i: int, indent: int) -> tuple[Any, int]:
-        if i < len(lines) and lines[i][1].startswith("- "):
-            items: list[Any] = []
-            while i < len(lines) and lines[i][0] == indent and lines[i][1].startswith("-"):
-                rest = lines[i][1][1:].strip()
-                if re.match(r"^[^\s\"'\[{][^:]*:(\s|$)", rest):
-                    sub = [(indent + 2, rest)]
-                    j = i + 1
-                    while j < len(lines) and lines[j][0] > indent:
-                        sub.append(lines[j])
-                        j += 1
-                    saved = lines[:]
-                    lines[i:j] = sub
-                    value, _ = block(i, indent + 2)
-                    lines[:] = saved
-                    items.append(value)
-                    i = j
-                else:
-                    items.append(_scalar(rest))
-                    i += 1
-            return items, i
-        mapping: dict[str, Any] = {}
-        while i < len(lines) and lines[i][0] == indent:
-            key, _, rest = lines[i][1].partition(":")
-            key = str(_scalar(key))
-            rest = rest.strip()
-            i += 1
-            if rest in ("|", ">", "|-", ">-"):
-                chunk = []
-                while i < len(lines) and lines[i][0] > indent:
-                    chunk.append(lines[i][1])
-                    i += 1
-                mapping[key] = ("\n" if rest.startswith("|") else " ").join(chunk)
-            elif rest:
-                mapping[key] = _scalar(rest)
-            elif i < len(lines) and lines[i][0] > indent:
-                mapping[key], i = block(i, lines[i][0])
-            elif i < len(lines) and lines[i][0] == indent and lines[i][1].startswith("- "):
-                mapping[key], i = block(i, indent)
-            else:
-                mapping[key] = None
-        return mapping, i
-
-    if not lines:
-        return {}
-    value, _ = block(0, lines[0][0])
-    return value
-
-
-def interpolate(value: Any, env: dict[str, str]) -> Any:
-    if isinstance(value, str):
-        if "${" not in value:
-            return value
+    def __init__(self, env: dict[str, str]) -> None:
         import re
 
-        def repl(m: re.Match[str]) -> str:
-            name, op, default = m.group(1), m.group(2), m.group(3) or ""
-            current = env.get(name)
-            if op == ":-":
-                return current if current else default
-            if op == "-":
-                return current if current is not None else default
-            return current or ""
+        self.env = env
+        self.pattern = re.compile(
+            r"\$(?:(?P<escaped>\$)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
+            r"|(?P<named>[A-Za-z_][A-Za-z0-9_]*)|(?P<invalid>))"
+        )
+        self.unset: list[str] = []
 
-        return re.sub(r"\$\{(\w+)(?:(:?-)([^}]*))?\}", repl, value)
-    if isinstance(value, list):
-        return [interpolate(v, env) for v in value]
-    if isinstance(value, dict):
-        return {k: interpolate(v, env) for k, v in value.items()}
-    return value
+    def value(self, text: str, where: str) -> str:
+        if "$" not in text:
+            return text
+
+        def replace(match: re.Match[str]) -> str:
+            if match["escaped"]:
+                return "$"
+            if match["invalid"] is not None:
+                raise DockerError(
+                    f'invalid interpolation format for {where}: "{text}"; you may need to escape any $ with another $',
+                    15,
+                )
+            name = match["braced"] or match["named"]
+            op, arg = match["op"] or "", match["arg"] or ""
+            current = self.env.get(name)
+            if op in (":?", "?") and (current is None or (op == ":?" and not current)):
+                raise DockerError(f"required variable {name} is missing a value" + (f": {arg}" if arg else ""), 15)
+            if op in (":-", "-"):
+                return current if (current if op == ":-" else current is not None) else arg
+            if op in (":+", "+"):
+                return arg if (current if op == ":+" else current is not None) else ""
+            if current is None:
+                self.unset.append(name)
+                return ""
+            return current
+
+        return self.pattern.sub(replace, text)
+
+    def walk(self, value: Any, where: str) -> Any:
+        if isinstance(value, str):
+            return self.value(value, where)
+        if isinstance(value, list):
+            return [self.walk(v, where) for v in value]
+        if isinstance(value, dict):
+            return {k: self.walk(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        return value
+
+
+def _schema_errors(document: Any) -> list[str]:
+    _dist_packages()
+    import jsonschema
+
+    validator = jsonschema.Draft7Validator(lean.loads(Path(COMPOSE_SCHEMA).read_text()))
+    errors = sorted(validator.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path])
+    return [f"{'.'.join(str(p) for p in e.absolute_path) or '(root)'} {_compose_words(e)}" for e in errors]
+
+
+def _compose_words(error: Any) -> str:
+    """Compose's wording where it differs from jsonschema's: an unknown key."""
+    if error.validator != "additionalProperties" or not isinstance(error.instance, dict):
+        return str(error.message)
+    import re
+
+    known = error.schema.get("properties") or {}
+    patterns = error.schema.get("patternProperties") or {}
+    extra = [k for k in error.instance if k not in known and not any(re.search(p, str(k)) for p in patterns)]
+    return f"Additional property {extra[0]} is not allowed" if extra else str(error.message)
+
+
+def load_compose_file(path: Path, env: dict[str, str]) -> dict[str, Any]:
+    """One compose file as Compose loads it: YAML, variables interpolated, then the
+    Compose schema; a DockerError with Compose's words when it refuses."""
+    _dist_packages()
+    import yaml
+
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise DockerError(f"yaml: {exc}", 15) from exc
+    if document is None:
+        raise DockerError(f"empty compose file: {path.resolve()}", 15)
+    if not isinstance(document, dict):
+        raise DockerError(f"Top-level object must be a mapping: {path.resolve()}", 15)
+    interpolation = _Interpolation(env)
+    document = interpolation.walk(document, "")
+    for name in dict.fromkeys(interpolation.unset):
+        sys.stderr.write(f'WARN[0000] The "{name}" variable is not set. Defaulting to a blank string.\n')
+    errors = _schema_errors(document)
+    if errors:
+        raise DockerError(f"validating {path.resolve()}: {errors[0]}", 15)
+    return document
 
 
 _PROJECT_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
@@ -674,24 +675,73 @@ class ComposeProject:
                     k, _, v = line.partition("=")
                     env.setdefault(k.strip(), v.strip().strip("\"'"))
         self.services: dict[str, dict[str, Any]] = {}
+        self.volumes: set[str] = set()
         doc_name = None
         for f in files:
             path = Path(f)
             if not path.exists():
                 raise DockerError(f"open {path.resolve()}: no such file or directory", 14)
-            text = path.read_text()
-            try:
-                doc = lean.loads(text)
-            except ValueError:
-                doc = parse_yaml(text)
-            doc = interpolate(doc or {}, env)
+            doc = load_compose_file(path, env)
             doc_name = doc.get("name") or doc_name
             for svc, conf in (doc.get("services") or {}).items():
                 self.services.setdefault(svc, {}).update(conf or {})
+            self.volumes |= set(doc.get("volumes") or {})
         raw = project or env.get("COMPOSE_PROJECT_NAME") or doc_name or first.parent.name
         self.name = "".join(c for c in raw.lower() if c in _PROJECT_NAME_CHARACTERS) or "default"
         self.files = [str(Path(f).resolve()) for f in files]
         self.workdir = str(first.parent)
+        self._check_references()
+
+    def _check_references(self) -> None:
+        """What the schema cannot see and Compose refuses all the same."""
+        for svc, conf in self.services.items():
+            for dependency in self.dependencies(svc):
+                if dependency not in self.services:
+                    raise DockerError(
+                        f'service "{svc}" depends on undefined service "{dependency}": invalid compose project', 15
+                    )
+            for volume in conf.get("volumes") or []:
+                if isinstance(volume, dict):
+                    source = str(volume.get("source") or "") if volume.get("type", "volume") == "volume" else ""
+                else:
+                    source = volume.split(":", 1)[0] if ":" in volume else ""
+                if source and not source.startswith(("/", ".", "~")) and source not in self.volumes:
+                    raise DockerError(
+                        f'service "{svc}" refers to undefined volume {source}: invalid compose project', 15
+                    )
+
+    def dependencies(self, svc: str) -> list[str]:
+        depends = self.services[svc].get("depends_on") or []
+        return list(depends) if isinstance(depends, list | dict) else []
+
+    def with_dependencies(self, services: list[str]) -> list[str]:
+        """The services and everything they depend on, dependencies first (as `up`)."""
+        ordered: list[str] = []
+
+        def visit(svc: str, path: tuple[str, ...]) -> None:
+            if svc in ordered:
+                return
+            if svc in path:
+                raise DockerError(f"dependency cycle detected: {' -> '.join([*path, svc])}", 15)
+            for dependency in self.dependencies(svc):
+                visit(dependency, (*path, svc))
+            ordered.append(svc)
+
+        for svc in services:
+            visit(svc, ())
+        return ordered
+
+    def require_pinned(self, services: list[str]) -> None:
+        import re
+
+        for svc in services:
+            image = str(self.services[svc].get("image") or "")
+            if image and not re.match(PINNED_IMAGE, image):
+                raise DockerError(
+                    f'service "{svc}" refers to image "{image}", which is not pinned by digest '
+                    "(sandbox policy, the Hub's rule: name@sha256:<64 hex>)",
+                    15,
+                )
 
     def container_name(self, svc: str) -> str:
         return self.services[svc].get("container_name") or f"{self.name}-{svc}-1"
@@ -734,6 +784,40 @@ class ComposeProject:
         }
 
 
+# Options of `compose exec` and `compose run` that take a value.
+_EXEC_VALUE_FLAGS = (
+    "-e",
+    "--env",
+    "-u",
+    "--user",
+    "-w",
+    "--workdir",
+    "--index",
+    "--name",
+    "--entrypoint",
+    "-p",
+    "--publish",
+    "-v",
+    "--volume",
+    "-l",
+    "--label",
+)
+
+
+def _target_service(rest: list[str]) -> tuple[str, list[str]]:
+    i = 0
+    while i < len(rest) and rest[i].startswith("-"):
+        i += 2 if rest[i] in _EXEC_VALUE_FLAGS else 1
+    if i >= len(rest):
+        raise DockerError('"docker compose exec" requires at least 2 arguments.', 1)
+    return rest[i], rest[i + 1 :]
+
+
+def compose_exec(engine: Engine, proj: ComposeProject, sub: str, service: str, command: list[str]) -> int:
+    """`exec`/`run` into a service the project defines (and, for exec, that runs)."""
+    raise DockerError(f"sandbox docker compose: {sub} runs no command in the sandbox (no engine): {command}", 1)
+
+
 def compose(engine: Engine, args: list[str]) -> int:
     files: list[str] = []
     project = None
@@ -759,22 +843,47 @@ def compose(engine: Engine, args: list[str]) -> int:
         engine.print(f"Docker Compose version {COMPOSE_VERSION}")
         return 0
     proj = ComposeProject(files, project)
+    if sub in ("exec", "run"):
+        service, command = _target_service(rest)
+        if service not in proj.services:
+            raise DockerError(f"no such service: {service}", 1)
+        if sub == "run":
+            proj.require_pinned([service])
+        elif not any(
+            c["labels"].get("com.docker.compose.project") == proj.name
+            and c["labels"].get("com.docker.compose.service") == service
+            and c["state"] == "running"
+            for c in engine.state["containers"].values()
+        ):
+            raise DockerError(f'service "{service}" is not running', 1)
+        return compose_exec(engine, proj, sub, service, command)
     flags = [a for a in rest if a.startswith("-")]
     named = [a for a in rest if not a.startswith("-") and a not in ("json", "table")]
     unknown = [s for s in named if s not in proj.services]
-    if sub in ("up", "pull", "stop", "start", "restart", "rm", "ps") and unknown:
+    if sub in ("up", "pull", "stop", "start", "restart", "rm", "ps", "create") and unknown:
         raise DockerError(f"no such service: {unknown[0]}", 1)
     services = named or list(proj.services)
+    if sub in ("up", "create"):
+        services = proj.with_dependencies(services)
+    if sub in IMAGE_COMMANDS:
+        proj.require_pinned(services)
     mine = {
         name: c
         for name, c in engine.state["containers"].items()
         if c["labels"].get("com.docker.compose.project") == proj.name
     }
+    if sub == "config":
+        if "-q" not in flags and "--quiet" not in flags:
+            _dist_packages()
+            import yaml
+
+            engine.print(yaml.safe_dump({"name": proj.name, "services": proj.services}, sort_keys=True).rstrip("\n"))
+        return 0
     if sub == "pull":
         for svc in services:
             engine.pull(proj.spec(svc)["image"])
         return 0
-    if sub == "up":
+    if sub in ("up", "create"):
         for svc in services:
             spec = proj.spec(svc)
             current = engine.state["containers"].get(spec["name"])
@@ -784,6 +893,15 @@ def compose(engine: Engine, args: list[str]) -> int:
                 current = None
             if current is None:
                 current = engine.create(spec)
+            if sub == "create":
+                continue
+            depends = proj.services[svc].get("depends_on") or {}
+            for dependency, condition in depends.items() if isinstance(depends, dict) else []:
+                dep = engine.state["containers"].get(proj.container_name(dependency))
+                wanted = (condition or {}).get("condition", "service_started")
+                if wanted == "service_healthy" and dep is not None and dep["health"] == "unhealthy":
+                    engine.save()
+                    raise DockerError(f"dependency failed to start: container {dep['name']} is unhealthy", 1)
             engine.start(current)
             engine.print(f" Container {spec['name']}  Started")
         return 0
