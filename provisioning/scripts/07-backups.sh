@@ -2,6 +2,8 @@
 # 4 weekly copies, syncs off-site when configured, and writes backup-status.json,
 # which the agent reports to the Hub.
 set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+apt-get install -y -qq cron
 mkdir -p "$ROOT/opt/hub/bin" "$ROOT/var/backups/hub"
 write_file /etc/cron.d/hub-backup 0644 <<'CRON'
 0 2 * * * root /opt/hub/bin/backup >> /var/log/hub-backup.log 2>&1

@@ -102,38 +102,61 @@ def _positional(args: list[str]) -> list[str]:
 
 
 def apt_get(args: list[str]) -> int:
-    state = host_root() / "var" / "lib" / "sandbox-apt" / "installed.json"
+    """apt-get as on a Debian 12 VPS: `install` refuses, as apt does, a package that
+    neither Debian nor a repository the host added and fetched knows (see packages.py)."""
+    from standin_lib import packages
+
+    root = host_root()
+    state = root / "var" / "lib" / "sandbox-apt" / "installed.json"
     words = [
         a for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] not in ("-o", "-t", "-c"))
     ]
     action = words[0] if words else ""
-    packages = [p.split("=")[0] for p in words[1:]]
+    # `pkg=version` and `pkg:arch` name the package `pkg`; a trailing `-` asks apt to remove it.
+    packages_named = [p.split("=")[0].split(":")[0] for p in words[1:]]
+    quiet = any(a.startswith("-q") or a == "--quiet" for a in args)
     if action in ("install", "reinstall"):
+        unknown = packages.unknown_packages(root, packages_named)
+        if not quiet:
+            print("Reading package lists...\nBuilding dependency tree...\nReading state information...")
+        if unknown:
+            for package in unknown:
+                sys.stderr.write(f"E: Unable to locate package {package}\n")
+            return 100
 
         def add(data: dict[str, Any]) -> None:
-            for package in packages:
+            for package in packages_named:
                 data[package] = {"installed_at": time.time()}
 
         _locked_json_update(state, add)
-        for package in packages:
+        for package in packages_named:
             print(f"Setting up {package} ... (sandbox)")
     elif action in ("remove", "purge"):
-        _locked_json_update(state, lambda data: [data.pop(p, None) for p in packages])
+        _locked_json_update(state, lambda data: [data.pop(p, None) for p in packages_named])
     elif action == "update":
-        print("Reading package lists... Done (sandbox)")
+        out, err, code = packages.apt_update(root)
+        if not quiet:
+            print("\n".join(out))
+        for line in err:
+            sys.stderr.write(line + "\n")
+        return code
     return 0
 
 
 def dpkg(args: list[str]) -> int:
-    state = host_root() / "var" / "lib" / "sandbox-apt" / "installed.json"
-    installed = lean.loads(state.read_text()) if state.exists() else {}
+    from standin_lib import packages
+
+    if "--print-architecture" in args:
+        print("amd64")
+        return 0
+    installed = packages.installed_packages(host_root())
     if args and args[0] in ("-s", "--status", "-l", "--list"):
         missing = [p for p in args[1:] if p not in installed]
         for package in args[1:]:
             if package in installed:
                 print(f"Package: {package}\nStatus: install ok installed")
         if missing:
-            sys.stderr.write(f"dpkg-query: package '{missing[0]}' is not installed\n")
+            sys.stderr.write(f"dpkg-query: package '{missing[0]}' is not installed and no information is available\n")
             return 1
     return 0
 
@@ -143,6 +166,11 @@ def systemctl(args: list[str]) -> int:
     words = _positional(args)
     verb = words[0] if words else "list-units"
     units = [u if "." in u else f"{u}.service" for u in words[1:]]
+    refused = _systemctl_refusal(verb, units)
+    if refused is not None:
+        message, code = refused
+        sys.stderr.write(message + "\n")
+        return code
 
     def change(data: dict[str, Any]) -> int:
         for unit in units:
@@ -185,6 +213,40 @@ def systemctl(args: list[str]) -> int:
         if starts:
             _unit_start(unit)
     return code
+
+
+# How systemd 252 (Debian 12) answers a verb on a unit no package or file provides.
+_UNIT_FILE_VERBS = {"enable": "enable", "disable": "disable", "reenable": "reenable"}
+_JOB_VERBS = {
+    "start": "start",
+    "restart": "restart",
+    "reload": "reload",
+    "try-restart": "try-restart",
+    "reload-or-restart": "reload-or-restart",
+    "try-reload-or-restart": "try-reload-or-restart",
+}
+
+
+def _systemctl_refusal(verb: str, units: list[str]) -> tuple[str, int] | None:
+    """The message and exit code systemctl gives for a unit that was never installed."""
+    if verb not in (*_UNIT_FILE_VERBS, *_JOB_VERBS, "stop", "is-enabled", "status"):
+        return None
+    from standin_lib import packages
+
+    root = host_root()
+    for unit in units:
+        if packages.unit_installed(root, unit):
+            continue
+        if verb in _UNIT_FILE_VERBS:
+            return f"Failed to {_UNIT_FILE_VERBS[verb]} unit: Unit file {unit} does not exist.", 1
+        if verb in _JOB_VERBS:
+            return f"Failed to {_JOB_VERBS[verb]} {unit}: Unit {unit} not found.", 5
+        if verb == "stop":
+            return f"Failed to stop {unit}: Unit {unit} not loaded.", 5
+        if verb == "is-enabled":
+            return f"Failed to get unit file state for {unit}: No such file or directory", 1
+        return f"Unit {unit} could not be found.", 4
+    return None
 
 
 def _unit_file(unit: str) -> Path:
