@@ -148,7 +148,7 @@ def split_statements(text: str, *, dialect: str) -> Iterator[tuple[str, str | No
         if ch in "'\"`":
             j = i + 1
             while j < n:
-                if text[j] == "\\" and dialect == "mysql" and ch == "'":
+                if text[j] == "\\" and dialect == "mysql" and ch in "'\"":
                     j += 2
                     continue
                 if text[j] == ch:
@@ -212,7 +212,7 @@ def tokenize(statement: str, *, dialect: str) -> list[str]:
         elif ch in "'\"`":
             j = i + 1
             while j < n:
-                if statement[j] == "\\" and dialect == "mysql" and ch == "'":
+                if statement[j] == "\\" and dialect == "mysql" and ch in "'\"":
                     j += 2
                     continue
                 if statement[j] == ch:
@@ -249,7 +249,9 @@ def unquote_ident(token: str, *, dialect: str) -> str:
 
 
 def literal(token: str, *, dialect: str) -> Any:
-    if token.startswith("'"):
+    # MySQL reads a double-quoted word as a string too (without ANSI_QUOTES, its default).
+    if token.startswith("'") or (dialect == "mysql" and token.startswith('"')):
+        quote = token[0]
         body = token[1:-1]
         if dialect == "mysql":
             out, i = [], 0
@@ -258,8 +260,8 @@ def literal(token: str, *, dialect: str) -> Any:
                 if body[i] == "\\" and i + 1 < len(body):
                     out.append(escapes.get(body[i + 1], body[i + 1]))
                     i += 2
-                elif body[i] == "'" and i + 1 < len(body) and body[i + 1] == "'":
-                    out.append("'")
+                elif body[i] == quote and i + 1 < len(body) and body[i + 1] == quote:
+                    out.append(quote)
                     i += 2
                 else:
                     out.append(body[i])
@@ -1068,6 +1070,17 @@ def mysql(args: list[str], data_dir: Path) -> int:
     return code
 
 
+def mysqladmin(args: list[str], data_dir: Path) -> int:
+    """`mysqladmin ping` only: what a healthcheck or a restore waiting for the server asks."""
+    if "ping" not in args:
+        raise ClientError("mysqladmin: the sandbox's mysqladmin answers `ping` only", 1)
+    if not data_state_path(data_dir).exists():
+        sys.stderr.write("mysqladmin: connect to server at 'localhost' failed\n")
+        return 1
+    print("mysqld is alive")
+    return 0
+
+
 def mysqldump(args: list[str], data_dir: Path) -> int:
     args, password = _mysql_password(args)
     options, positional = parse_options(
@@ -1196,7 +1209,7 @@ def _mysql_value(value: Any) -> str:
 
 TOOLS = {
     "postgres": {"psql": psql, "pg_dump": pg_dump, "pg_isready": pg_isready},
-    "mysql": {"mysql": mysql, "mysqldump": mysqldump},
+    "mysql": {"mysql": mysql, "mysqldump": mysqldump, "mysqladmin": mysqladmin},
 }
 
 

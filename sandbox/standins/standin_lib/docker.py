@@ -900,6 +900,9 @@ def compose(engine: Engine, args: list[str]) -> int:
     proj = ComposeProject(files, project)
     if sub == "exec":
         return compose_exec(engine, proj, rest)
+    if sub == "config" and ("--services" in rest or "--volumes" in rest):
+        engine.print("\n".join(proj.services if "--services" in rest else proj.volumes))
+        return 0
     flags = [a for a in rest if a.startswith("-")]
     named = [a for a in rest if not a.startswith("-") and a not in ("json", "table")]
     unknown = [s for s in named if s not in proj.services]
@@ -928,6 +931,9 @@ def compose(engine: Engine, args: list[str]) -> int:
                 current = None
             if current is None:
                 current = engine.create(spec)
+            if "--no-start" in flags:
+                engine.print(f" Container {spec['name']}  Created")
+                continue
             engine.start(current)
             engine.print(f" Container {spec['name']}  Started")
         return 0
