@@ -309,7 +309,9 @@ class Sandbox:
         }
 
     def env_lines(self) -> str:
-        return "".join(f"{key}={value}\n" for key, value in self.env.items())
+        # A value with a space (the target's host key) is quoted, so that a shell can
+        # source the file; django-environ and bootstrap.sh read the quotes off.
+        return "".join(f'{key}="{value}"\n' if " " in value else f"{key}={value}\n" for key, value in self.env.items())
 
     def write_env_file(self, path: Path) -> None:
         """Set our keys in a KEY=VALUE file, keeping every other line already there."""

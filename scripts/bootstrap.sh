@@ -11,6 +11,8 @@ cd "$ROOT"
 if [[ -f .env ]]; then
   while IFS='=' read -r key value; do
     [[ -z "$key" || "$key" == \#* ]] && continue
+    # A quoted value (KEY="a b") is read without its quotes, as django-environ reads it.
+    if [[ "$value" =~ ^\"(.*)\"$ || "$value" =~ ^\'(.*)\'$ ]]; then value="${BASH_REMATCH[1]}"; fi
     [[ -z "${!key:-}" ]] && export "$key=$value"
   done < .env
 fi

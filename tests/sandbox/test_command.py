@@ -47,7 +47,7 @@ def test_up_writes_the_settings_and_down_stops_everything(tmp_path: Path) -> Non
         # The off-site backup target is a host of its own, kept outside the state directory.
         target = (settings["BACKUP_TARGET_HOST"], settings["BACKUP_TARGET_PORT"])
         assert target not in hosts and wait_for_banner(target[0], int(target[1]), timeout=1)
-        assert settings["BACKUP_TARGET_HOST_KEY"].startswith("ssh-ed25519 ")
+        assert settings["BACKUP_TARGET_HOST_KEY"].startswith('"ssh-ed25519 '), "quoted: it has a space"
         target_dir = (state_dir / "hosts" / target[0]).resolve()
         assert target_dir.is_relative_to("/run/hub-sandbox")
         assert Path(settings["HUB_SSH_PRIVATE_KEY_PATH"]).exists()
