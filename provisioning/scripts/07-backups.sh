@@ -229,11 +229,13 @@ for tool in "${tools[@]}"; do
     docker compose -f "$compose" up -d "$service"
     # shellcheck disable=SC2016 # expanded by the shell in the container, with its credentials
     case "$service" in
+      # Ready means listening on TCP: the images' first-start server listens only on
+      # the socket, and is restarted once the database is initialised.
       postgres)
-        ready='pg_isready -U "$POSTGRES_USER"'
+        ready='pg_isready -h 127.0.0.1 -U "$POSTGRES_USER"'
         load='exec psql -q -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d "${POSTGRES_DB:-$POSTGRES_USER}"' ;;
       mysql)
-        ready='MYSQL_PWD="$MYSQL_ROOT_PASSWORD" mysqladmin -uroot ping'
+        ready='MYSQL_PWD="$MYSQL_ROOT_PASSWORD" mysqladmin -h 127.0.0.1 -uroot ping'
         load='MYSQL_PWD="$MYSQL_ROOT_PASSWORD" exec mysql -uroot' ;;
       *) echo "restore: no way to load a $service dump" >&2; exit 1 ;;
     esac

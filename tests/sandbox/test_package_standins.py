@@ -144,4 +144,4 @@ def test_the_setup_scripts_before_the_tenant_pass_on_a_fresh_host(root: Path) ->
         for name in scripts:
             result = run(root, "bash", "-s", stdin=env + step_script(name))
             assert result.returncode == 0, f"{name}: {result.stdout[-2000:]}{result.stderr[-2000:]}"
-    assert run(root, "dpkg", "-s", "docker-ce", "docker-compose-plugin", "cron").returncode == 0
+    assert run(root, "dpkg", "-s", "docker-ce", "docker-compose-plugin", "restic", "cron").returncode == 0
