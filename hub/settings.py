@@ -357,6 +357,18 @@ PROVISIONING_AGENT_WAIT_SECONDS = env.int("PROVISIONING_AGENT_WAIT_SECONDS", def
 PROVISIONING_MANUAL_POLL_SECONDS = env.int("PROVISIONING_MANUAL_POLL_SECONDS", default=300)
 # Where a sandbox host's agent finds its code (the sandbox only; production ships an image).
 AGENT_SOURCE_DIR = env.str("AGENT_SOURCE_DIR", default=str(BASE_DIR))
+# The off-site backup target: an SSH server with the SFTP subsystem where every tenant
+# gets an account locked into <base path>/<account> (tenants' restic repositories).
+# The Hub logs in as BACKUP_TARGET_USER (root) to create those accounts; its host key
+# (a known_hosts key, "ssh-ed25519 AAAA...") is verified, never trusted on first use.
+# Without a host, tenants are set up without off-site backups.
+BACKUP_TARGET_HOST = env.str("BACKUP_TARGET_HOST", default="")
+BACKUP_TARGET_PORT = env.int("BACKUP_TARGET_PORT", default=22)
+BACKUP_TARGET_USER = env.str("BACKUP_TARGET_USER", default="root")
+BACKUP_TARGET_BASE_PATH = env.str("BACKUP_TARGET_BASE_PATH", default="/srv/hub-backups")
+BACKUP_TARGET_HOST_KEY = env.str("BACKUP_TARGET_HOST_KEY", default="")
+# The key the Hub logs in to the target with (default: HUB_SSH_PRIVATE_KEY_PATH).
+BACKUP_TARGET_SSH_KEY_PATH = env.str("BACKUP_TARGET_SSH_KEY_PATH", default="")
 
 # --- Tenants / agent API -----------------------------------------------------------
 # Redis for the agent fast path: heartbeat buffer, command flags, key-cache generation,

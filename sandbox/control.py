@@ -15,6 +15,7 @@ import ipaddress
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -36,6 +37,7 @@ DEFAULT_HETZNER_PORT = 8701
 DEFAULT_CLOUDFLARE_PORT = 8702
 DEFAULT_SSH_PORT = 2222
 DEFAULT_ZONE_NAME = "hub-sandbox.test"
+BACKUP_TARGET_BASE_PATH = "/srv/hub-backups"
 HTTP_TIMEOUT = 5.0
 
 
@@ -225,6 +227,10 @@ class Sandbox:
             for host_dir in hosts_root.iterdir():
                 if (host_dir / "host.json").exists():
                     hosts.host_kill(self.state_dir, host_dir.name)
+                if host_dir.is_symlink():
+                    # A host kept outside the state directory (the backup target).
+                    shutil.rmtree(host_dir.resolve(), ignore_errors=True)
+                    host_dir.unlink()
         return stopped
 
     def running(self) -> bool:
@@ -253,6 +259,17 @@ class Sandbox:
     def hosts(self) -> list[SandboxHost]:
         """The hosts started by `up` (SANDBOX_HOSTS), not those bought through Hetzner."""
         return [SandboxHost(self.state_dir, addr, self.state["ssh_port"]) for addr in self.state.get("hosts", [])]
+
+    @property
+    def backup_target(self) -> SandboxHost:
+        """The off-site SFTP target of the tenants' backups (BACKUP_TARGET_*)."""
+        return SandboxHost(self.state_dir, self.state["backup_target"], self.state["ssh_port"])
+
+    def backup_target_host_key(self) -> str:
+        """The target's host key, as a `known_hosts` line without the host name."""
+        target = hosts.host_info(self.state_dir, self.state["backup_target"])
+        key = (Path(target.dir) / "ssh_host_ed25519_key.pub").read_text().split()
+        return f"{key[0]} {key[1]}"
 
     def all_hosts(self) -> list[SandboxHost]:
         """Every host still running: those from `up` and those bought through Hetzner."""
@@ -286,10 +303,17 @@ class Sandbox:
             "HUB_SSH_PRIVATE_KEY_PATH": self.state["hub_key"],
             "SANDBOX_HOSTS": ",".join(h.endpoint for h in self.hosts),
             "SANDBOX_DIR": str(self.state_dir),
+            "BACKUP_TARGET_HOST": self.state["backup_target"],
+            "BACKUP_TARGET_PORT": str(self.state["ssh_port"]),
+            "BACKUP_TARGET_USER": "root",
+            "BACKUP_TARGET_BASE_PATH": BACKUP_TARGET_BASE_PATH,
+            "BACKUP_TARGET_HOST_KEY": self.backup_target_host_key(),
         }
 
     def env_lines(self) -> str:
-        return "".join(f"{key}={value}\n" for key, value in self.env.items())
+        # A value with a space (the target's host key) is quoted, so that a shell can
+        # source the file; django-environ and bootstrap.sh read the quotes off.
+        return "".join(f'{key}="{value}"\n' if " " in value else f"{key}={value}\n" for key, value in self.env.items())
 
     def write_env_file(self, path: Path) -> None:
         """Set our keys in a KEY=VALUE file, keeping every other line already there."""

@@ -32,6 +32,15 @@ SESSION_SHELL = Path(__file__).resolve().parent / "session.sh"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # sshd refuses to start without its privilege separation directory.
 PRIVSEP_DIR = Path("/run/sshd")
+# The off-site backup target confines each tenant with sshd's ChrootDirectory, which
+# sshd allows only on a path whose every component is root's and writable by nobody
+# else: not under /tmp, where test state directories live. Its host directory lives
+# here instead, linked from the state directory.
+CHROOT_SAFE_DIR = Path("/run/hub-sandbox")
+# sshd looks users up through NSS: with nss_wrapper it reads the host's own
+# $HOST_ROOT/etc/passwd and group, where useradd and groupadd (stand-ins) write.
+NSS_WRAPPER = Path("/usr/lib/x86_64-linux-gnu/libnss_wrapper.so")
+BACKUP_TARGET_ROLE = "backup-target"
 FIRST_ADDRESS = ipaddress.IPv4Address("127.0.0.2")
 LAST_ADDRESS = ipaddress.IPv4Address("127.0.255.254")
 
@@ -44,6 +53,7 @@ class HostInfo:
     dir: str
     root: str
     name: str = ""
+    role: str = ""
 
     @property
     def endpoint(self) -> str:
@@ -101,6 +111,7 @@ def _sshd_config(
     authorized_keys: Path,
     name: str,
     extra_env: dict[str, str] | None = None,
+    role: str,
 ) -> str:
     path = f"{STANDINS_DIR}:{SYSTEM_PATH}"
     env = {
@@ -135,9 +146,55 @@ def _sshd_config(
             f"SetEnv {set_env}",
             f"ForceCommand {SESSION_SHELL}",
             "Subsystem sftp /usr/lib/openssh/sftp-server",
+            # The backup target reads the drop-ins its setup writes (at the end: a Match
+            # block there must not swallow the lines above), as Debian's sshd does.
+            *([f"Include {root}/etc/ssh/sshd_config.d/*.conf"] if role == BACKUP_TARGET_ROLE else []),
             "",
         ]
     )
+
+
+def _host_dir(state_dir: Path, addr: str, role: str) -> Path:
+    """A host's directory, fresh: in the state directory, or (for the backup target) in
+    CHROOT_SAFE_DIR with a link to it from the state directory."""
+    link = hosts_dir(state_dir) / addr
+    if link.is_symlink():
+        shutil.rmtree(link.resolve(), ignore_errors=True)
+        link.unlink()
+    elif link.exists():
+        shutil.rmtree(link)
+    if role != BACKUP_TARGET_ROLE:
+        return link
+    import hashlib
+
+    CHROOT_SAFE_DIR.mkdir(mode=0o755, exist_ok=True)
+    CHROOT_SAFE_DIR.chmod(0o755)
+    safe = CHROOT_SAFE_DIR / f"{hashlib.sha256(str(state_dir).encode()).hexdigest()[:12]}-{addr}"
+    shutil.rmtree(safe, ignore_errors=True)
+    safe.mkdir(mode=0o755)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(safe)
+    return safe
+
+
+def _seed_accounts(root: Path) -> dict[str, str]:
+    """The accounts sshd needs (root, and sshd for privilege separation) in the host's
+    own passwd and group, and the environment that makes sshd read them."""
+    if not NSS_WRAPPER.exists():
+        raise RuntimeError(f"the backup target needs nss_wrapper ({NSS_WRAPPER}): apt-get install libnss-wrapper")
+
+    def lines(path: str, names: tuple[str, ...]) -> list[str]:
+        return [line for line in Path(path).read_text().splitlines() if line.split(":", 1)[0] in names]
+
+    passwd = lines("/etc/passwd", ("root", "sshd"))
+    groups = lines("/etc/group", ("root", "nogroup"))
+    (root / "etc" / "passwd").write_text("".join(f"{line}\n" for line in passwd))
+    (root / "etc" / "group").write_text("".join(f"{line}\n" for line in groups))
+    return {
+        "LD_PRELOAD": str(NSS_WRAPPER),
+        "NSS_WRAPPER_PASSWD": str(root / "etc" / "passwd"),
+        "NSS_WRAPPER_GROUP": str(root / "etc" / "group"),
+    }
 
 
 class HostManager:
@@ -168,23 +225,24 @@ class HostManager:
                 return addr
         raise RuntimeError("no free loopback address left for a sandbox host")
 
-    def start(self, *, name: str = "", timeout: float = 15.0) -> HostInfo:
-        info = self._hosts[self.launch(name=name)]
+    def start(self, *, name: str = "", role: str = "", timeout: float = 15.0) -> HostInfo:
+        info = self._hosts[self.launch(name=name, role=role)]
         self.wait_ready(info.addr, timeout=timeout)
         return info
 
-    def launch(self, *, name: str = "", public_keys: list[str] | None = None) -> str:
+    def launch(self, *, name: str = "", public_keys: list[str] | None = None, role: str = "") -> str:
         """Start a host's sshd and return its address, without waiting for it. The
-        Hub's key is always authorized, `public_keys` (a server's SSH keys) as well."""
+        Hub's key is always authorized, `public_keys` (a server's SSH keys) as well.
+        `role` "backup-target" makes the off-site SFTP target (see _host_dir)."""
         PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
         with self._lock:
             addr = self._allocate()
-        host_dir = hosts_dir(self.state_dir) / addr
-        if host_dir.exists():
-            shutil.rmtree(host_dir)
+        host_dir = _host_dir(self.state_dir, addr, role)
         root = host_dir / "root"
+        root.mkdir(mode=0o755, parents=True, exist_ok=True)
         for sub in ("etc/sandbox", "var/log/sandbox", "root", "tmp", "home"):
             (root / sub).mkdir(parents=True, exist_ok=True)
+        sshd_env = _seed_accounts(root) if role == BACKUP_TARGET_ROLE else {}
         (root / "etc" / "hostname").write_text(f"{name or addr}\n")
         ensure_key_pair(host_dir / "ssh_host_ed25519_key", f"sandbox-host-{addr}")
         authorized_keys = host_dir / "authorized_keys"
@@ -200,12 +258,21 @@ class HostManager:
                 authorized_keys=authorized_keys,
                 name=name,
                 extra_env=self.session_env,
+                role=role,
             )
         )
         log = open(host_dir / "sshd.log", "ab")  # noqa: SIM115 - sshd keeps writing after we return
-        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(config)],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **sshd_env} if sshd_env else None,
+        )
         log.close()
-        info = HostInfo(addr=addr, port=self.ssh_port, pid=proc.pid, dir=str(host_dir), root=str(root), name=name)
+        info = HostInfo(
+            addr=addr, port=self.ssh_port, pid=proc.pid, dir=str(host_dir), root=str(root), name=name, role=role
+        )
         (host_dir / "host.json").write_text(json.dumps(asdict(info)))
         with self._lock:
             self._procs[addr] = proc

@@ -18,7 +18,7 @@ from typing import Any
 
 from sandbox.cloudflare import CloudflareEmulator
 from sandbox.hetzner import HetznerEmulator
-from sandbox.hosts import HostManager, ensure_key_pair
+from sandbox.hosts import BACKUP_TARGET_ROLE, HostManager, ensure_key_pair
 
 logger = logging.getLogger("sandbox.supervisor")
 
@@ -89,8 +89,10 @@ def run(args: argparse.Namespace) -> int:
         servers.append(cloudflare)
         manager.session_env["SANDBOX_DNS_RESOLVER"] = f"http://{args.bind}:{cloudflare.port}/__sandbox/resolve"
         addrs = [manager.launch(name=f"sandbox-{index + 1}") for index in range(args.hosts)]
-        with ThreadPoolExecutor(max_workers=max(1, len(addrs))) as pool:
-            list(pool.map(manager.wait_ready, addrs))
+        # The off-site backup target: an SFTP server the tenants' backups go to.
+        backup_target = manager.launch(name="backup-target", role=BACKUP_TARGET_ROLE)
+        with ThreadPoolExecutor(max_workers=max(1, len(addrs) + 1)) as pool:
+            list(pool.map(manager.wait_ready, [*addrs, backup_target]))
         write_state(
             state_dir,
             {
@@ -102,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
                 "cloudflare_port": cloudflare.port,
                 "ssh_port": args.ssh_port,
                 "hosts": addrs,
+                "backup_target": backup_target,
                 "hub_key": str(hub_key),
             },
         )

@@ -11,6 +11,8 @@ cd "$ROOT"
 if [[ -f .env ]]; then
   while IFS='=' read -r key value; do
     [[ -z "$key" || "$key" == \#* ]] && continue
+    # A quoted value (KEY="a b") is read without its quotes, as django-environ reads it.
+    if [[ "$value" =~ ^\"(.*)\"$ || "$value" =~ ^\'(.*)\'$ ]]; then value="${BASH_REMATCH[1]}"; fi
     [[ -z "${!key:-}" ]] && export "$key=$value"
   done < .env
 fi
@@ -27,6 +29,12 @@ command -v redis-cli >/dev/null || need_pkgs+=(redis-tools)
 command -v ssh-keygen >/dev/null || need_pkgs+=(openssh-client)
 command -v shellcheck >/dev/null || need_pkgs+=(shellcheck)
 command -v curl >/dev/null || need_pkgs+=(curl)
+# Sandbox hosts run the real restic and jq (backups) and gpg (apt keys); the sandbox's
+# backup target reads its users through nss_wrapper.
+command -v restic >/dev/null || need_pkgs+=(restic)
+command -v jq >/dev/null || need_pkgs+=(jq)
+command -v gpg >/dev/null || need_pkgs+=(gpg)
+[[ -e /usr/lib/x86_64-linux-gnu/libnss_wrapper.so ]] || need_pkgs+=(libnss-wrapper)
 # The agent runs under the system python on a (sandbox) server: it needs requests.
 /usr/bin/python3 -c "import requests" 2>/dev/null || need_pkgs+=(python3-requests)
 # The sandbox's docker stand-in loads compose files as Compose does: YAML, then the

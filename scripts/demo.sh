@@ -104,6 +104,7 @@ redis-cli -u "$CELERY_BROKER_URL" flushdb >/dev/null
 
 # A staff login for the admin, made once and kept in var/ (never in the repository).
 CRED="$ROOT/var/demo-login"
+mkdir -p "${CRED%/*}"
 if [[ ! -f "$CRED" ]]; then
   (umask 077; printf 'admin %s\n' "$("$PY" -c 'import secrets; print(secrets.token_urlsafe(12))')" > "$CRED")
 fi

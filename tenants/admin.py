@@ -17,7 +17,16 @@ from django.utils.safestring import SafeString
 from hub.errors import DomainError
 from hub.models import Alert, AlertStatus
 from tenants.commands import command_payload_errors
-from tenants.models import AgentCredential, BackupReport, Command, CommandType, RegistrationToken, Tenant, UsageReport
+from tenants.models import (
+    AgentCredential,
+    BackupReport,
+    BackupRepository,
+    Command,
+    CommandType,
+    RegistrationToken,
+    Tenant,
+    UsageReport,
+)
 from tenants.services import agent_key_revoke, command_queue, registration_token_issue
 
 
@@ -264,6 +273,24 @@ class BackupReportAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: BackupReport | None = None) -> bool:
+        return False
+
+
+@admin.register(BackupRepository)
+class BackupRepositoryAdmin(admin.ModelAdmin):
+    """Where a tenant's backups go. The repository password and the SSH private key
+    are never shown: they leave the Hub only for the tenant's own server."""
+
+    list_display = ["id", "tenant", "url", "account", "authorized_at"]
+    list_select_related = ["tenant"]
+    search_fields = ["tenant__domain", "account"]
+    fields = ("tenant", "url", "account", "ssh_public_key", "created_at", "authorized_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: BackupRepository | None = None) -> bool:
         return False
 
 

@@ -13,6 +13,7 @@ from django.db import models
 from django.db.models import Q
 
 from hub.catalog import Region, Tier
+from hub.crypto import EncryptedTextField
 
 
 class TenantStatus(models.TextChoices):
@@ -190,6 +191,33 @@ class BackupReport(models.Model):
 
     def __str__(self) -> str:
         return f"backup {self.tenant_id} {self.last_run:%Y-%m-%d} {self.outcome}"
+
+
+class BackupRepository(models.Model):
+    """A tenant's off-site restic repository: where its server's nightly backups go
+    (encrypted with `password`, reached over SFTP with `ssh_private_key` as `account` on
+    the backup target, which holds only the public key). It belongs to the tenant, not
+    to its server: a recovery or a migration restores from it onto another server. The
+    password and the private key are stored encrypted (FIELD_ENCRYPTION_KEY) and leave
+    the Hub only in the environment of the setup script that writes them, root-only,
+    onto the tenant's own server."""
+
+    tenant = models.OneToOneField(Tenant, on_delete=models.CASCADE, related_name="backup_repository")
+    url = models.CharField(max_length=500, help_text="the restic repository, e.g. sftp://account@host:22//repo")
+    account = models.CharField(max_length=32, help_text="the tenant's SFTP account on the backup target")
+    password = EncryptedTextField(help_text="restic's repository password")
+    ssh_private_key = EncryptedTextField()
+    ssh_public_key = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    # When the target last confirmed the account and its key (set up again on every setup).
+    authorized_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "backup repositories"
+
+    def __str__(self) -> str:
+        return f"{self.url} (tenant {self.tenant_id})"
 
 
 class UsageReport(models.Model):

@@ -16,7 +16,10 @@ for stack in "$ROOT"/opt/hub/tools/*/compose.yml "$ROOT/opt/hub/ai/compose.yml";
   docker compose -f "$stack" down -v
   log "removed stack $(basename "$(dirname "$stack")")"
 done
-rm -rf "$ROOT/opt/hub" "$ROOT/etc/hub-agent" "$ROOT/var/lib/hub-agent" "$ROOT/var/backups/hub"
+# The tenant's backup repository settings (its password and key) go too; the off-site
+# repository itself is left to the Hub.
+rm -rf "$ROOT/opt/hub" "$ROOT/etc/hub-agent" "$ROOT/var/lib/hub-agent" "$ROOT/var/backups/hub" \
+  "$ROOT/etc/hub/backup" "$ROOT/var/cache/restic"
 rm -f "$ROOT/etc/nginx/sites-enabled/"*"$HUB_DOMAIN"* "$ROOT/etc/nginx/sites-available/"*"$HUB_DOMAIN"*
 rm -rf "$ROOT/etc/letsencrypt/live/$HUB_DOMAIN" "$ROOT/etc/letsencrypt/archive/$HUB_DOMAIN" \
   "$ROOT/etc/letsencrypt/renewal/$HUB_DOMAIN.conf" "$ROOT/etc/hub/certbot"

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from hub.alerts.services import alert_raise
 from hub.models import AlertSeverity
+from hub.pipeline.spec import PermanentStepError
 from provisioning.integrations import ssh
 from provisioning.models import Server
 
@@ -99,13 +100,41 @@ def run_on_server(
         raise
 
 
+def run_on_backup_target(
+    *, name: str, script: str, env: Mapping[str, str], log: Callable[[str], None], timeout: float = 120
+) -> list[str]:
+    """Run a script as BACKUP_TARGET_USER on the off-site backup target, whose host key
+    is a setting: verified on every connection, never trusted on first contact."""
+    if not settings.BACKUP_TARGET_HOST_KEY:
+        raise PermanentStepError("BACKUP_TARGET_HOST_KEY is not set: the backup target cannot be verified")
+    key_path = settings.BACKUP_TARGET_SSH_KEY_PATH
+    key = _hub_key(key_path, Path(key_path).stat().st_mtime) if key_path else hub_private_key()
+    target = ssh.Target(settings.BACKUP_TARGET_HOST, settings.BACKUP_TARGET_PORT, settings.BACKUP_TARGET_USER)
+    with _connections.connect(
+        target,
+        private_key=key,
+        known_host_key=settings.BACKUP_TARGET_HOST_KEY,
+        timeout=settings.PROVISIONING_SSH_CONNECT_TIMEOUT,
+    ) as connection:
+        return ssh.run_script(
+            connection.client,
+            name=name,
+            script=script,
+            env=env,
+            timeout=timeout,
+            on_line=log,
+            session_timeout=settings.PROVISIONING_SSH_CONNECT_TIMEOUT,
+        )
+
+
 def probe(server: Server, *, log: Callable[[str], None]) -> None:
     """Connect once (recording the host key on first contact) and run `true`."""
     run_on_server(server, name="probe", script="true\n", env={}, log=log, timeout=30)
 
 
 def step_script(name: str) -> str:
-    """A step script with the shared helpers in front of it."""
+    """A step script (or another script of provisioning/scripts/, such as
+    backup-target) with the shared helpers in front of it."""
     return (SCRIPTS_DIR / "lib.sh").read_text() + "\n" + (SCRIPTS_DIR / f"{name}.sh").read_text()
 
 

@@ -66,6 +66,7 @@ def hub_settings(sandbox: Sandbox, live_server: Any, mail_dir: Path) -> Iterator
     typed.update(
         {
             "HCLOUD_SSH_PORT": int(sandbox.env["HCLOUD_SSH_PORT"]),
+            "BACKUP_TARGET_PORT": int(sandbox.env["BACKUP_TARGET_PORT"]),
             "PROVISIONING_RETRY_BASE_DELAY": 0.3,
             "HCLOUD_POLL_INTERVAL": 0.2,
         }

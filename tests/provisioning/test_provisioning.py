@@ -166,6 +166,7 @@ def test_a_deprovisioned_tenant_loses_dns_and_data_and_its_server_returns_to_the
     tenant = Tenant.objects.get(pk=order.tenant_id)
     root = sandbox.host(host.addr).root
     assert (root / "opt/hub/tools/nextcloud/compose.yml").exists()
+    assert (root / "etc/hub/backup/password").exists()
 
     # when billing starts the deprovisioning twice (a redelivered task)
     job = tenant_deprovision_start(tenant_id=tenant.pk, reason="retention over")
@@ -189,6 +190,7 @@ def test_a_deprovisioned_tenant_loses_dns_and_data_and_its_server_returns_to_the
         not (root / "etc/hub/certbot").exists()
         and not (root / "etc/letsencrypt/live/acme-leaving.hub-sandbox.test").exists()
     )
+    assert not (root / "etc/hub/backup").exists(), "the backup repository's password and key are gone"
     # the contract server is prepared again and goes back into the pool, untouched
     wait_for(
         lambda: Server.objects.get(pk=server.pk).status == ServerStatus.AVAILABLE,

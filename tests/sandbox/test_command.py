@@ -44,6 +44,12 @@ def test_up_writes_the_settings_and_down_stops_everything(tmp_path: Path) -> Non
         hosts = [endpoint.rsplit(":", 1) for endpoint in settings["SANDBOX_HOSTS"].split(",")]
         assert len(hosts) == 2
         assert all(wait_for_banner(addr, int(port), timeout=1) for addr, port in hosts)
+        # The off-site backup target is a host of its own, kept outside the state directory.
+        target = (settings["BACKUP_TARGET_HOST"], settings["BACKUP_TARGET_PORT"])
+        assert target not in hosts and wait_for_banner(target[0], int(target[1]), timeout=1)
+        assert settings["BACKUP_TARGET_HOST_KEY"].startswith('"ssh-ed25519 '), "quoted: it has a space"
+        target_dir = (state_dir / "hosts" / target[0]).resolve()
+        assert target_dir.is_relative_to("/run/hub-sandbox")
         assert Path(settings["HUB_SSH_PRIVATE_KEY_PATH"]).exists()
         servers = requests.get(
             f"{settings['HCLOUD_API_ENDPOINT']}/servers",
@@ -71,7 +77,8 @@ def test_up_writes_the_settings_and_down_stops_everything(tmp_path: Path) -> Non
     finally:
         down = manage("down", state_dir=state_dir)
     assert down.returncode == 0, down.stderr
-    assert not any(wait_for_banner(addr, int(port), timeout=0.5) for addr, port in hosts)
+    assert not any(wait_for_banner(addr, int(port), timeout=0.5) for addr, port in [*hosts, target])
+    assert not target_dir.exists()
     hetzner_port = int(settings["HCLOUD_API_ENDPOINT"].rsplit(":", 1)[1].split("/")[0])
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", hetzner_port)) != 0
@@ -96,6 +103,11 @@ def test_up_prints_the_settings_without_an_env_file(tmp_path: Path) -> None:
             "HUB_SSH_PRIVATE_KEY_PATH",
             "SANDBOX_HOSTS",
             "SANDBOX_DIR",
+            "BACKUP_TARGET_HOST",
+            "BACKUP_TARGET_PORT",
+            "BACKUP_TARGET_USER",
+            "BACKUP_TARGET_BASE_PATH",
+            "BACKUP_TARGET_HOST_KEY",
         ]
     finally:
         assert manage("down", state_dir=tmp_path).returncode == 0

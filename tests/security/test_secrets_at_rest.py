@@ -95,3 +95,24 @@ def test_an_old_field_key_is_retired_by_re_encrypting_under_the_new_one(settings
     assert [Server.objects.get(pk=s.pk).root_key for s in servers] == [f"{ROOT_KEY}{i}" for i in range(3)]
     assert all(a != b and a.startswith("fernet:") for a, b in zip(after, before, strict=True))
     assert not any(ROOT_KEY.strip() in value for value in after)
+
+
+def test_a_backup_repositorys_password_and_key_are_ciphertext_at_rest_and_read_back(world: World) -> None:
+    from tenants.models import BackupRepository
+    from tenants.services import backup_repository_ensure
+
+    repository = backup_repository_ensure(tenant_id=world.tenant_a.pk, host="backup.example.net", port=23, actor="t")
+    again = backup_repository_ensure(tenant_id=world.tenant_a.pk, host="backup.example.net", port=23, actor="t")
+    key_body = "".join(line for line in repository.ssh_private_key.splitlines() if not line.startswith("-----"))
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT password, ssh_private_key FROM tenants_backuprepository WHERE id = %s", [repository.pk])
+        raw = cursor.fetchone()
+
+    assert again.pk == repository.pk, "made once per tenant"
+    assert all(value.startswith("fernet:") for value in raw)
+    assert columns_holding(repository.password) == [] and columns_holding(key_body[:40]) == []
+    stored = BackupRepository.objects.get(pk=repository.pk)
+    assert (stored.password, stored.ssh_private_key) == (repository.password, repository.ssh_private_key)
+    assert repository.ssh_public_key.startswith("ssh-ed25519 ")
+    assert repository.url == f"sftp://tenant-{world.tenant_a.pk}@backup.example.net:23//repo"

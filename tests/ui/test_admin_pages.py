@@ -23,7 +23,7 @@ from provisioning.models import Order, OrderStatus, Server, ServerStatus
 from rollouts.models import RolloutStage, RolloutStatus, StageStatus, TenantUpdate, UpdateStatus
 from rollouts.services import StageSpec, release_create, rollout_create
 from tenants.models import AgentCredential, CommandType, RegistrationToken, Tenant, TenantStatus
-from tenants.services import agent_register, command_queue, registration_token_issue
+from tenants.services import agent_register, backup_repository_ensure, command_queue, registration_token_issue
 from tests.ui.conftest import make_failed_order, make_server, make_tenant, mark_job_failed
 
 pytestmark = pytest.mark.django_db
@@ -469,6 +469,11 @@ def secrets() -> list[str]:
     hashes = [*AgentCredential.objects.values_list("key_hash", flat=True)]
     hashes += RegistrationToken.objects.values_list("token_hash", flat=True)
     assert len(hashes) == 3
+    repository = backup_repository_ensure(tenant_id=tenant.pk, host="backup.example.net", port=23, actor="ops")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT password, ssh_private_key FROM tenants_backuprepository WHERE id = %s", [repository.pk])
+        stored = list(cursor.fetchone())
+    key_body = "".join(line for line in repository.ssh_private_key.splitlines() if not line.startswith("-----"))
     return [
         "root-key-material-that-must-stay-hidden",
         ciphertext,
@@ -476,6 +481,9 @@ def secrets() -> list[str]:
         token,
         unused_token,
         *hashes,
+        repository.password,
+        key_body[:64],
+        *stored,
     ]
 
 
@@ -498,6 +506,7 @@ def test_no_secret_appears_on_any_admin_page(staff_client: Client, secrets: list
     assert any("/tenants/agentcredential/" in url and url.endswith("/change/") for url in pages)
     assert any("/provisioning/server/" in url and url.endswith("/change/") for url in pages)
     assert any("/tenants/registrationtoken/" in url and url.endswith("/change/") for url in pages)
+    assert any("/tenants/backuprepository/" in url and url.endswith("/change/") for url in pages)
     for url in pages:
         response = staff_client.get(url)
         assert response.status_code == 200, url

@@ -20,7 +20,7 @@ import os
 import sys
 import time
 
-from standin_lib import lean
+from standin_lib import containers, lean
 from standin_lib.lean import Path
 
 # A heartbeat's `docker ps` needs none of these: hashlib (OpenSSL), datetime, re and
@@ -161,9 +161,19 @@ class Engine:
             self.state = {}
         self.state.setdefault("images", {})
         self.state.setdefault("containers", {})
+        self.state.setdefault("volumes", {})
         self.out: list[str] = []
+        self.released = False
+
+    def release(self) -> None:
+        """Let other calls at the engine while this one runs a command in a container;
+        this call changes the engine no more."""
+        self.lock_fh.close()
+        self.released = True
 
     def save(self) -> None:
+        if self.released:
+            return
         tmp = self.paths.state.with_suffix(".tmp")
         tmp.write_text(lean.dumps(self.state, indent=1, sort_keys=True))
         os.replace(tmp, self.paths.state)
@@ -249,6 +259,8 @@ class Engine:
             "restart": spec.get("restart", "no"),
             "network": spec.get("network", "bridge"),
             "command": spec.get("command", []),
+            "mounts": spec.get("mounts", []),
+            "family": containers.image_family(spec["image"]),
             "created": now_iso(),
             "started_at": "",
             "finished_at": "",
@@ -265,6 +277,10 @@ class Engine:
         container["health"] = "unhealthy" if self.image_unhealthy(image) else "healthy"
         container["started_at"] = now_iso()
         container["exit_code"] = 0
+        # A database image initialises its empty data directory, or stops at once.
+        failure = containers.first_start(container)
+        if failure:
+            container.update(state="exited", health="", exit_code=1, finished_at=now_iso(), log=failure)
 
     def stop(self, container: dict[str, Any]) -> None:
         if container["state"] != "running":
@@ -375,6 +391,17 @@ def inspect_container(c: dict[str, Any]) -> dict[str, Any]:
         "Mounts": [
             {"Type": "bind", "Source": b.split(":")[0], "Destination": b.split(":")[1] if ":" in b else b}
             for b in c["binds"]
+            if not c.get("mounts")
+        ]
+        + [
+            {
+                "Type": m["type"],
+                "Name": m.get("name", ""),
+                "Source": containers.volume_mountpoint(m["name"]) if m["type"] == "volume" else m["source"],
+                "Destination": m["target"],
+                "RW": not m.get("read_only"),
+            }
+            for m in c.get("mounts") or []
         ],
         "Config": {
             "Hostname": c["id"][:12],
@@ -675,7 +702,7 @@ class ComposeProject:
                     k, _, v = line.partition("=")
                     env.setdefault(k.strip(), v.strip().strip("\"'"))
         self.services: dict[str, dict[str, Any]] = {}
-        self.volumes: set[str] = set()
+        self.volumes: dict[str, Any] = {}
         doc_name = None
         for f in files:
             path = Path(f)
@@ -685,7 +712,7 @@ class ComposeProject:
             doc_name = doc.get("name") or doc_name
             for svc, conf in (doc.get("services") or {}).items():
                 self.services.setdefault(svc, {}).update(conf or {})
-            self.volumes |= set(doc.get("volumes") or {})
+            self.volumes.update(doc.get("volumes") or {})
         raw = project or env.get("COMPOSE_PROJECT_NAME") or doc_name or first.parent.name
         self.name = "".join(c for c in raw.lower() if c in _PROJECT_NAME_CHARACTERS) or "default"
         self.files = [str(Path(f).resolve()) for f in files]
@@ -758,6 +785,7 @@ class ComposeProject:
         env = conf.get("environment") or []
         if isinstance(env, dict):
             env = [f"{k}={'' if v is None else v}" for k, v in env.items()]
+        env = self.env_file(conf.get("env_file")) + [str(e) for e in env]
         labels = {str(k): str(v) for k, v in labels.items()}
         labels.update(
             {
@@ -777,11 +805,120 @@ class ComposeProject:
             "labels": labels,
             "env": [str(e) for e in env],
             "binds": [str(v) for v in conf.get("volumes") or [] if isinstance(v, str)],
+            "mounts": [
+                containers.parse_mount(v, project=self.name, declared=self.volumes, service=svc, workdir=self.workdir)
+                for v in conf.get("volumes") or []
+            ],
             "ports": [parse_port(str(p)) for p in conf.get("ports") or []],
             "restart": str(conf.get("restart") or "no"),
             "network": f"{self.name}_default",
             "command": [str(c) for c in command],
         }
+
+    def env_file(self, value: Any) -> list[str]:
+        """A service's env_file entries, as KEY=VALUE lines, relative to the project."""
+        entries = value if isinstance(value, list) else [value] if value else []
+        lines: list[str] = []
+        for entry in entries:
+            path = str(entry.get("path") if isinstance(entry, dict) else entry)
+            full = Path(path if path.startswith("/") else f"{self.workdir}/{path}")
+            if not full.exists():
+                if isinstance(entry, dict) and entry.get("required") is False:
+                    continue
+                raise DockerError(f"env file {full} not found: stat {full}: no such file or directory", 1)
+            for line in full.read_text().splitlines():
+                if "=" in line and not line.lstrip().startswith("#"):
+                    key, _, val = line.partition("=")
+                    lines.append(f"{key.strip()}={val.strip().strip(chr(34) + chr(39))}")
+        return lines
+
+
+def compose_exec(engine: Engine, proj: ComposeProject, rest: list[str]) -> int:
+    options, service, command = containers.parse_exec(rest)
+    if service not in proj.services:
+        raise DockerError(f"no such service: {service}", 1)
+    container = engine.state["containers"].get(proj.container_name(service))
+    if container is None or container["state"] != "running":
+        raise DockerError(f'service "{service}" is not running', 1)
+    engine.release()
+    return containers.run_in_container(container, options, command)
+
+
+def volume(engine: Engine, args: list[str]) -> int:
+    """docker volume ls | inspect | create | rm, on the engine's named volumes."""
+    sub, rest = (args[0], args[1:]) if args else ("ls", [])
+    volumes = engine.state["volumes"]
+    if sub in ("ls", "list"):
+        fmt = option_value(rest, "--format")
+        filters = [rest[i + 1] for i, a in enumerate(rest) if a in ("-f", "--filter") and i + 1 < len(rest)]
+        rows = []
+        for name in sorted(volumes):
+            info = volumes[name]
+            ok = True
+            for flt in filters:
+                key, _, val = flt.partition("=")
+                if key == "name":
+                    ok = ok and val in name
+                elif key == "label":
+                    label, has_eq, wanted = val.partition("=")
+                    ok = ok and label in info["Labels"] and (not has_eq or info["Labels"][label] == wanted)
+                elif key == "dangling":
+                    used = any(
+                        any(m.get("name") == name for m in c.get("mounts") or [])
+                        for c in engine.state["containers"].values()
+                    )
+                    ok = ok and (used != (val in ("true", "1")))
+            if ok:
+                rows.append(
+                    {
+                        "Driver": info["Driver"],
+                        "Name": name,
+                        "Labels": labels_string(info["Labels"]),
+                        "Mountpoint": info["Mountpoint"],
+                        "Scope": "local",
+                    }
+                )
+        if "-q" in rest or "--quiet" in rest:
+            engine.print("\n".join(r["Name"] for r in rows)) if rows else None
+        elif fmt:
+            for row in rows:
+                engine.print(render_format(fmt, row))
+        else:
+            engine.print("DRIVER    VOLUME NAME")
+            for row in rows:
+                engine.print(f"local     {row['Name']}")
+        return 0
+    if sub == "inspect":
+        fmt = option_value(rest, "--format", "-f")
+        names = positional(rest, ("--format", "-f"))
+        found = [volumes[n] for n in names if n in volumes]
+        for info in found:
+            if fmt:
+                engine.print(render_format(fmt, info))
+        if not fmt:
+            engine.print(lean.dumps(found, indent=4))
+        missing = [n for n in names if n not in volumes]
+        if missing:
+            raise DockerError(f"Error response from daemon: get {missing[0]}: no such volume", 1)
+        return 0
+    if sub == "create":
+        labels = dict(
+            v.partition("=")[::2] for v in [rest[i + 1] for i, a in enumerate(rest) if a in ("-l", "--label")]
+        )
+        names = positional(rest, ("-l", "--label", "-d", "--driver", "-o", "--opt"))
+        name = names[0] if names else _sha256(now_iso())
+        mount = {"name": name, "key": name}
+        containers.volume_ensure(engine.state, mount, project="", created=now_iso())
+        engine.state["volumes"][name]["Labels"] = labels
+        engine.print(name)
+        return 0
+    if sub in ("rm", "remove"):
+        force = "-f" in rest or "--force" in rest
+        for name in positional(rest):
+            containers.volume_remove(engine.state, name, force=force)
+            engine.print(name)
+        return 0
+    raise DockerError(f"docker: 'volume {sub}' is not a docker command (sandbox stand-in).", 1)
 
 
 # Options of `compose exec` and `compose run` that take a value.
@@ -813,11 +950,6 @@ def _target_service(rest: list[str]) -> tuple[str, list[str]]:
     return rest[i], rest[i + 1 :]
 
 
-def compose_exec(engine: Engine, proj: ComposeProject, sub: str, service: str, command: list[str]) -> int:
-    """`exec`/`run` into a service the project defines (and, for exec, that runs)."""
-    raise DockerError(f"sandbox docker compose: {sub} runs no command in the sandbox (no engine): {command}", 1)
-
-
 def compose(engine: Engine, args: list[str]) -> int:
     files: list[str] = []
     project = None
@@ -843,20 +975,17 @@ def compose(engine: Engine, args: list[str]) -> int:
         engine.print(f"Docker Compose version {COMPOSE_VERSION}")
         return 0
     proj = ComposeProject(files, project)
-    if sub in ("exec", "run"):
+    if sub == "exec":
+        return compose_exec(engine, proj, rest)
+    if sub == "run":
         service, command = _target_service(rest)
         if service not in proj.services:
             raise DockerError(f"no such service: {service}", 1)
-        if sub == "run":
-            proj.require_pinned([service])
-        elif not any(
-            c["labels"].get("com.docker.compose.project") == proj.name
-            and c["labels"].get("com.docker.compose.service") == service
-            and c["state"] == "running"
-            for c in engine.state["containers"].values()
-        ):
-            raise DockerError(f'service "{service}" is not running', 1)
-        return compose_exec(engine, proj, sub, service, command)
+        proj.require_pinned([service])
+        raise DockerError(f"sandbox docker compose: run runs no command in the sandbox (no engine): {command}", 1)
+    if sub == "config" and ("--services" in rest or "--volumes" in rest):
+        engine.print("\n".join(proj.services if "--services" in rest else proj.volumes))
+        return 0
     flags = [a for a in rest if a.startswith("-")]
     named = [a for a in rest if not a.startswith("-") and a not in ("json", "table")]
     unknown = [s for s in named if s not in proj.services]
@@ -886,6 +1015,9 @@ def compose(engine: Engine, args: list[str]) -> int:
     if sub in ("up", "create"):
         for svc in services:
             spec = proj.spec(svc)
+            for mount in spec["mounts"]:
+                if mount["type"] == "volume" and mount["name"]:
+                    containers.volume_ensure(engine.state, mount, project=proj.name, created=now_iso())
             current = engine.state["containers"].get(spec["name"])
             if current and normalize_ref(current["image"]) != normalize_ref(spec["image"]):
                 engine.stop(current)
@@ -893,6 +1025,9 @@ def compose(engine: Engine, args: list[str]) -> int:
                 current = None
             if current is None:
                 current = engine.create(spec)
+            if "--no-start" in flags:
+                engine.print(f" Container {spec['name']}  Created")
+                continue
             if sub == "create":
                 continue
             depends = proj.services[svc].get("depends_on") or {}
@@ -918,6 +1053,11 @@ def compose(engine: Engine, args: list[str]) -> int:
             if sub == "down" or c["labels"].get("com.docker.compose.service") in services:
                 engine.stop(c)
                 del engine.state["containers"][name]
+        if sub == "down" and ("-v" in flags or "--volumes" in flags):
+            for key, config in proj.volumes.items():
+                config = config or {}
+                if not config.get("external"):
+                    containers.volume_remove(engine.state, str(config.get("name") or f"{proj.name}_{key}"), force=True)
         return 0
     if sub == "ps":
         show_all = "-a" in flags or "--all" in flags
@@ -1153,6 +1293,8 @@ def main(argv: list[str]) -> int:
         changed = False
     elif cmd == "compose":
         rc = compose(engine, args)
+    elif cmd == "volume":
+        rc = volume(engine, args)
     else:
         raise DockerError(f"docker: '{cmd}' is not a docker command (sandbox stand-in).\nSee 'docker --help'", 1)
     if changed:
@@ -1166,6 +1308,6 @@ def run() -> int:
     """The entry point of the `docker` launcher: a DockerError is docker's own message and exit code."""
     try:
         return main(sys.argv[1:])
-    except DockerError as exc:
+    except (DockerError, containers.ExecError) as exc:
         sys.stderr.write(str(exc) + "\n")
         return exc.code

@@ -102,38 +102,61 @@ def _positional(args: list[str]) -> list[str]:
 
 
 def apt_get(args: list[str]) -> int:
-    state = host_root() / "var" / "lib" / "sandbox-apt" / "installed.json"
+    """apt-get as on a Debian 12 VPS: `install` refuses, as apt does, a package that
+    neither Debian nor a repository the host added and fetched knows (see packages.py)."""
+    from standin_lib import packages
+
+    root = host_root()
+    state = root / "var" / "lib" / "sandbox-apt" / "installed.json"
     words = [
         a for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] not in ("-o", "-t", "-c"))
     ]
     action = words[0] if words else ""
-    packages = [p.split("=")[0] for p in words[1:]]
+    # `pkg=version` and `pkg:arch` name the package `pkg`; a trailing `-` asks apt to remove it.
+    packages_named = [p.split("=")[0].split(":")[0] for p in words[1:]]
+    quiet = any(a.startswith("-q") or a == "--quiet" for a in args)
     if action in ("install", "reinstall"):
+        unknown = packages.unknown_packages(root, packages_named)
+        if not quiet:
+            print("Reading package lists...\nBuilding dependency tree...\nReading state information...")
+        if unknown:
+            for package in unknown:
+                sys.stderr.write(f"E: Unable to locate package {package}\n")
+            return 100
 
         def add(data: dict[str, Any]) -> None:
-            for package in packages:
+            for package in packages_named:
                 data[package] = {"installed_at": time.time()}
 
         _locked_json_update(state, add)
-        for package in packages:
+        for package in packages_named:
             print(f"Setting up {package} ... (sandbox)")
     elif action in ("remove", "purge"):
-        _locked_json_update(state, lambda data: [data.pop(p, None) for p in packages])
+        _locked_json_update(state, lambda data: [data.pop(p, None) for p in packages_named])
     elif action == "update":
-        print("Reading package lists... Done (sandbox)")
+        out, err, code = packages.apt_update(root)
+        if not quiet:
+            print("\n".join(out))
+        for line in err:
+            sys.stderr.write(line + "\n")
+        return code
     return 0
 
 
 def dpkg(args: list[str]) -> int:
-    state = host_root() / "var" / "lib" / "sandbox-apt" / "installed.json"
-    installed = lean.loads(state.read_text()) if state.exists() else {}
+    from standin_lib import packages
+
+    if "--print-architecture" in args:
+        print("amd64")
+        return 0
+    installed = packages.installed_packages(host_root())
     if args and args[0] in ("-s", "--status", "-l", "--list"):
         missing = [p for p in args[1:] if p not in installed]
         for package in args[1:]:
             if package in installed:
                 print(f"Package: {package}\nStatus: install ok installed")
         if missing:
-            sys.stderr.write(f"dpkg-query: package '{missing[0]}' is not installed\n")
+            sys.stderr.write(f"dpkg-query: package '{missing[0]}' is not installed and no information is available\n")
             return 1
     return 0
 
@@ -143,6 +166,11 @@ def systemctl(args: list[str]) -> int:
     words = _positional(args)
     verb = words[0] if words else "list-units"
     units = [u if "." in u else f"{u}.service" for u in words[1:]]
+    refused = _systemctl_refusal(verb, units)
+    if refused is not None:
+        message, code = refused
+        sys.stderr.write(message + "\n")
+        return code
 
     def change(data: dict[str, Any]) -> int:
         for unit in units:
@@ -184,7 +212,73 @@ def systemctl(args: list[str]) -> int:
             _unit_stop(unit)
         if starts:
             _unit_start(unit)
+    reloads = verb in ("reload", "restart", "reload-or-restart", "try-restart", "try-reload-or-restart")
+    if reloads and {"ssh.service", "sshd.service"} & set(units):
+        _sshd_reload()
     return code
+
+
+def _host_sshd_reads_drop_ins() -> Path | None:
+    """The sandbox sshd's own config, when it reads the drop-ins the host's scripts
+    write ($HOST_ROOT/etc/ssh/sshd_config.d, as the backup target's does)."""
+    config = host_root().parent / "sshd_config"
+    if config.exists() and f"Include {host_root()}/etc/ssh/sshd_config.d/" in config.read_text():
+        return config
+    return None
+
+
+def _sshd_reload() -> None:
+    """Reloading ssh makes this host's sshd read its configuration again (SIGHUP, as
+    systemd's ExecReload does), and returns once it answers again."""
+    import socket
+
+    if _host_sshd_reads_drop_ins() is None:
+        return
+    info = lean.loads((host_root().parent / "host.json").read_text())
+    os.kill(int(info["pid"]), 1)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        try:
+            with socket.create_connection((info["addr"], int(info["port"])), timeout=1.0) as sock:
+                if sock.recv(8).startswith(b"SSH-"):
+                    return
+        except OSError:
+            continue
+
+
+# How systemd 252 (Debian 12) answers a verb on a unit no package or file provides.
+_UNIT_FILE_VERBS = {"enable": "enable", "disable": "disable", "reenable": "reenable"}
+_JOB_VERBS = {
+    "start": "start",
+    "restart": "restart",
+    "reload": "reload",
+    "try-restart": "try-restart",
+    "reload-or-restart": "reload-or-restart",
+    "try-reload-or-restart": "try-reload-or-restart",
+}
+
+
+def _systemctl_refusal(verb: str, units: list[str]) -> tuple[str, int] | None:
+    """The message and exit code systemctl gives for a unit that was never installed."""
+    if verb not in (*_UNIT_FILE_VERBS, *_JOB_VERBS, "stop", "is-enabled", "status"):
+        return None
+    from standin_lib import packages
+
+    root = host_root()
+    for unit in units:
+        if packages.unit_installed(root, unit):
+            continue
+        if verb in _UNIT_FILE_VERBS:
+            return f"Failed to {_UNIT_FILE_VERBS[verb]} unit: Unit file {unit} does not exist.", 1
+        if verb in _JOB_VERBS:
+            return f"Failed to {_JOB_VERBS[verb]} {unit}: Unit {unit} not found.", 5
+        if verb == "stop":
+            return f"Failed to stop {unit}: Unit {unit} not loaded.", 5
+        if verb == "is-enabled":
+            return f"Failed to get unit file state for {unit}: No such file or directory", 1
+        return f"Unit {unit} could not be found.", 4
+    return None
 
 
 def _unit_file(unit: str) -> Path:
@@ -320,14 +414,49 @@ def certbot(args: list[str]) -> int:
 
 
 def _sandbox_users() -> dict[str, list[str]]:
-    passwd = host_root() / "etc" / "passwd"
-    users = {}
-    if passwd.exists():
-        for line in passwd.read_text().splitlines():
+    return _sandbox_accounts("passwd", 7)
+
+
+def _sandbox_groups() -> dict[str, list[str]]:
+    return _sandbox_accounts("group", 4)
+
+
+def _sandbox_accounts(name: str, fields_count: int) -> dict[str, list[str]]:
+    path = host_root() / "etc" / name
+    found = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
             fields = line.split(":")
-            if len(fields) >= 7:
-                users[fields[0]] = fields
-    return users
+            if len(fields) >= fields_count:
+                found[fields[0]] = fields
+    return found
+
+
+def _free_id(used: set[int]) -> int:
+    candidate = 1000
+    while candidate in used:
+        candidate += 1
+    return candidate
+
+
+def groupadd(args: list[str]) -> int:
+    names = _positional([a for i, a in enumerate(args) if i == 0 or args[i - 1] not in ("-g", "--gid", "-K")])
+    if not names:
+        sys.stderr.write("Usage: groupadd [options] GROUP\n")
+        return 2
+    name = names[-1]
+    groups = _sandbox_groups()
+    if name in groups:
+        if "-f" in args or "--force" in args:
+            return 0
+        sys.stderr.write(f"groupadd: group '{name}' already exists\n")
+        return 9
+    gid = _free_id({int(g[2]) for g in groups.values() if g[2].isdigit()})
+    path = host_root() / "etc" / "group"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        handle.write(f"{name}:x:{gid}:\n")
+    return 0
 
 
 def useradd(args: list[str]) -> int:
@@ -340,13 +469,24 @@ def useradd(args: list[str]) -> int:
     if name in users:
         sys.stderr.write(f"useradd: user '{name}' already exists\n")
         return 9
-    uid = 1000 + len(users)
+    uid = _free_id({int(u[2]) for u in users.values() if u[2].isdigit()})
+    gid = str(uid)
+    wanted_group = (_option_values(args, "-g", "--gid") or [""])[0]
+    if wanted_group:
+        groups = _sandbox_groups()
+        if wanted_group in groups:
+            gid = groups[wanted_group][2]
+        elif wanted_group.isdigit():
+            gid = wanted_group
+        else:
+            sys.stderr.write(f"useradd: group '{wanted_group}' does not exist\n")
+            return 6
     home = (_option_values(args, "-d", "--home-dir") or [f"/home/{name}"])[0]
     shell = (_option_values(args, "-s", "--shell") or ["/bin/sh"])[0]
     passwd = host_root() / "etc" / "passwd"
     passwd.parent.mkdir(parents=True, exist_ok=True)
     with open(passwd, "a") as handle:
-        handle.write(f"{name}:x:{uid}:{uid}::{home}:{shell}\n")
+        handle.write(f"{name}:x:{uid}:{gid}::{home}:{shell}\n")
     if "-m" in args or "--create-home" in args:
         (host_root() / home.lstrip("/")).mkdir(parents=True, exist_ok=True)
     return 0
@@ -374,19 +514,35 @@ def id_(args: list[str]) -> int:
 
 
 def chown(args: list[str]) -> int:
+    """A user or group of the host's own passwd and group is changed to its ids there:
+    this machine does not know the name, and sshd (on the backup target) logs in as
+    those ids."""
     import subprocess
 
-    owner = next((a for a in args if not a.startswith("-")), "")
-    user = owner.split(":")[0].split(".")[0]
-    if user in _sandbox_users():
-        # The user exists only on the sandbox host, not on this machine.
-        return 0
+    index = next((i for i, a in enumerate(args) if not a.startswith("-")), None)
+    if index is None:
+        return subprocess.run(["/bin/chown", *args], check=False).returncode
+    owner = args[index]
+    user, sep, group = owner.partition(":")
+    users, groups = _sandbox_users(), _sandbox_groups()
+    if user in users or group in groups:
+        uid = users[user][2] if user in users else user
+        # `user:` means the user's own group, as chown reads it.
+        login_group = users[user][3] if sep and not group and user in users else group
+        gid = groups[group][2] if group in groups else login_group
+        args = [*args[:index], f"{uid}:{gid}" if sep else uid, *args[index + 1 :]]
     return subprocess.run(["/bin/chown", *args], check=False).returncode
 
 
 def sshd(args: list[str]) -> int:
     if "-t" in args or "-T" in args:
-        return 0
+        config = _host_sshd_reads_drop_ins()
+        if config is None:
+            return 0
+        import subprocess
+
+        # The drop-ins this host's sshd reads are checked by sshd itself.
+        return subprocess.run(["/usr/sbin/sshd", "-t", "-f", str(config)], check=False).returncode
     sys.stderr.write("sshd (sandbox): only 'sshd -t' is available on a sandbox host\n")
     return 1
 
@@ -435,6 +591,7 @@ BEHAVIOURS: dict[str, Callable[[list[str]], int]] = {
     "ufw": ufw,
     "certbot": certbot,
     "useradd": useradd,
+    "groupadd": groupadd,
     "id": id_,
     "chown": chown,
     "sshd": sshd,
