@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from django.apps import apps
 from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -17,6 +16,7 @@ from django.utils import timezone
 from hub.models import Alert, AlertSeverity, AlertStatus, Job
 from hub.pipeline.models import JobStatus
 from provisioning.models import ORDER_IN_FLIGHT_STATUSES, Order, Server, ServerStatus
+from rollouts.models import ROLLOUT_ACTIVE_STATUSES, Rollout, RolloutStage, TenantUpdate
 from tenants.models import TENANT_LIVE_STATUSES, Tenant, TenantStatus
 
 DEFAULT_POOL_TARGETS: dict[tuple[str, str], int] = {("eu", "build"): 3, ("us", "build"): 2}
@@ -136,12 +136,6 @@ def _pool() -> list[PoolLevel]:
 
 def _rollouts() -> list[RolloutProgress]:
     """Active rollouts with their stages and update counts: three queries."""
-    if not apps.is_installed("rollouts"):
-        return []
-    try:
-        from rollouts.models import ROLLOUT_ACTIVE_STATUSES, Rollout, RolloutStage, TenantUpdate
-    except ImportError:
-        return []
     rollouts = {
         r.pk: RolloutProgress(id=r.pk, component=r.component, target_version=r.target_version, status=r.status)
         for r in Rollout.objects.filter(status__in=ROLLOUT_ACTIVE_STATUSES).order_by("id")[:20]

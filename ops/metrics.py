@@ -37,7 +37,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis
-from django.apps import apps
 from django.conf import settings
 from django.db import connection
 from django.db.models import Count, DurationField, ExpressionWrapper, F, FloatField, Func, Q, Sum, Value
@@ -52,6 +51,9 @@ from prometheus_client.utils import floatToGoString
 
 from hub.models import Alert, AlertSeverity, AlertStatus
 from hub.pipeline.models import Job, JobStatus, Step, StepStatus
+from provisioning.models import Order, OrderStatus, Region, Server, ServerStatus, Tier
+from rollouts.models import ROLLOUT_ACTIVE_STATUSES, Rollout, RolloutStatus, TenantUpdate, UpdateStatus
+from tenants.models import TENANT_LIVE_STATUSES, Tenant, TenantStatus
 
 logger = logging.getLogger(__name__)
 
@@ -199,8 +201,6 @@ def queue_families(now: datetime) -> Iterator[Metric]:
 
 
 def tenant_families(now: datetime) -> Iterator[Metric]:
-    from tenants.models import TENANT_LIVE_STATUSES, Tenant, TenantStatus
-
     bounds = _sorted_bounds(settings.METRICS_HEARTBEAT_AGE_BUCKETS)
     age = ExpressionWrapper(
         Value(now, output_field=DateTimeField()) - F("last_heartbeat_at"), output_field=DurationField()
@@ -249,8 +249,6 @@ def alert_families(now: datetime) -> Iterator[Metric]:
 
 
 def server_families(now: datetime) -> Iterator[Metric]:
-    from provisioning.models import Region, Server, ServerStatus, Tier
-
     counts = {
         (row["region"], row["tier"], row["status"]): row["count"]
         for row in Server.objects.order_by().values("region", "tier", "status").annotate(count=Count("id"))
@@ -275,8 +273,6 @@ def server_families(now: datetime) -> Iterator[Metric]:
 
 
 def order_families(now: datetime) -> Iterator[Metric]:
-    from provisioning.models import Order, OrderStatus
-
     by_status = dict(Order.objects.order_by().values_list("status").annotate(count=Count("id")))
     orders = GaugeMetricFamily("hub_orders", "Orders by status.", labels=["status"])
     for status in OrderStatus.values:
@@ -285,10 +281,6 @@ def order_families(now: datetime) -> Iterator[Metric]:
 
 
 def rollout_families(now: datetime) -> Iterator[Metric]:
-    if not apps.is_installed("rollouts"):
-        return
-    from rollouts.models import ROLLOUT_ACTIVE_STATUSES, Rollout, RolloutStatus, TenantUpdate, UpdateStatus
-
     by_status = dict(Rollout.objects.order_by().values_list("status").annotate(count=Count("id")))
     rollouts = GaugeMetricFamily("hub_rollouts", "Rollouts by status.", labels=["status"])
     for status in RolloutStatus.values:

@@ -1,8 +1,8 @@
 from celery import shared_task
 
-from provisioning.services.notifications import welcome_send
+from provisioning.services.welcome import SEND_WELCOME, welcome_send
 
 
-@shared_task(name="provisioning.send_welcome", autoretry_for=(Exception,), retry_backoff=5, max_retries=8)
+@shared_task(name=SEND_WELCOME, autoretry_for=(Exception,), retry_backoff=5, max_retries=8)
 def send_welcome(order_id: int) -> None:
     welcome_send(order_id=order_id)

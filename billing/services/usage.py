@@ -17,6 +17,8 @@ from billing.integrations import stripe as stripe_api
 from billing.models import MeterReport, MeterReportStatus, Subscription, UsagePeriod
 from billing.services.notices import notice_to_customer, notice_to_staff
 from hub.queue import enqueue_on_commit
+from provisioning.models import Order
+from tenants.models import Tenant, UsageReport
 
 SEND_METER_REPORT = "billing.send_meter_report"
 
@@ -28,20 +30,10 @@ def current_period(now: datetime | None = None) -> str:
     return (now or timezone.now()).strftime("%Y-%m")
 
 
-def _usage_reports():
-    from tenants.models import UsageReport
-
-    return UsageReport.objects
-
-
 def _subscription_for_tenant(tenant_id: int) -> Subscription | None:
     subscription = Subscription.objects.filter(tenant_id=tenant_id).order_by("-id").first()
     if subscription is not None:
         return subscription
-    try:
-        from provisioning.models import Order
-    except ImportError:
-        return None
     ref = (
         Order.objects.filter(tenant_id=tenant_id)
         .exclude(stripe_subscription_id="")
@@ -58,8 +50,6 @@ def _subscription_for_tenant(tenant_id: int) -> Subscription | None:
 
 
 def _tenant_plan(tenant_id: int) -> str:
-    from tenants.models import Tenant
-
     return Tenant.objects.filter(pk=tenant_id).values_list("plan", flat=True).first() or "build"
 
 
@@ -67,7 +57,7 @@ def _tenant_plan(tenant_id: int) -> str:
 def usage_evaluate(*, tenant_id: int, period: str) -> UsagePeriod:
     """Recount a tenant's usage for a period from the reports (so evaluating twice is
     harmless), announce the thresholds newly crossed, and meter new overage."""
-    total = _usage_reports().filter(tenant_id=tenant_id, period=period).aggregate(total=Sum("tokens"))["total"] or 0
+    total = UsageReport.objects.filter(tenant_id=tenant_id, period=period).aggregate(total=Sum("tokens"))["total"] or 0
     subscription = _subscription_for_tenant(tenant_id)
     plan = (subscription.plan if subscription else "") or _tenant_plan(tenant_id)
     pool = ports.plan_token_pool(plan=plan)
@@ -140,7 +130,7 @@ def usage_sweep(*, period: str | None = None) -> list[int]:
     if period is None:
         return [*usage_sweep(period=previous_period()), *usage_sweep(period=current_period())]
     totals = dict(
-        _usage_reports().filter(period=period).values_list("tenant_id").annotate(total=Sum("tokens")).order_by()
+        UsageReport.objects.filter(period=period).values_list("tenant_id").annotate(total=Sum("tokens")).order_by()
     )
     recorded = dict(UsagePeriod.objects.filter(period=period).values_list("tenant_id", "tokens_used"))
     changed = [tenant_id for tenant_id, total in totals.items() if recorded.get(tenant_id) != total]

@@ -14,6 +14,7 @@ from django.conf import settings
 from hub.errors import DomainError
 from provisioning.integrations import cloudflare
 from provisioning.services.dns import ACME_CHALLENGE_LABEL
+from tenants.models import TENANT_LIVE_STATUSES, Tenant
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +35,6 @@ class Challenge:
 
 
 def _challenge(*, tenant_id: int, domain: str) -> tuple[str, cloudflare.Zone]:
-    from tenants.models import TENANT_LIVE_STATUSES, Tenant
-
     tenant = Tenant.objects.filter(pk=tenant_id, status__in=TENANT_LIVE_STATUSES).only("domain").first()
     domain = domain.lower().rstrip(".").removeprefix("*.")
     if tenant is None or not (domain == tenant.domain or domain.endswith("." + tenant.domain)):

@@ -13,6 +13,7 @@ from hub.audit import audit_record, status_move
 from hub.db.locks import xact_lock
 from hub.errors import DomainError, NotFound
 from hub.models import AlertSeverity
+from hub.pipeline.engine import step_wake
 from hub.pipeline.models import Job, JobStatus
 from hub.pipeline.services import job_cancel, job_retry, job_start
 from provisioning import catalog
@@ -27,11 +28,11 @@ from provisioning.models import (
     Server,
     ServerStatus,
 )
+from provisioning.pipeline_names import PROVISION_ORDER
 from provisioning.services.pool import server_set_status
+from tenants.models import Tenant, TenantStatus
 
 logger = logging.getLogger(__name__)
-
-PIPELINE = "provision_order"
 
 
 def order_set_status(order: Order, new_status: str, *, actor: str = "system", reason: str = "") -> None:
@@ -57,8 +58,6 @@ def order_set_status(order: Order, new_status: str, *, actor: str = "system", re
 
 
 def domain_taken(domain: str, *, excluding_order: int | None = None) -> bool:
-    from tenants.models import Tenant, TenantStatus
-
     live_orders = Order.objects.filter(domain=domain, status__in=[*ORDER_IN_FLIGHT_STATUSES, OrderStatus.FULFILLED])
     if excluding_order:
         live_orders = live_orders.exclude(pk=excluding_order)
@@ -166,7 +165,10 @@ def order_create_from_checkout(
 
 def order_start_provisioning(*, order: Order) -> Job:
     job = job_start(
-        pipeline=PIPELINE, subject_type="order", subject_id=order.pk, idempotency_key=f"provision-order-{order.pk}"
+        pipeline=PROVISION_ORDER,
+        subject_type="order",
+        subject_id=order.pk,
+        idempotency_key=f"provision-order-{order.pk}",
     )
     order.job = job
     order.save(update_fields=["job", "updated_at"])
@@ -183,8 +185,6 @@ def _locked_order(order_id: int) -> Order:
 @transaction.atomic
 def order_assign_server(*, order_id: int, server_id: int, actor: str) -> Order:
     """Staff give a waiting MANUAL order a server; its job goes on at once."""
-    from hub.pipeline.engine import step_wake
-
     order = _locked_order(order_id)
     if not order.can_assign_server():
         raise DomainError(f"order {order.pk} is {order.status}; only an order waiting for a server can get one")

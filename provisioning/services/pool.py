@@ -7,7 +7,10 @@ from django.db import transaction
 
 from hub.audit import audit_record, status_move
 from hub.errors import DomainError, NotFound
+from hub.pipeline.models import JOB_ACTIVE_STATUSES, Job
+from hub.pipeline.services import job_start
 from provisioning.models import SERVER_TRANSITIONS, Server, ServerProvider, ServerStatus
+from provisioning.pipeline_names import PREPARE_SERVER
 
 
 def server_set_status(server: Server, new_status: str, *, actor: str = "system", reason: str = "") -> None:
@@ -58,10 +61,8 @@ def server_register(
     audit_record(
         actor=actor, action="server.register", object_type="server", object_id=server.pk, new=ServerStatus.PREPARING
     )
-    from hub.pipeline.services import job_start
-
     job_start(
-        pipeline="prepare_server",
+        pipeline=PREPARE_SERVER,
         subject_type="server",
         subject_id=server.pk,
         idempotency_key=f"prepare-server-{server.pk}-{server.created_at.timestamp()}",
@@ -101,21 +102,18 @@ def server_prepare_again(*, server_id: int, actor: str) -> Server:
     checked, or one whose preparation failed); it ends AVAILABLE or QUARANTINED again."""
     from django.utils import timezone
 
-    from hub.pipeline.models import JOB_ACTIVE_STATUSES, Job
-    from hub.pipeline.services import job_start
-
     server = Server.objects.select_for_update().filter(pk=server_id).first()
     if server is None:
         raise NotFound(f"server {server_id} does not exist")
     if server.status not in (ServerStatus.QUARANTINED, ServerStatus.AVAILABLE, ServerStatus.PREPARING):
         raise DomainError(f"server {server.pk} is {server.status}; only a quarantined or pool server is prepared again")
     if Job.objects.filter(
-        pipeline="prepare_server", subject_type="server", subject_id=str(server.pk), status__in=JOB_ACTIVE_STATUSES
+        pipeline=PREPARE_SERVER, subject_type="server", subject_id=str(server.pk), status__in=JOB_ACTIVE_STATUSES
     ).exists():
         raise DomainError(f"server {server.pk} is being prepared already")
     server_set_status(server, ServerStatus.PREPARING, actor=actor, reason="preparation re-run by staff")
     job = job_start(
-        pipeline="prepare_server",
+        pipeline=PREPARE_SERVER,
         subject_type="server",
         subject_id=server.pk,
         idempotency_key=f"prepare-server-{server.pk}-again-{timezone.now().timestamp()}",

@@ -37,6 +37,7 @@ from provisioning.models import (
     ServerProvider,
     ServerStatus,
 )
+from provisioning.pipeline_names import PREPARE_SERVER
 from provisioning.services.pool import server_set_status
 from provisioning.services.remote import hub_public_key
 
@@ -196,7 +197,7 @@ def pool_purchase_execute(*, purchase_id: int) -> str | None:
                 server.ipv4 = ready.ipv4
                 server.save(update_fields=["ipv4", "updated_at"])
             job_start(
-                pipeline="prepare_server",
+                pipeline=PREPARE_SERVER,
                 subject_type="server",
                 subject_id=server.pk,
                 idempotency_key=f"prepare-server-{server.pk}-pool",

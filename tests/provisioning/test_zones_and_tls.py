@@ -16,9 +16,9 @@ from django.test import Client, override_settings
 from hub.models import Alert
 from hub.pipeline.models import Job
 from provisioning.models import Order, OrderStatus, Server, ServerStatus
+from provisioning.pipelines.order import script_env
 from provisioning.services.dns import WAITING_FOR_NAMESERVERS
 from provisioning.services.orders import order_create
-from provisioning.services.steps import script_env
 from sandbox.control import Sandbox
 from tenants.models import Tenant, TenantStatus
 from tests.conftest import WorkerProcess, wait_for

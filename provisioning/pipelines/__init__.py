@@ -13,8 +13,10 @@ from hub.pipeline.spec import Pipeline, RetryPolicy, StepAction, StepCompensatio
 from provisioning.integrations.cloudflare import DnsProviderError
 from provisioning.integrations.hetzner import ProviderError
 from provisioning.integrations.ssh import ScriptFailed, SshError
-from provisioning.services import deprovision, dns, preparation, steps
-from provisioning.services.orders import PIPELINE, order_job_finished
+from provisioning.pipeline_names import DEPROVISION_TENANT, PREPARE_SERVER, PROVISION_ORDER
+from provisioning.pipelines import deprovision, order, prepare
+from provisioning.services import dns
+from provisioning.services.orders import order_job_finished
 
 SETUP_SCRIPTS = (
     "01-system",
@@ -33,7 +35,6 @@ SETUP_SCRIPTS = (
 BEFORE_AGENT = SETUP_SCRIPTS[:5]
 AFTER_AGENT = SETUP_SCRIPTS[5:]
 BASE_SCRIPTS = SETUP_SCRIPTS[:-1]
-PREPARE_PIPELINE = "prepare_server"
 
 
 def _retry(max_attempts: int) -> RetryPolicy:
@@ -71,7 +72,7 @@ def _undoable_step(name: str, action: StepAction, compensate: StepCompensation, 
 def _script_step(name: str) -> StepSpec:
     return StepSpec(
         name=f"setup_{name}",
-        action=steps.run_setup_script(name),
+        action=order.run_setup_script(name),
         retry=_retry(settings.PROVISIONING_SCRIPT_ATTEMPTS),
         timeout=settings.PROVISIONING_SCRIPT_TIMEOUT + 60,
     )
@@ -79,57 +80,57 @@ def _script_step(name: str) -> StepSpec:
 
 register(
     Pipeline(
-        name=PIPELINE,
+        name=PROVISION_ORDER,
         queue="provisioning",
         deadline=timedelta(seconds=settings.PROVISIONING_DEADLINE_SECONDS),
         on_finish=order_job_finished,
         steps=(
             # Before a server is taken: an order that cannot be installed takes nothing.
-            StepSpec(name="pin_releases", action=steps.pin_releases, retry=_retry(3)),
+            StepSpec(name="pin_releases", action=order.pin_releases, retry=_retry(3)),
             _undoable_step(
-                "allocate_server", steps.allocate_server, steps.release_server, retry=_retry(5), timeout=900
+                "allocate_server", order.allocate_server, order.release_server, retry=_retry(5), timeout=900
             ),
-            StepSpec(name="wait_server_ready", action=steps.wait_server_ready, retry=_retry(5), timeout=900),
+            StepSpec(name="wait_server_ready", action=order.wait_server_ready, retry=_retry(5), timeout=900),
             _undoable_step("create_dns", dns.create_dns, dns.delete_dns, retry=_retry(5)),
             *(_script_step(name) for name in BEFORE_AGENT),
             _undoable_step(
                 "agent_handover",
-                steps.agent_handover,
-                steps.revoke_agent,
+                order.agent_handover,
+                order.revoke_agent,
                 retry=_retry(settings.PROVISIONING_SCRIPT_ATTEMPTS),
                 timeout=settings.PROVISIONING_SCRIPT_TIMEOUT,
             ),
-            StepSpec(name="wait_agent_registered", action=steps.wait_agent_registered, retry=_retry(3)),
+            StepSpec(name="wait_agent_registered", action=order.wait_agent_registered, retry=_retry(3)),
             *(_script_step(name) for name in AFTER_AGENT),
-            StepSpec(name="fulfil", action=steps.fulfil, retry=_retry(5)),
+            StepSpec(name="fulfil", action=order.fulfil, retry=_retry(5)),
         ),
     )
 )
 
 register(
     Pipeline(
-        name=PREPARE_PIPELINE,
+        name=PREPARE_SERVER,
         queue="provisioning",
-        on_finish=preparation.preparation_finished,
+        on_finish=prepare.preparation_finished,
         steps=(
-            StepSpec(name="probe", action=preparation.probe_server, retry=_retry(5)),
+            StepSpec(name="probe", action=prepare.probe_server, retry=_retry(5)),
             *(
                 StepSpec(
                     name=f"setup_{name}",
-                    action=preparation.run_base_script(name),
+                    action=prepare.run_base_script(name),
                     retry=_retry(settings.PROVISIONING_SCRIPT_ATTEMPTS),
                     timeout=settings.PROVISIONING_SCRIPT_TIMEOUT + 60,
                 )
                 for name in BASE_SCRIPTS
             ),
-            StepSpec(name="make_available", action=preparation.make_available),
+            StepSpec(name="make_available", action=prepare.make_available),
         ),
     )
 )
 
 register(
     Pipeline(
-        name=deprovision.PIPELINE,
+        name=DEPROVISION_TENANT,
         queue="provisioning",
         steps=(
             StepSpec(name="remove_dns", action=deprovision.remove_dns, retry=_retry(5)),

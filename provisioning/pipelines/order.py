@@ -18,13 +18,19 @@ from hub.alerts.services import alert_raise
 from hub.models import Alert, AlertSeverity, AlertStatus
 from hub.pipeline.context import StepContext
 from hub.pipeline.spec import PermanentStepError, StepDeferred
+from hub.queue import enqueue_on_commit
 from provisioning.integrations import hetzner
 from provisioning.models import Order, OrderMode, OrderStatus, Server, ServerProvider, ServerStatus
 from provisioning.providers import backend_for
 from provisioning.services import remote, stacks
+from provisioning.services.backups import backup_script_env
 from provisioning.services.orders import order_set_status
 from provisioning.services.pool import server_set_status, server_take_available
 from provisioning.services.releases import releases_resolve
+from provisioning.services.welcome import SEND_WELCOME
+from tenants.lifecycle import agent_access_revoke, tenant_activate
+from tenants.models import Tenant
+from tenants.services import registration_token_issue, tenant_create
 
 
 def _order(ctx: StepContext) -> Order:
@@ -190,7 +196,7 @@ def wait_server_ready(ctx: StepContext) -> dict[str, Any]:
     return {"ssh_wait_started": started}
 
 
-# --- 2. DNS: provisioning/services/dns.py (create_dns, delete_dns) ---------------------
+# --- 2. DNS: provisioning/services/dns.py (create_dns, delete_dns) -----------------------
 
 
 # --- 3. setup over SSH --------------------------------------------------------------
@@ -230,8 +236,6 @@ def run_setup_script(name: str):
             Server.objects.filter(pk=server.pk, touched=False).update(touched=True)
         env = script_env(order)
         if name == "07-backups" and order.tenant_id is not None:
-            from provisioning.services.backups import backup_script_env
-
             env.update(backup_script_env(tenant_id=order.tenant_id, log=ctx.log))
         ctx.log(f"running {name} on {server.ipv4}:{server.ssh_port}")
         remote.run_on_server(server, name=name, script=remote.step_script(name), env=env, log=ctx.log)
@@ -253,8 +257,6 @@ def agent_bundle_b64() -> str:
 
 
 def agent_handover(ctx: StepContext) -> dict[str, Any]:
-    from tenants.services import registration_token_issue, tenant_create
-
     order = _order(ctx)
     server = _server(order)
     pins = _pins(ctx)
@@ -294,8 +296,6 @@ def agent_handover(ctx: StepContext) -> dict[str, Any]:
 
 
 def revoke_agent(ctx: StepContext) -> None:
-    from tenants.lifecycle import agent_access_revoke
-
     order = _order(ctx)
     if order.tenant_id is None:
         return
@@ -304,8 +304,6 @@ def revoke_agent(ctx: StepContext) -> None:
 
 
 def wait_agent_registered(ctx: StepContext) -> dict[str, Any]:
-    from tenants.models import Tenant
-
     order = _order(ctx)
     tenant = Tenant.objects.get(pk=order.tenant_id)
     if tenant.registered_at is not None:
@@ -318,13 +316,9 @@ def wait_agent_registered(ctx: StepContext) -> dict[str, Any]:
 
 
 def fulfil(ctx: StepContext) -> None:
-    from provisioning.tasks import send_welcome
-    from tenants.lifecycle import tenant_activate
-
     with transaction.atomic():
         order = Order.objects.select_for_update().get(pk=int(ctx.subject_id))
         tenant_activate(tenant_id=order.tenant_id, actor="provisioning")
         order_set_status(order, OrderStatus.FULFILLED)
-        order_id = order.pk
-        transaction.on_commit(lambda: send_welcome.delay(order_id))
+        enqueue_on_commit(SEND_WELCOME, order.pk)
     ctx.log("order fulfilled; welcome email on its way")

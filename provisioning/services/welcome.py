@@ -5,6 +5,8 @@ from django.utils import timezone
 
 from provisioning.models import Order
 
+SEND_WELCOME = "provisioning.send_welcome"
+
 
 def welcome_send(*, order_id: int) -> bool:
     """The customer's welcome email, sent once per order even when the task runs twice:

@@ -1,0 +1,6 @@
+"""The names of provisioning's pipelines: what a Job row's `pipeline` says, and what
+services start. Outside the pipelines package, so naming one never loads its steps."""
+
+PROVISION_ORDER = "provision_order"
+PREPARE_SERVER = "prepare_server"
+DEPROVISION_TENANT = "deprovision_tenant"
