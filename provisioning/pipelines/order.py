@@ -234,7 +234,6 @@ def run_setup_script(name: str):
         with transaction.atomic():
             order_set_status(Order.objects.select_for_update().get(pk=order.pk), OrderStatus.PROVISIONING)
             Server.objects.filter(pk=server.pk, touched=False).update(touched=True)
-        env = script_env(order)
         if name == "07-backups" and order.tenant_id is not None:
             env.update(backup_script_env(tenant_id=order.tenant_id, log=ctx.log))
         ctx.log(f"running {name} on {server.ipv4}:{server.ssh_port}")
