@@ -228,7 +228,6 @@ def run_setup_script(name: str):  # type: ignore[no-untyped-def]
         with transaction.atomic():
             order_set_status(Order.objects.select_for_update().get(pk=order.pk), OrderStatus.PROVISIONING)
             Server.objects.filter(pk=server.pk, touched=False).update(touched=True)
-        env = script_env(order)
         if name == "07-backups" and order.tenant_id is not None:
             from provisioning.services.backups import backup_script_env
 
