@@ -29,6 +29,7 @@ from tests.provisioning.conftest import (  # noqa: F401 - fixtures, used by name
     mail_dir,
     pool_server,
     quiet_worker_after_test,
+    releases,
 )
 from tests.provisioning.conftest import fresh_hosts as fresh_hosts  # a fixture, used by name
 from tests.provisioning.conftest import hub_settings as hub_settings  # a fixture, used by name
