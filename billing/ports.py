@@ -11,8 +11,8 @@ from provisioning import catalog
 from provisioning.models import Order
 from provisioning.selectors import tenant_for_subscription as _tenant_for_subscription
 from provisioning.services import deprovision, orders
-from tenants import lifecycle
 from tenants.selectors import final_backup_confirmed
+from tenants.services import lifecycle
 
 ACTOR = "billing"
 

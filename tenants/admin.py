@@ -16,7 +16,7 @@ from django.utils.safestring import SafeString
 
 from hub.errors import DomainError
 from hub.models import Alert, AlertStatus
-from tenants.commands import command_payload_errors
+from tenants.command_payloads import command_payload_errors
 from tenants.models import (
     AgentCredential,
     BackupReport,

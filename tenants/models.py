@@ -24,7 +24,7 @@ class TenantStatus(models.TextChoices):
     DEPROVISIONED = "DEPROVISIONED", "deprovisioned"
 
 
-# Every move a tenant's status may make (tenants.lifecycle makes them).
+# Every move a tenant's status may make (tenants.services.lifecycle makes them).
 TENANT_TRANSITIONS: dict[str, frozenset[str]] = {
     TenantStatus.PROVISIONING: frozenset(
         {TenantStatus.ACTIVE, TenantStatus.DEPROVISIONING, TenantStatus.DEPROVISIONED}

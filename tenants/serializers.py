@@ -22,7 +22,7 @@ from hub.api.fields import (
     StrictSerializer,
     StrictUUIDField,
 )
-from tenants.commands import NAME_RE, command_payload_errors
+from tenants.command_payloads import NAME_RE, command_payload_errors
 from tenants.models import BackupReport, Command, CommandType, Tenant, UsageReport
 
 MAX_CONTAINERS = 500

@@ -16,8 +16,8 @@ from provisioning.providers import backend_for
 from provisioning.services import remote
 from provisioning.services.dns import names_to_remove
 from provisioning.services.pool import server_set_status
-from tenants import lifecycle
 from tenants.models import Tenant
+from tenants.services import lifecycle
 
 
 def _tenant(ctx: StepContext) -> Tenant:

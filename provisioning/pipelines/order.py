@@ -28,9 +28,9 @@ from provisioning.services.orders import order_set_status
 from provisioning.services.pool import server_set_status, server_take_available
 from provisioning.services.releases import releases_resolve
 from provisioning.services.welcome import SEND_WELCOME
-from tenants.lifecycle import agent_access_revoke, tenant_activate
 from tenants.models import Tenant
 from tenants.services import registration_token_issue, tenant_create
+from tenants.services.lifecycle import agent_access_revoke, tenant_activate
 
 
 def _order(ctx: StepContext) -> Order:

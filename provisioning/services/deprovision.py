@@ -8,8 +8,8 @@ from django.db import transaction
 from hub.pipeline.models import Job
 from hub.pipeline.services import job_start
 from provisioning.pipeline_names import DEPROVISION_TENANT
-from tenants import lifecycle
 from tenants.models import Tenant
+from tenants.services import lifecycle
 
 
 def tenant_deprovision_start(*, tenant_id: int, reason: str, actor: str = "billing") -> Job:

@@ -21,8 +21,8 @@ from rollouts.models import (
     UpdateStatus,
 )
 from rollouts.services.transitions import stage_move
-from tenants.bulk import commands_queue_bulk, commands_queue_select, commands_withdraw_bulk
 from tenants.models import TENANT_LIVE_STATUSES, Command, CommandStatus, CommandType
+from tenants.services.commands_bulk import commands_queue_bulk, commands_queue_select, commands_withdraw_bulk
 
 
 def update_payload(rollout: Rollout) -> dict[str, Any]:

@@ -44,8 +44,8 @@ from rollouts.services.transitions import (
     rollout_move,
     stage_move,
 )
-from tenants.bulk import commands_queue_bulk
 from tenants.models import TENANT_LIVE_STATUSES, CommandType
+from tenants.services.commands_bulk import commands_queue_bulk
 
 
 def advance(*, rollout: Rollout, actor: str, now: datetime) -> None:

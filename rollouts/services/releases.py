@@ -12,7 +12,7 @@ from hub.errors import DomainError, NotFound
 from rollouts.models import (
     Release,
 )
-from tenants.commands import NAME_RE, VERSION_RE
+from tenants.command_payloads import NAME_RE, VERSION_RE
 
 # repository[:tag]@sha256:<64 hex>: a release is pinned by digest, never by tag alone.
 IMAGE_RE = re.compile(r"^[a-z0-9][A-Za-z0-9._/:-]{0,250}@sha256:[0-9a-f]{64}$")

@@ -26,7 +26,7 @@ from hub.audit import audit_record
 from hub.errors import DomainError
 from hub.models import AuditEvent
 from tenants import redis_store
-from tenants.commands import command_payload_errors
+from tenants.command_payloads import command_payload_errors
 from tenants.models import TENANT_LIVE_STATUSES, Command, CommandStatus, Tenant
 
 logger = logging.getLogger(__name__)

@@ -10,13 +10,49 @@ billing ask for a move; they never write the status themselves.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from hub.audit import status_move
+from hub.audit import audit_record, status_move
 from hub.errors import DomainError
 from tenants.models import TENANT_TRANSITIONS, CommandType, RegistrationToken, Tenant, TenantStatus
-from tenants.services import agent_key_revoke, command_queue
+from tenants.services.agents import agent_key_revoke
+from tenants.services.commands import command_queue
+
+
+@transaction.atomic
+def tenant_create(
+    *,
+    domain: str,
+    plan: str = "build",
+    region: str = "eu",
+    server_id: int | None = None,
+    is_internal: bool = False,
+    status: str = TenantStatus.PROVISIONING,
+    versions: dict[str, str] | None = None,
+    actor: str = "system",
+) -> Tenant:
+    """`versions` (component -> version): what provisioning installs, so rollouts
+    select the tenant correctly before its agent has reported anything."""
+    tenant = Tenant.objects.create(
+        domain=domain.lower(),
+        versions=dict(versions or {}),
+        plan=plan,
+        region=region,
+        server_id=server_id,
+        is_internal=is_internal,
+        status=status,
+        heartbeat_interval=settings.AGENT_HEARTBEAT_INTERVAL,
+    )
+    audit_record(
+        actor=actor,
+        action="tenant.create",
+        object_type="tenant",
+        object_id=tenant.pk,
+        new={"domain": tenant.domain, "status": status, **({"versions": tenant.versions} if versions else {})},
+    )
+    return tenant
 
 
 def _move(tenant: Tenant, new: str, *, actor: str, reason: str = "") -> bool:

@@ -1,0 +1,246 @@
+"""Heartbeats: taken through a Redis fast path and written to Postgres in bulk by the
+flush, whatever the size of the fleet; straight to Postgres when Redis is down."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import connection, transaction
+
+from hub.db.locks import try_xact_lock
+from tenants import keycache, redis_store
+from tenants.keycache import AgentIdentity
+from tenants.models import (
+    Command,
+    HeartbeatSample,
+    Tenant,
+)
+from tenants.services.agents import AgentAuthError
+from tenants.services.commands import _commands_hand_out, commands_deliver
+
+logger = logging.getLogger(__name__)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _to_epoch_us(moment: datetime) -> int:
+    delta = moment - EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _from_epoch_us(value: int) -> datetime:
+    return EPOCH + timedelta(microseconds=value)
+
+
+class HeartbeatThrottled(Exception):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"throttled, retry after {retry_after}s")
+        self.retry_after = retry_after
+
+
+class HeartbeatUnavailable(Exception):
+    """The fast path cannot take the heartbeat now (Redis down or churning)."""
+
+
+@dataclass(frozen=True)
+class HeartbeatReply:
+    heartbeat_interval: int
+    commands: list[Command] = field(default_factory=list)
+
+
+def heartbeat_ingest(*, identity: AgentIdentity, metrics: dict[str, Any], received_at: datetime) -> HeartbeatReply:
+    """Buffer one heartbeat in Redis (one round trip, no SQL) and hand out the tenant's
+    due commands. The identity came from the process key cache; the same round trip
+    confirms the cache is current, and if it is not, the key is checked again. Without
+    Redis, the heartbeat goes straight to Postgres (slower, but nothing is lost)."""
+    tls_expires_at = metrics.get("tls_expires_at")
+    sample = {
+        "tenant": identity.tenant_id,
+        "at": _to_epoch_us(received_at),
+        "disk": metrics["disk_percent"],
+        "mem": metrics["memory_percent"],
+        "load": metrics["load"],
+        "up": metrics["uptime_seconds"],
+        "containers": metrics.get("containers", []),
+        "versions": metrics.get("versions", {}),
+        "tls": tls_expires_at.isoformat() if tls_expires_at else None,
+    }
+    encoded = json.dumps(sample, separators=(",", ":"))
+    try:
+        for _ in range(3):
+            result = redis_store.heartbeat_push(
+                tenant_id=identity.tenant_id,
+                sample=encoded,
+                generation=keycache.generation(),
+                rate=settings.AGENT_THROTTLE_RATE,
+            )
+            if result.outcome == redis_store.PushOutcome.STALE_KEY_CACHE:
+                keycache.reset(generation=result.generation)
+                again = keycache.identity_lookup_cached(
+                    prefix=identity.key_prefix, digest=identity.key_digest, now=received_at
+                )
+                if again is None:
+                    raise AgentAuthError
+                identity = again
+                continue
+            if result.outcome == redis_store.PushOutcome.THROTTLED:
+                raise HeartbeatThrottled(result.retry_after)
+            commands = commands_deliver(tenant_id=identity.tenant_id) if result.commands_due else []
+            return HeartbeatReply(heartbeat_interval=identity.heartbeat_interval, commands=commands)
+    except redis.RedisError:
+        _log_redis_down()
+        return _heartbeat_ingest_direct(identity=identity, sample=sample, received_at=received_at)
+    raise HeartbeatUnavailable("agent key generation keeps changing")
+
+
+_redis_down_logged_at = 0.0
+
+
+def _log_redis_down() -> None:
+    global _redis_down_logged_at
+    if time.monotonic() - _redis_down_logged_at > 10:
+        _redis_down_logged_at = time.monotonic()
+        logger.warning("Redis unreachable: heartbeats go straight to Postgres", exc_info=True)
+
+
+def _heartbeat_ingest_direct(
+    *, identity: AgentIdentity, sample: dict[str, Any], received_at: datetime
+) -> HeartbeatReply:
+    """The heartbeat without Redis: the key checked in Postgres (the cache cannot be
+    confirmed), the sample written at once, the commands read from Postgres."""
+    checked = keycache.identity_lookup(prefix=identity.key_prefix, digest=identity.key_digest, now=received_at)
+    if checked is None:
+        raise AgentAuthError
+    stored = {**sample, "at": received_at, "tls": datetime.fromisoformat(sample["tls"]) if sample["tls"] else None}
+    with transaction.atomic(), connection.cursor() as cursor:
+        _samples_write(cursor, [stored])
+    return HeartbeatReply(
+        heartbeat_interval=checked.heartbeat_interval,
+        commands=_commands_hand_out(tenant_id=checked.tenant_id)[0],
+    )
+
+
+@dataclass(frozen=True)
+class FlushResult:
+    samples: int
+    tenants: int
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _parse_samples(raw: Iterable[bytes]) -> list[dict[str, Any]]:
+    samples = []
+    for item in raw:
+        try:
+            sample = json.loads(item)
+            sample["at"] = _from_epoch_us(int(sample["at"]))
+            sample["tls"] = datetime.fromisoformat(sample["tls"]) if sample.get("tls") else None
+        except (ValueError, KeyError, TypeError):
+            logger.warning("dropping a malformed buffered heartbeat: %r", item[:200])
+            continue
+        samples.append(sample)
+    return samples
+
+
+def _latest_per_tenant(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    latest: dict[int, dict[str, Any]] = {}
+    for sample in samples:
+        current = latest.get(sample["tenant"])
+        if current is None or current["at"] < sample["at"]:
+            latest[sample["tenant"]] = sample
+    return list(latest.values())
+
+
+def _samples_write(cursor: Any, samples: list[dict[str, Any]]) -> int:
+    """Insert the samples into the history and move each tenant's state to its newest
+    sample: one INSERT and one UPDATE per chunk. Idempotent: a sample already stored is
+    skipped and an older sample never overwrites newer state. Returns tenants updated."""
+    tenant_table = Tenant._meta.db_table
+    sample_table = HeartbeatSample._meta.db_table
+    chunk_size = settings.HEARTBEAT_FLUSH_CHUNK
+    for chunk in _chunks(samples, chunk_size):
+        cursor.execute(
+            f"""
+            INSERT INTO {sample_table}
+                (tenant_id, received_at, disk_percent, memory_percent, load, uptime_seconds, containers,
+                 tls_expires_at)
+            SELECT v.tenant_id, v.received_at, v.disk, v.mem, v.load, v.up, v.containers, v.tls
+            FROM unnest(%s::bigint[], %s::timestamptz[], %s::float8[], %s::float8[], %s::float8[],
+                        %s::bigint[], %s::text[]::jsonb[], %s::timestamptz[])
+                 AS v(tenant_id, received_at, disk, mem, load, up, containers, tls)
+            JOIN {tenant_table} t ON t.id = v.tenant_id
+            ON CONFLICT (tenant_id, received_at) DO NOTHING
+            """,  # noqa: S608 - table names from model metadata, values bound
+            [
+                [s["tenant"] for s in chunk],
+                [s["at"] for s in chunk],
+                [s["disk"] for s in chunk],
+                [s["mem"] for s in chunk],
+                [s["load"] for s in chunk],
+                [s["up"] for s in chunk],
+                [json.dumps(s["containers"]) for s in chunk],
+                [s["tls"] for s in chunk],
+            ],
+        )
+    updated = 0
+    for chunk in _chunks(_latest_per_tenant(samples), chunk_size):
+        cursor.execute(
+            f"""
+            UPDATE {tenant_table} AS t SET
+                last_heartbeat_at = v.received_at,
+                disk_percent = v.disk,
+                memory_percent = v.mem,
+                load = v.load,
+                uptime_seconds = v.up,
+                containers = v.containers,
+                tls_expires_at = v.tls,
+                versions = CASE
+                    WHEN t.versions_updated_at IS NULL OR t.versions_updated_at < v.received_at
+                    THEN t.versions || v.versions ELSE t.versions END
+            FROM unnest(%s::bigint[], %s::timestamptz[], %s::float8[], %s::float8[], %s::float8[],
+                        %s::bigint[], %s::text[]::jsonb[], %s::timestamptz[], %s::text[]::jsonb[])
+                 AS v(id, received_at, disk, mem, load, up, containers, tls, versions)
+            WHERE t.id = v.id AND (t.last_heartbeat_at IS NULL OR t.last_heartbeat_at < v.received_at)
+            """,  # noqa: S608 - table names from model metadata, values bound
+            [
+                [s["tenant"] for s in chunk],
+                [s["at"] for s in chunk],
+                [s["disk"] for s in chunk],
+                [s["mem"] for s in chunk],
+                [s["load"] for s in chunk],
+                [s["up"] for s in chunk],
+                [json.dumps(s["containers"]) for s in chunk],
+                [s["tls"] for s in chunk],
+                [json.dumps(s["versions"]) for s in chunk],
+            ],
+        )
+        updated += cursor.rowcount
+    return updated
+
+
+def heartbeat_flush() -> FlushResult:
+    """Write the buffered heartbeats to Postgres: the history in one INSERT and every
+    tenant's latest state in one UPDATE per chunk, whatever the size of the fleet.
+    Safe to run twice over the same buffer (see _samples_write)."""
+    samples = _parse_samples(redis_store.heartbeats_take())
+    if not samples:
+        return FlushResult(samples=0, tenants=0)
+    with transaction.atomic(), connection.cursor() as cursor:
+        if not try_xact_lock("tenants.heartbeat_flush"):
+            # Another flush is writing this very buffer; it will also clear it.
+            return FlushResult(samples=0, tenants=0)
+        updated = _samples_write(cursor, samples)
+    redis_store.heartbeats_taken_done()
+    return FlushResult(samples=len(samples), tenants=updated)
