@@ -1,1 +1,16 @@
-"""The persisted step-pipeline engine (DESIGN.md: Postgres is the source of truth)."""
+"""The persisted step-pipeline engine (DESIGN.md: Postgres is the source of truth).
+
+Read it bottom up:
+
+- spec.py: how a pipeline is declared (Pipeline, StepSpec, RetryPolicy, StepDeferred);
+- registry.py: pipelines by name, found in every app's `pipelines` module at start-up;
+- models.py: Job and Step rows, their statuses;
+- transitions.py: the state machine (queue, retry, fail, compensate, finish), run with
+  the job row locked; the lowest module, which the others build on;
+- claim.py: taking a step under a lease (one prepared statement in the usual case);
+- lease.py: one thread per worker process renews the running steps' leases and flushes
+  their logs;
+- engine.py: claim, run, record (one statement for the usual success);
+- reaper.py: what the broker lost (dead workers, lost messages, due retries, deadlines);
+- services.py: start, retry and cancel a job; selectors.py: jobs and their timelines;
+- tasks.py, apis.py, serializers.py, urls.py: the Celery and HTTP doors."""

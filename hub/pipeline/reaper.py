@@ -15,9 +15,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from hub.db.locks import single_flight
-from hub.pipeline.engine import _queue_step, requeue_lost_step
 from hub.pipeline.models import Job, JobStatus, Step, StepStatus
 from hub.pipeline.services import job_fail_past_deadline
+from hub.pipeline.transitions import queue_step, requeue_lost_step
 
 logger = logging.getLogger(__name__)
 
@@ -87,5 +87,5 @@ def _requeue(step_id: int, now: datetime) -> bool:
         step = Step.objects.select_for_update().get(pk=step_id)
         if step.status not in (StepStatus.QUEUED, StepStatus.RETRY_WAIT):
             return False
-        _queue_step(step, job, now)
+        queue_step(step, job, now)
         return True

@@ -11,8 +11,8 @@ from django.utils import timezone
 from hub.audit import audit_record
 from hub.errors import DomainError, NotFound
 from hub.pipeline import registry
-from hub.pipeline.engine import advance_job, begin_compensation, set_job_status
 from hub.pipeline.models import Job, JobStatus, Step, StepKind, StepStatus, StopReason
+from hub.pipeline.transitions import advance_job, begin_compensation, set_job_status
 
 
 @transaction.atomic

@@ -1,7 +1,8 @@
 from celery import shared_task
 
-from hub.pipeline.engine import RUN_STEP, execute_step
+from hub.pipeline.engine import execute_step
 from hub.pipeline.reaper import pipeline_reap
+from hub.pipeline.transitions import RUN_STEP
 
 
 @shared_task(name=RUN_STEP, ignore_result=True)

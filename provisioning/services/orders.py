@@ -13,9 +13,9 @@ from hub.audit import audit_record, status_move
 from hub.db.locks import xact_lock
 from hub.errors import DomainError, NotFound
 from hub.models import AlertSeverity
-from hub.pipeline.engine import step_wake
 from hub.pipeline.models import Job, JobStatus
 from hub.pipeline.services import job_cancel, job_retry, job_start
+from hub.pipeline.transitions import step_wake
 from provisioning import catalog
 from provisioning.models import (
     ORDER_FLOW,

@@ -10,10 +10,11 @@ from datetime import datetime, timedelta
 import pytest
 import redis
 
-from hub.pipeline.engine import execute_step, step_wake
+from hub.pipeline.engine import execute_step
 from hub.pipeline.models import Job, JobStatus, Step, StepStatus
 from hub.pipeline.reaper import pipeline_reap
 from hub.pipeline.services import job_start
+from hub.pipeline.transitions import step_wake
 from tests.pipelines import IN_PROCESS_QUEUE
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
