@@ -35,11 +35,6 @@ def command_list(*, tenant_id: int) -> QuerySet[Command]:
     return Command.objects.filter(tenant_id=tenant_id).order_by("-created_at")
 
 
-def command_get_for_tenant(*, command_id: Any, tenant_id: int) -> Command | None:
-    """A command of this tenant, or None (also for another tenant's command)."""
-    return Command.objects.filter(pk=command_id, tenant_id=tenant_id).first()
-
-
 def commands_deliverable(
     *, tenant_id: int | None = None, now: datetime, redelivery_timeout: float
 ) -> QuerySet[Command]:

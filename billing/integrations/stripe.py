@@ -89,18 +89,6 @@ def checkout_session_create(
     )
 
 
-def checkout_session_retrieve(*, session_id: str) -> dict[str, Any]:
-    return _call(client().v1.checkout.sessions.retrieve, session_id)
-
-
-def customer_retrieve(*, customer_id: str) -> dict[str, Any]:
-    return _call(client().v1.customers.retrieve, customer_id)
-
-
-def subscription_retrieve(*, subscription_id: str) -> dict[str, Any]:
-    return _call(client().v1.subscriptions.retrieve, subscription_id)
-
-
 def meter_event_create(
     *, event_name: str, stripe_customer_id: str, value: int, identifier: str, timestamp: int
 ) -> dict[str, Any]:

@@ -502,24 +502,6 @@ def subscription_deprovision(*, subscription_id: int) -> bool:
 
 
 @transaction.atomic
-def subscription_link_tenant(*, stripe_subscription_id: str, tenant_id: int) -> Subscription:
-    """Provisioning may name the tenant a subscription pays for once it exists."""
-    subscription = _locked_subscription(stripe_subscription_id)
-    if subscription.tenant_id != tenant_id:
-        audit_record(
-            actor=ACTOR,
-            action="subscription.tenant",
-            object_type="subscription",
-            object_id=subscription.pk,
-            old=subscription.tenant_id,
-            new=tenant_id,
-        )
-        subscription.tenant_id = tenant_id
-        subscription.save(update_fields=["tenant_id", "updated_at"])
-    return subscription
-
-
-@transaction.atomic
 def staff_task_complete(*, task_id: int, actor: str) -> StaffTask:
     """Staff moved the tenant to the new tier: the subscription's provisioned plan
     follows, so the same change does not open the task again."""

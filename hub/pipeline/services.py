@@ -12,7 +12,7 @@ from hub.audit import audit_record
 from hub.errors import DomainError, NotFound
 from hub.pipeline import registry
 from hub.pipeline.models import Job, JobStatus, Step, StepKind, StepStatus, StopReason
-from hub.pipeline.transitions import advance_job, begin_compensation, set_job_status
+from hub.pipeline.transitions import advance_job, begin_compensation
 
 
 @transaction.atomic
@@ -161,7 +161,3 @@ def job_fail_past_deadline(*, job_id: int) -> bool:
     allowed = int(spec.total_seconds()) if spec else int((job.deadline_at - job.created_at).total_seconds())
     request_stop(job, reason=StopReason.DEADLINE, message=f"job did not finish within its deadline of {allowed}s")
     return True
-
-
-def job_status_set(job: Job, status: str, *, actor: str, reason: str = "") -> None:
-    set_job_status(job, status, actor=actor, reason=reason)
