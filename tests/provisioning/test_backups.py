@@ -147,9 +147,8 @@ def test_a_tenant_is_backed_up_off_site_and_restored_after_its_data_was_wiped(
         assert stat.S_IMODE((backup_dir / name).stat().st_mode) == 0o600, name
     assert (backup_dir / "password").read_text() == repository.password + "\n"
 
-    # given two tools with data: a row in each database, a file in a volume
-    write_stack(host.root, "nextcloud", "postgres", tool_data="/var/www/html")
-    write_stack(host.root, "ghost", "mysql")
+    # given the two tools provisioning set up (09-tools), with data: a row in each
+    # database, a file in a volume
     code, out = shell(host, sandbox, STACKS_WITH_DATA)
     assert code == 0, out
 
