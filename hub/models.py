@@ -9,6 +9,7 @@ __all__ = [
     "AlertSeverity",
     "AlertStatus",
     "AuditEvent",
+    "FleetFreeze",
     "Job",
     "JobStatus",
     "Notification",
@@ -38,3 +39,19 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.actor} {self.action} {self.object_type}:{self.object_id}"
+
+
+class FleetFreeze(models.Model):
+    """The emergency switch: while a row says frozen, no rollout dispatches and no
+    automatic migration starts (hub.freeze). One row, written through hub.freeze."""
+
+    frozen = models.BooleanField(default=False)
+    reason = models.TextField(blank=True, default="")
+    changed_by = models.CharField(max_length=150, blank=True, default="")
+    changed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "fleet freeze"
+
+    def __str__(self) -> str:
+        return f"fleet {'frozen' if self.frozen else 'not frozen'}"
