@@ -250,6 +250,10 @@ PROVIDER_RATE_LIMITS = {
         env.int("CLOUDFLARE_RATE_BURST", default=200),
     ),
 }
+# A provider's 5xx is sent again PROVIDER_SERVER_ERROR_RETRIES times, waiting about
+# PROVIDER_SERVER_ERROR_BACKOFF * 2**n seconds (equal jitter) before the n-th resend.
+PROVIDER_SERVER_ERROR_RETRIES = env.int("PROVIDER_SERVER_ERROR_RETRIES", default=3)
+PROVIDER_SERVER_ERROR_BACKOFF = env.float("PROVIDER_SERVER_ERROR_BACKOFF", default=1.0)
 # Fernet keys, comma-separated, newest first: the first encrypts, all decrypt, so a
 # key can be rotated in without re-encrypting everything at once.
 _DEV_FIELD_KEY = "q0m2rZ2tq3yN3d2b8lq1Xq9v4o8Wm5k1s2a3b4c5d6E="

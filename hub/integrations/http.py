@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import requests
+from django.conf import settings
 from requests.adapters import HTTPAdapter
 
 from hub.integrations.ratelimit import TokenBucket
@@ -82,7 +83,12 @@ class ProviderAdapter(HTTPAdapter):
 
 def provider_session(bucket: TokenBucket, **adapter_options: Any) -> requests.Session:
     session = requests.Session()
-    adapter = ProviderAdapter(bucket, **adapter_options)
+    options = {
+        "server_error_retries": settings.PROVIDER_SERVER_ERROR_RETRIES,
+        "backoff_base": settings.PROVIDER_SERVER_ERROR_BACKOFF,
+        **adapter_options,
+    }
+    adapter = ProviderAdapter(bucket, **options)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session

@@ -76,7 +76,11 @@ def _client(token: str, endpoint: str) -> Client:
     # hcloud exposes no way to plug in a transport. Its session gets our adapter, and
     # its own retries are switched off, so one policy (ours) decides about 429/5xx.
     base = client._client
-    adapter = ProviderAdapter(provider_bucket("hetzner"))
+    adapter = ProviderAdapter(
+        provider_bucket("hetzner"),
+        server_error_retries=settings.PROVIDER_SERVER_ERROR_RETRIES,
+        backoff_base=settings.PROVIDER_SERVER_ERROR_BACKOFF,
+    )
     base._session.mount("http://", adapter)
     base._session.mount("https://", adapter)
     base._retry_max_retries = 0

@@ -24,9 +24,11 @@ write_file "$hooks/dns-01-hook" 0755 <<'HOOK'
 # no DNS credential: the agent's API key says which tenant asks, and the Hub allows
 # only names under that tenant's domain.
 set -euo pipefail
+# Putting the value is worth minutes of retries (certbot fails without it); removing it
+# is worth a few: a value left behind is harmless and removed with the tenant's records.
 case "${1:-}" in
-  put) method=POST ;;
-  remove) method=DELETE ;;
+  put) method=POST retries=5 patience=240 ;;
+  remove) method=DELETE retries=2 patience=30 ;;
   *) echo "usage: $0 put|remove" >&2; exit 2 ;;
 esac
 domain=${CERTBOT_DOMAIN:?certbot sets CERTBOT_DOMAIN}
@@ -47,7 +49,7 @@ print(config.get("api_key_file") or os.path.join(config.get("state_dir") or "/va
 key=$(<"$key_file")
 # The key goes in a header read from a pipe, never on a command line.
 curl --silent --show-error --fail-with-body \
-  --connect-timeout 10 --max-time 60 --retry 5 --retry-delay 3 --retry-max-time 240 --retry-connrefused \
+  --connect-timeout 10 --max-time 60 --retry "$retries" --retry-delay 3 --retry-max-time "$patience" --retry-connrefused \
   -X "$method" -H 'Content-Type: application/json' \
   -H @<(printf 'Authorization: Bearer %s\n' "$key") \
   --data "{\"domain\": \"$domain\", \"validation\": \"$value\"}" \

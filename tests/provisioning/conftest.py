@@ -29,6 +29,9 @@ FAST = {
     "PROVISIONING_SSH_WAIT_SECONDS": "60",
     "PROVISIONING_MANUAL_POLL_SECONDS": "120",
     "HCLOUD_POLL_INTERVAL": "0.2",
+    # A provider's 5xx is resent after 25-50 ms, 50-100 ms, ...: the tests of outages and
+    # stuck rollbacks wait on these waits, not on what they check.
+    "PROVIDER_SERVER_ERROR_BACKOFF": "0.05",
     "AGENT_HEARTBEAT_INTERVAL": "2",
 }
 
@@ -69,6 +72,7 @@ def hub_settings(sandbox: Sandbox, live_server: Any, mail_dir: Path) -> Iterator
             "BACKUP_TARGET_PORT": int(sandbox.env["BACKUP_TARGET_PORT"]),
             "PROVISIONING_RETRY_BASE_DELAY": 0.3,
             "HCLOUD_POLL_INTERVAL": 0.2,
+            "PROVIDER_SERVER_ERROR_BACKOFF": 0.05,
         }
     )
     with override_settings(**typed):
