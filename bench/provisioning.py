@@ -195,7 +195,9 @@ def _batch(count: int, label: str, timeout: float, meters: Meters) -> Batch:
     scripts = Step.objects.filter(
         Q(name__startswith="setup_") | Q(name="agent_handover"), job__order__in=ids, finished_at__isnull=False
     )
-    script_total = sum((s.finished_at - s.started_at).total_seconds() for s in scripts if s.started_at)
+    script_total = sum(
+        (s.finished_at - s.started_at).total_seconds() for s in scripts if s.started_at and s.finished_at
+    )
     return Batch(
         orders=count,
         wall_seconds=wall,

@@ -2,6 +2,7 @@
 (django-environ); a `.env` file at the repository root is read when present."""
 
 from pathlib import Path
+from typing import Any
 
 import environ
 from kombu import Queue
@@ -202,7 +203,7 @@ LOG_FORMAT = env.str("LOG_FORMAT", default="json")
 if LOG_FORMAT not in ("json", "plain"):
     raise ValueError(f"LOG_FORMAT must be json or plain, not {LOG_FORMAT!r}")
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {

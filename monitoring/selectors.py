@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.db.models import (
     BooleanField,
@@ -67,11 +68,13 @@ def tenants_with_bad_containers() -> list[tuple[int, list[dict[str, Any]]]]:
     return list(tenants_watched().filter(bad).values_list("id", "containers"))
 
 
-def tenants_tls_expiring(*, before: datetime) -> list[tuple[int, datetime | None]]:
-    return list(tenants_watched().filter(tls_expires_at__lt=before).values_list("id", "tls_expires_at"))
+def tenants_tls_expiring(*, before: datetime) -> list[tuple[int, datetime]]:
+    # The column is nullable, but `__lt` leaves out the NULLs: each row has a date.
+    rows = tenants_watched().filter(tls_expires_at__lt=before).values_list("id", "tls_expires_at")
+    return cast(list[tuple[int, datetime]], list(rows))
 
 
-def tenants_backup_failing(*, stale_before: datetime) -> list[dict[str, Any]]:
+def tenants_backup_failing(*, stale_before: datetime) -> list[Mapping[str, Any]]:
     """Active tenants whose latest backup report failed (some or all databases) or is
     older than `stale_before`, or that never reported though registered before it."""
     latest = BackupReport.objects.filter(tenant=OuterRef("pk")).order_by("-last_run")

@@ -5,6 +5,7 @@ of queries for ten tenants as for ten thousand."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -48,7 +49,7 @@ class RolloutProgress:
     component: str
     target_version: str
     status: str
-    stages: list[dict[str, Any]] = field(default_factory=list)
+    stages: list[Mapping[str, Any]] = field(default_factory=list)
     updates: dict[str, int] = field(default_factory=dict)
 
     @property

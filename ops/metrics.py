@@ -141,14 +141,16 @@ def step_families(now: datetime) -> Iterator[Metric]:
     failed = GaugeMetricFamily(
         "hub_steps_failed", "Steps failed for good now (out of attempts, or not retryable).", labels=labels
     )
-    rows = (
+    failed_rows = (
         Step.objects.filter(status=StepStatus.FAILED)
         .order_by()
         .values("job__pipeline", "name", "kind")
         .annotate(count=Count("id"))
     )
-    for row in rows:
-        failed.add_metric([row["job__pipeline"], row["name"], row["kind"].lower()], row["count"])
+    for failed_row in failed_rows:
+        failed.add_metric(
+            [failed_row["job__pipeline"], failed_row["name"], failed_row["kind"].lower()], failed_row["count"]
+        )
     yield failed
 
 

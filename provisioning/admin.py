@@ -1,3 +1,5 @@
+from typing import cast
+
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -55,7 +57,8 @@ class AssignServerForm(forms.Form):
 
     def __init__(self, *args, order: Order, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["server"].queryset = Server.objects.filter(
+        # `fields` is typed as plain Fields; "server" is the ModelChoiceField declared above.
+        cast(forms.ModelChoiceField, self.fields["server"]).queryset = Server.objects.filter(
             status=ServerStatus.AVAILABLE, region=order.region, tier=order.plan
         )
 

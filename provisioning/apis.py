@@ -1,3 +1,6 @@
+from collections.abc import Callable
+from typing import TypeVar
+
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, generics, status
@@ -27,6 +30,8 @@ from provisioning.services.orders import order_cancel, order_create, order_retry
 from provisioning.services.pool import server_register
 from tenants.apis import AGENT_ERRORS, ERROR, AgentApi
 from tenants.http import ServiceUnavailable
+
+T = TypeVar("T")
 
 
 class OrderListCreateApi(generics.ListAPIView):
@@ -116,7 +121,7 @@ class AgentAcmeChallengeApi(AgentApi):
     """certbot's --manual-auth-hook and --manual-cleanup-hook on a tenant's server ask
     here for the `_acme-challenge` TXT record: the server holds no DNS credential."""
 
-    def _call(self, request: Request, service, data: dict[str, str]):  # type: ignore[no-untyped-def]
+    def _call(self, request: Request, service: Callable[..., T], data: dict[str, str]) -> T:
         try:
             return service(tenant_id=self.identity(request).tenant_id, **data)
         except ChallengeForbidden as exc:

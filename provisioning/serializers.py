@@ -6,6 +6,7 @@ from rest_framework import serializers
 from hub.pipeline.models import Step
 from provisioning import catalog
 from provisioning.models import Order, OrderMode, Region, Server, ServerProvider, Tier
+from tenants.models import Tenant
 
 
 class OrderStepSerializer(serializers.ModelSerializer):
@@ -17,8 +18,12 @@ class OrderStepSerializer(serializers.ModelSerializer):
 
 class OrderOutputSerializer(serializers.ModelSerializer):
     steps = serializers.SerializerMethodField()
-    tenant = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
-    server = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
+    tenant: serializers.PrimaryKeyRelatedField[Tenant] = serializers.PrimaryKeyRelatedField(
+        read_only=True, allow_null=True
+    )
+    server: serializers.PrimaryKeyRelatedField[Server] = serializers.PrimaryKeyRelatedField(
+        read_only=True, allow_null=True
+    )
     # Blank when the order came without one: not an email the schema could promise.
     customer_email = serializers.CharField(read_only=True)
     dns_nameservers = serializers.ListField(child=serializers.CharField(), read_only=True)
@@ -52,8 +57,10 @@ class OrderOutputSerializer(serializers.ModelSerializer):
     def get_steps(self, order: Order) -> list[dict]:
         if order.job_id is None:
             return []
+        assert order.job is not None
         steps = sorted(order.job.steps.all(), key=lambda step: step.position)
-        return OrderStepSerializer(steps, many=True).data
+        # many=True makes a ListSerializer, whose data is a list; the stubs type it as one object's ReturnDict.
+        return OrderStepSerializer(steps, many=True).data  # type: ignore[return-value]
 
 
 class OrderInputSerializer(serializers.Serializer):

@@ -60,6 +60,7 @@ class ReleaseForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        assert data is not None  # a ModelForm's clean() returns its cleaned_data
         if all(data.get(name) for name in ("component", "version", "image")):
             errors = services.release_spec_errors(
                 component=data["component"], version=data["version"], image=data["image"]
@@ -77,10 +78,10 @@ class ReleaseAdmin(admin.ModelAdmin):
     search_fields = ["component", "version", "image"]
     actions = ["mark_default"]
 
-    def get_fields(self, request: HttpRequest, obj: Release | None = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: Release | None = None) -> tuple[str, ...]:
         if obj is None:
-            return ["component", "version", "image", "notes", "make_default"]
-        return ["component", "version", "image", "notes", "is_default", "created_by", "created_at"]
+            return ("component", "version", "image", "notes", "make_default")
+        return ("component", "version", "image", "notes", "is_default", "created_by", "created_at")
 
     def get_readonly_fields(self, request: HttpRequest, obj: Release | None = None) -> list[str]:
         # A release is immutable once made: a digest never changes its meaning. Which
@@ -121,7 +122,7 @@ class ReleaseAdmin(admin.ModelAdmin):
         return False
 
 
-STAGE_FIELDS = ["position", "name", "soak_seconds", "status", "progress", "gate", "gate_reason", "deadline_at"]
+STAGE_FIELDS = ("position", "name", "soak_seconds", "status", "progress", "gate", "gate_reason", "deadline_at")
 
 
 class StageInline(admin.TabularInline):
@@ -167,7 +168,7 @@ class RolloutAdmin(admin.ModelAdmin):
     list_select_related = ["release"]
     inlines = [StageInline]
     actions = ["start", "pause", "resume", "promote", "abort", "rollback", "retry"]
-    fields = ROLLOUT_FIELDS = [
+    fields = ROLLOUT_FIELDS = (
         "release",
         "component",
         "target_version",
@@ -190,7 +191,7 @@ class RolloutAdmin(admin.ModelAdmin):
         "paused_at",
         "halted_at",
         "finished_at",
-    ]
+    )
     readonly_fields = ROLLOUT_FIELDS
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -12,12 +12,16 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
 from django.conf import settings
 from django.db import connection
+
+if TYPE_CHECKING:
+    from hub.pipeline.models import Job
+    from provisioning.models import Order
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL_QUEUES = ",".join(settings.HUB_QUEUES)
@@ -44,6 +48,12 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float = 30.0, interval: f
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}")
         time.sleep(interval)
+
+
+def job_of(order: Order) -> Job:
+    """The order's pipeline job: placing an order starts one (the column allows none)."""
+    assert order.job is not None, f"order {order.pk} has no job"
+    return order.job
 
 
 def test_database_url() -> str:
@@ -110,12 +120,12 @@ class WorkerProcess:
             "INFO",
         ]
         self.log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
+        proc = self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True
         )
         WorkerProcess.started.append(self)
         wait_for(
-            lambda: b"ready." in self.log_path.read_bytes() or self.proc.poll() is not None,
+            lambda: b"ready." in self.log_path.read_bytes() or proc.poll() is not None,
             timeout=60,
             message=f"worker {self.name} to start",
         )

@@ -214,9 +214,11 @@ def _wait_for_own_log_and_lease(ctx: StepContext) -> None:
 
     ctx.log("half way")
     first_lease = Step.objects.get(pk=ctx.step_id).lease_expires_at
+    assert first_lease is not None  # the running step holds a lease
     deadline = time.monotonic() + 20
     while True:
         row = Step.objects.get(pk=ctx.step_id)
+        assert row.lease_expires_at is not None
         if "half way" in row.log and row.lease_expires_at > first_lease:
             break
         if time.monotonic() > deadline:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import cast
 
 from django.conf import settings
 from hcloud import APIException, Client
@@ -91,10 +92,16 @@ def client() -> Client:
     return _client(settings.HCLOUD_TOKEN, settings.HCLOUD_API_ENDPOINT)
 
 
+# hcloud types every attribute of its domain objects optional (one may be built from an
+# id alone); an object the API returned has its id, name and status.
 def _as_provider_server(server: BoundServer) -> ProviderServer:
     ipv4 = server.public_net.ipv4.ip if server.public_net and server.public_net.ipv4 else ""
     return ProviderServer(
-        provider_id=str(server.id), name=server.name, ipv4=ipv4, status=server.status, labels=dict(server.labels or {})
+        provider_id=str(server.id),
+        name=cast(str, server.name),
+        ipv4=ipv4,
+        status=cast(str, server.status),
+        labels=dict(server.labels or {}),
     )
 
 
@@ -112,12 +119,13 @@ def servers_with_labels(labels: dict[str, str]) -> list[ProviderServer]:
 
 def hub_ssh_key_id(public_key: str) -> int:
     """The Hub's public key, registered once under a fixed name."""
+    # Each key here came from the API, so it has its id (see _as_provider_server).
     try:
         existing = client().ssh_keys.get_by_name(settings.HCLOUD_SSH_KEY_NAME)
         if existing is not None:
-            return existing.id
+            return cast(int, existing.id)
         try:
-            return client().ssh_keys.create(name=settings.HCLOUD_SSH_KEY_NAME, public_key=public_key).id
+            return cast(int, client().ssh_keys.create(name=settings.HCLOUD_SSH_KEY_NAME, public_key=public_key).id)
         except APIException as exc:
             # Two orders buying at once both found no key; the other one registered it.
             if exc.code != "uniqueness_error":
@@ -125,7 +133,7 @@ def hub_ssh_key_id(public_key: str) -> int:
             existing = client().ssh_keys.get_by_name(settings.HCLOUD_SSH_KEY_NAME)
             if existing is None:
                 raise
-            return existing.id
+            return cast(int, existing.id)
     except APIException as exc:
         raise translate(exc) from exc
 

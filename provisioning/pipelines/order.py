@@ -146,9 +146,9 @@ def release_server(ctx: StepContext) -> None:
         bought = hetzner.servers_with_labels(
             {"order": str(order.pk), hetzner.MANAGED_LABEL[0]: hetzner.MANAGED_LABEL[1]}
         )
-        for server in bought:
-            hetzner.server_delete(provider_id=server.provider_id)
-            ctx.log(f"deleted hetzner server {server.provider_id} bought by an attempt that recorded nothing")
+        for leftover in bought:
+            hetzner.server_delete(provider_id=leftover.provider_id)
+            ctx.log(f"deleted hetzner server {leftover.provider_id} bought by an attempt that recorded nothing")
         return
     server = order.server
     if server.bought_for_order_id == order.pk:
@@ -277,6 +277,7 @@ def agent_handover(ctx: StepContext) -> dict[str, Any]:
             locked.tenant = tenant
             locked.save(update_fields=["tenant", "updated_at"])
         tenant_id = locked.tenant_id
+        assert tenant_id is not None  # created just above when it was missing
         _, token = registration_token_issue(
             tenant_id=tenant_id, actor="provisioning", ttl_seconds=settings.PROVISIONING_REGISTRATION_TOKEN_TTL
         )
@@ -304,6 +305,7 @@ def revoke_agent(ctx: StepContext) -> None:
 
 def wait_agent_registered(ctx: StepContext) -> dict[str, Any]:
     order = _order(ctx)
+    assert order.tenant_id is not None  # agent_handover, before this step, gave it one
     tenant = Tenant.objects.get(pk=order.tenant_id)
     if tenant.registered_at is not None:
         ctx.log(f"agent registered from {tenant.agent_hostname} (version {tenant.agent_version})")
@@ -317,6 +319,7 @@ def wait_agent_registered(ctx: StepContext) -> dict[str, Any]:
 def fulfil(ctx: StepContext) -> None:
     with transaction.atomic():
         order = Order.objects.select_for_update().get(pk=int(ctx.subject_id))
+        assert order.tenant_id is not None  # agent_handover, before this step, gave it one
         tenant_activate(tenant_id=order.tenant_id, actor="provisioning")
         order_set_status(order, OrderStatus.FULFILLED)
         enqueue_on_commit(SEND_WELCOME, order.pk)

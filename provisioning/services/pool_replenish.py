@@ -111,7 +111,7 @@ def pool_decide() -> dict[str, Any]:
         .distinct()
     )
     budget = settings.POOL_REPLENISH_MAX_PER_RUN
-    netcup: dict[object, Failing] = {}
+    netcup: dict[str, Failing] = {}
     rows: list[tuple[Server, str]] = []
     decided: dict[str, int] = {}
     capped: dict[str, int] = {}

@@ -232,6 +232,7 @@ def test_agent_registers_heartbeats_and_updates_and_a_failed_update_is_rolled_ba
     )
     wait_for_command(update, finished, message="the update's result")
     assert update.status == CommandStatus.SUCCEEDED, update.result
+    assert update.result is not None
     assert (update.result["version"], update.result["rolled_back"]) == ("4.2", False)
     assert staff_get(hub_server, f"/api/v1/tenants/{tenant.pk}/")["versions"]["chatwoot"] == "4.2"
     assert container_states(host_root)[CHATWOOT]["image"] == "registry.example/chatwoot:4.2"
@@ -242,6 +243,7 @@ def test_agent_registers_heartbeats_and_updates_and_a_failed_update_is_rolled_ba
     )
     wait_for_command(bad, finished, message="the failed update's result")
     assert bad.status == CommandStatus.FAILED
+    assert bad.result is not None
     assert (bad.result["version"], bad.result["rolled_back"]) == ("4.2", True)
     assert staff_get(hub_server, f"/api/v1/tenants/{tenant.pk}/")["versions"]["chatwoot"] == "4.2"
     container = container_states(host_root)[CHATWOOT]
@@ -283,6 +285,7 @@ def test_hub_down_for_a_while_then_queued_reports_and_results_arrive_once(
     wait_for(lambda: agent.alive_at() > drained_at + 2, timeout=20, message="two more rounds")
 
     update.refresh_from_db()
+    assert update.result is not None
     assert update.status == CommandStatus.SUCCEEDED and update.result["version"] == "4.2"
     reports = list(BackupReport.objects.filter(tenant=tenant))
     assert len(reports) == 1 and reports[0].duration_seconds == 342

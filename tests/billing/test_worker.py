@@ -111,7 +111,7 @@ def _domain_of_an_order_in_flight(domain: str) -> None:
 def test_invalid_checkout_metadata_fails_the_order_alerts_staff_and_starts_nothing(
     billing_worker: WorkerProcess,
     deliver: Callable[..., Any],
-    metadata: dict[str, str],
+    metadata: dict[str, Any],
     already_there: Callable[[str], None] | None,
     fragments: list[str],
 ) -> None:

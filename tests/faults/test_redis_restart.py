@@ -21,7 +21,7 @@ from hub.pipeline.reaper import pipeline_reap
 from provisioning.models import Order, OrderStatus, Server, ServerStatus
 from sandbox.control import Sandbox
 from tenants.models import Tenant
-from tests.conftest import WorkerProcess, wait_for
+from tests.conftest import WorkerProcess, job_of, wait_for
 from tests.faults.conftest import PrivateRedis
 from tests.provisioning.conftest import (  # noqa: F401 - fixtures, used by name
     dns_records,
@@ -123,7 +123,11 @@ def test_redis_restarted_empty_mid_provisioning_every_order_ends_honestly_and_no
         wait_for(all_terminal, timeout=150, interval=0.5, message="every order to end")
     except AssertionError:
         stuck = [
-            (o.pk, o.status, [(s.name, s.status, s.attempts) for s in o.job.steps.exclude(status=StepStatus.SUCCEEDED)])
+            (
+                o.pk,
+                o.status,
+                [(s.name, s.status, s.attempts) for s in job_of(o).steps.exclude(status=StepStatus.SUCCEEDED)],
+            )
             for o in Order.objects.filter(pk__in=ids).exclude(status__in=TERMINAL)
         ]
         raise AssertionError(f"orders not ended: {stuck}\n{broker_and_worker.log()[-4000:]}") from None
@@ -146,6 +150,7 @@ def test_redis_restarted_empty_mid_provisioning_every_order_ends_honestly_and_no
     assert all(n == 1 for n in by_server.values()), by_server
     for order in finished:
         if order.status == OrderStatus.FULFILLED:
+            assert order.server_id is not None
             server = Server.objects.get(pk=order.server_id)
             assert server.status == ServerStatus.ALLOCATED
             assert Tenant.objects.filter(server=server).count() == 1
@@ -160,7 +165,7 @@ def test_redis_restarted_empty_mid_provisioning_every_order_ends_honestly_and_no
 
     # no step succeeded twice, and the effects that can be seen were made once
     for order in finished:
-        for step in order.job.steps.all():
+        for step in job_of(order).steps.all():
             successes = [h for h in step.history if h.get("outcome") == "succeeded"]
             assert len(successes) <= 1, (order.pk, step.name, step.history)
     records = Counter(

@@ -3,7 +3,7 @@ is refused without writing anything (hub.audit.status_move)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -48,7 +48,10 @@ def an_order(status: str) -> Order:
     )
 
 
-MAKERS = {"server": (a_server, SERVER_TRANSITIONS), "tenant": (a_tenant, TENANT_TRANSITIONS)}
+MAKERS: dict[str, tuple[Callable[[str], Server | Tenant | Order], dict[str, frozenset[str]]]] = {
+    "server": (a_server, SERVER_TRANSITIONS),
+    "tenant": (a_tenant, TENANT_TRANSITIONS),
+}
 MAKERS["order"] = (an_order, ORDER_TRANSITIONS)
 
 

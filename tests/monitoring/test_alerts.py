@@ -170,7 +170,9 @@ def test_a_storm_is_announced_by_one_digest_per_channel() -> None:
         (NotificationChannel.WEBHOOK, 60),
     ]
     email = digests[0]
-    assert email.alert_id == Alert.objects.filter(kind="heartbeat_stale").order_by("id").first().pk
+    first_alert = Alert.objects.filter(kind="heartbeat_stale").order_by("id").first()
+    assert first_alert is not None
+    assert email.alert_id == first_alert.pk
     assert email.subject == "[HARD] heartbeat_stale on 60 tenants at once"
     listed = [line for line in email.body.splitlines() if line.startswith("  tenant ")]
     assert listed == [f"  tenant {pk}: no heartbeat from {pk}" for pk in range(100, 120)]

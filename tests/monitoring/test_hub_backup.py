@@ -39,7 +39,7 @@ def test_rotation_keeps_14_daily_8_weekly_3_monthly() -> None:
     # then the newest backup of each of the 8 most recent ISO weeks
     weeks = {tuple(d.isocalendar())[:2] for d in keep}
     assert {tuple(d.isocalendar())[:2] for d in stamps[:14]} <= weeks
-    newest_per_week: dict[tuple[int, int], datetime] = {}
+    newest_per_week: dict[tuple[int, ...], datetime] = {}
     for stamp in stamps:
         newest_per_week.setdefault(tuple(stamp.isocalendar())[:2], stamp)
     assert set(list(newest_per_week.values())[:8]) <= keep

@@ -71,7 +71,9 @@ def test_orphans_are_alerted_then_deleted_after_the_grace_and_known_servers_neve
         for provider_id in (orphan_id, forgotten.provider_id):
             alert = open_alert("orphan_server", orphan_subject(provider_id))
             assert alert is not None and alert.severity == AlertSeverity.MEDIUM
-        assert "marked it DELETED" in open_alert("orphan_server", orphan_subject(forgotten.provider_id)).message
+        alert = open_alert("orphan_server", orphan_subject(forgotten.provider_id))
+        assert alert is not None
+        assert "marked it DELETED" in alert.message
         assert deletions(box) == []
 
         # and once the grace has passed, they are deleted and their alerts resolved

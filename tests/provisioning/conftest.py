@@ -131,7 +131,7 @@ def dns_records(sandbox: Sandbox, name: str | None = None, *, zone_id: str | Non
     """The records of a zone (the Hub's own unless `zone_id` names another), read back
     through the Cloudflare API."""
     env = sandbox.env
-    params = {"per_page": 100, **({"name": name} if name else {})}
+    params: dict[str, str | int] = {"per_page": 100, **({"name": name} if name else {})}
     response = requests.get(
         f"{env['CLOUDFLARE_API_BASE']}/zones/{zone_id or env['CLOUDFLARE_ZONE_ID']}/dns_records",
         headers={"Authorization": f"Bearer {env['CLOUDFLARE_API_TOKEN']}"},

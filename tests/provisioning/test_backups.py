@@ -185,6 +185,7 @@ def test_a_tenant_is_backed_up_off_site_and_restored_after_its_data_was_wiped(
 
     # and no secret of the repository reached a log or the database in the clear
     secrets = {"password": repository.password, "ssh key": key_material(repository.ssh_private_key)}
+    assert order.job_id is not None
     step_logs = "\n".join(Step.objects.filter(job_id=order.job_id).values_list("log", flat=True))
     worker_log = provisioning_worker.log_path.read_text(errors="replace")
     assert "off-site repository sftp://" in step_logs

@@ -17,7 +17,7 @@ from hub.pipeline.reaper import pipeline_reap
 from provisioning.models import Order, OrderStatus, Server, ServerStatus
 from sandbox.control import Sandbox
 from tenants.models import AgentCredential, RegistrationToken, Tenant, TenantStatus
-from tests.conftest import WorkerProcess, wait_for
+from tests.conftest import WorkerProcess, job_of, wait_for
 from tests.provisioning.conftest import dns_records, hetzner_servers, pool_server
 from tests.provisioning.test_provisioning import ZONE, place
 
@@ -56,7 +56,7 @@ def test_worker_killed_mid_script_the_reaper_brings_the_order_home_and_nothing_i
     doomed = provisioning_worker("doomed")
     order = place("acme-sigkill")
     wait_for(
-        lambda: Order.objects.get(pk=order.pk).job.steps.get(name="setup_04-firewall").status == StepStatus.RUNNING,
+        lambda: job_of(Order.objects.get(pk=order.pk)).steps.get(name="setup_04-firewall").status == StepStatus.RUNNING,
         timeout=60,
         message="the firewall script to be running",
     )
@@ -69,7 +69,7 @@ def test_worker_killed_mid_script_the_reaper_brings_the_order_home_and_nothing_i
         rescuer.stop()
 
     assert order.status == OrderStatus.FULFILLED, order.failure_reason
-    firewall = order.job.steps.get(name="setup_04-firewall")
+    firewall = job_of(order).steps.get(name="setup_04-firewall")
     assert [entry["outcome"] for entry in firewall.history] == ["lost", "succeeded"]
     assert Server.objects.filter(status=ServerStatus.ALLOCATED, pk=server.pk).count() == 1
     assert Order.objects.filter(server=server).count() == 1
@@ -90,7 +90,7 @@ def test_a_host_that_stops_answering_mid_script_ends_in_an_honest_rollback(
         order = place("acme-frozen")
         wait_for(
             lambda: (
-                Order.objects.get(pk=order.pk).job.steps.get(name="setup_08-hardening").status == StepStatus.RUNNING
+                job_of(Order.objects.get(pk=order.pk)).steps.get(name="setup_08-hardening").status == StepStatus.RUNNING
             ),
             timeout=60,
             message="the hardening script to be running",
@@ -120,7 +120,7 @@ def _nobody_asked_during_retry_after(log: list[dict[str, Any]]) -> None:
 
 
 def _each_step_succeeded_at_most_once(order: Order) -> None:
-    for step in order.job.steps.all():
+    for step in job_of(order).steps.all():
         outcomes = [entry.get("outcome") for entry in step.history]
         assert outcomes.count("succeeded") <= 1, f"{step.name} ran to success twice: {outcomes}"
 
@@ -160,6 +160,7 @@ def test_provider_429_and_500_bursts_every_order_ends_honestly_and_nothing_is_do
     assert len({o.server_id for o in orders}) == 4
     for order in orders[2:]:
         (bought,) = hetzner_servers(sandbox, order=str(order.pk))
+        assert order.server_id is not None
         assert Server.objects.get(pk=order.server_id).provider_id == str(bought["id"])
     for order in orders:
         assert len(dns_records(sandbox, order.domain)) + len(dns_records(sandbox, f"*.{order.domain}")) == 2
@@ -197,12 +198,14 @@ def test_an_order_past_its_deadline_is_stopped_and_rolled_back(
     try:
         order = place("acme-late")
         wait_for(
-            lambda: Order.objects.get(pk=order.pk).job.steps.get(name="setup_04-firewall").status == StepStatus.RUNNING,
+            lambda: (
+                job_of(Order.objects.get(pk=order.pk)).steps.get(name="setup_04-firewall").status == StepStatus.RUNNING
+            ),
             timeout=60,
             message="the firewall script to be running",
         )
         # when the job's deadline passes while a script runs
-        Job.objects.filter(pk=order.job_id).update(deadline_at=timezone.now() - timedelta(seconds=1))
+        Job.objects.filter(pk=job_of(order).pk).update(deadline_at=timezone.now() - timedelta(seconds=1))
         order = wait_reaping(order, (OrderStatus.FULFILLED, OrderStatus.ROLLED_BACK, OrderStatus.FAILED))
     finally:
         worker.stop()
@@ -210,8 +213,8 @@ def test_an_order_past_its_deadline_is_stopped_and_rolled_back(
     # then the running script finished, nothing after it ran, and the order was undone
     assert order.status == OrderStatus.ROLLED_BACK
     assert "deadline" in order.failure_reason
-    assert order.job.steps.get(name="setup_04-firewall").status in (StepStatus.SUCCEEDED, StepStatus.COMPENSATED)
-    assert order.job.steps.get(name="setup_05-ssh-hardening").status == StepStatus.SKIPPED
+    assert job_of(order).steps.get(name="setup_04-firewall").status in (StepStatus.SUCCEEDED, StepStatus.COMPENSATED)
+    assert job_of(order).steps.get(name="setup_05-ssh-hardening").status == StepStatus.SKIPPED
     assert dns_records(sandbox, order.domain) == []
     server.refresh_from_db()
     assert server.status == ServerStatus.QUARANTINED
@@ -236,7 +239,7 @@ def test_a_rollback_that_cannot_finish_fails_the_order_with_a_hard_alert(
 
     # then the order does not claim a clean rollback, and staff are told loudly
     assert order.status == OrderStatus.FAILED
-    undo = order.job.steps.get(kind=StepKind.COMPENSATION, compensates__name="create_dns")
+    undo = job_of(order).steps.get(kind=StepKind.COMPENSATION, compensates__name="create_dns")
     assert (undo.status, undo.attempts) == (StepStatus.FAILED, 3)
     alert = Alert.objects.get(subject_type="order", subject_id=str(order.pk), kind="provisioning_rollback_failed")
     assert (alert.severity, alert.status) == (AlertSeverity.HARD, AlertStatus.OPEN)
@@ -261,7 +264,7 @@ def test_an_agent_handover_that_fails_for_good_revokes_what_it_issued(
     # then the order is rolled back, and nothing the handover issued still works
     assert order.status == OrderStatus.ROLLED_BACK
     assert "agent_handover" in order.failure_reason
-    assert order.job.steps.get(name="agent_handover").status == StepStatus.FAILED
+    assert job_of(order).steps.get(name="agent_handover").status == StepStatus.FAILED
     tenant = Tenant.objects.get(domain=order.domain)
     assert tenant.status == TenantStatus.DEPROVISIONED, "the domain is free for a new order"
     now = timezone.now()

@@ -91,7 +91,7 @@ def test_orders_buying_at_once_share_one_registration_of_the_hub_ssh_key(
     with override_settings(HCLOUD_SSH_KEY_NAME=f"hub-race-{uuid.uuid4().hex[:8]}"):
         with ThreadPoolExecutor(max_workers=6) as pool:
             ids = list(pool.map(register, range(6)))
-        keys = [key for key in hetzner.client().ssh_keys.get_all() if key.name.startswith("hub-race-")]
+        keys = [key for key in hetzner.client().ssh_keys.get_all() if (key.name or "").startswith("hub-race-")]
 
     assert len(set(ids)) == 1, "every order got the one key"
     assert [key.id for key in keys] == ids[:1], "registered once"

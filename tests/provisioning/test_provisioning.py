@@ -6,7 +6,7 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import paramiko
 import pytest
@@ -24,7 +24,7 @@ from rollouts.models import Release, Rollout, RolloutStatus
 from rollouts.services import release_create, rollout_create
 from sandbox.control import Sandbox
 from tenants.models import Tenant, TenantStatus
-from tests.conftest import WorkerProcess, wait_for
+from tests.conftest import WorkerProcess, job_of, wait_for
 from tests.provisioning.conftest import dns_records, hetzner_servers, pool_server
 
 # Customer domains live in the sandbox's Cloudflare zone.
@@ -59,7 +59,7 @@ def wait_order(order: Order, statuses: tuple[str, ...], *, timeout: float = 120)
     try:
         return wait_for(reached, timeout=timeout, interval=0.25, message=f"order {order.pk} to reach {statuses}")
     except AssertionError:
-        steps = [(s.name, s.status, s.attempts, s.error[:200]) for s in order.job.steps.order_by("position")]
+        steps = [(s.name, s.status, s.attempts, s.error[:200]) for s in job_of(order).steps.order_by("position")]
         raise AssertionError(f"order {order.pk} is {order.status}; steps: {steps}") from None
 
 
@@ -146,7 +146,7 @@ def test_order_with_a_pool_server_reaches_fulfilled(
     # The order turns FULFILLED inside the last step; the engine records the step
     # (and the job) right after.
     job = wait_for(
-        lambda: Job.objects.filter(pk=order.job_id, status=JobStatus.SUCCEEDED).first(),
+        lambda: Job.objects.filter(pk=job_of(order).pk, status=JobStatus.SUCCEEDED).first(),
         timeout=20,
         message="the job recorded as SUCCEEDED",
     )
@@ -163,6 +163,7 @@ def test_a_deprovisioned_tenant_loses_dns_and_data_and_its_server_returns_to_the
     server = pool_server(host)
     order = wait_order(place("acme-leaving"), (OrderStatus.FULFILLED, OrderStatus.ROLLED_BACK, OrderStatus.FAILED))
     assert order.status == OrderStatus.FULFILLED, order.failure_reason
+    assert order.tenant_id is not None
     tenant = Tenant.objects.get(pk=order.tenant_id)
     root = sandbox.host(host.addr).root
     assert (root / "opt/hub/tools/nextcloud/compose.yml").exists()
@@ -212,6 +213,7 @@ def test_empty_pool_and_auto_buys_a_hetzner_server(sandbox: Sandbox, provisionin
     assert bought["server_type"]["name"] == "cpx21"
     assert bought["datacenter"]["location"]["name"] == "ash"
     assert bought["image"]["name"] == "debian-12"
+    assert order.server_id is not None
     server = Server.objects.get(pk=order.server_id)
     assert server.provider == ServerProvider.HETZNER and server.provider_id == str(bought["id"])
     assert server.ipv4 == bought["public_net"]["ipv4"]["ip"]
@@ -247,7 +249,7 @@ def test_empty_pool_and_manual_waits_for_staff_then_goes_on(
 ) -> None:
     order = place("acme-manual", plan="scale", mode=OrderMode.MANUAL, tools=[])
     wait_order(order, (OrderStatus.AWAITING_SERVER,))
-    wait_for(lambda: order.job.steps.get(name="allocate_server").status == StepStatus.RETRY_WAIT, timeout=20)
+    wait_for(lambda: job_of(order).steps.get(name="allocate_server").status == StepStatus.RETRY_WAIT, timeout=20)
     time.sleep(1.0)
     order.refresh_from_db()
     assert order.status == OrderStatus.AWAITING_SERVER and order.server_id is None
@@ -281,7 +283,7 @@ def test_a_script_that_keeps_failing_rolls_back_and_quarantines_the_touched_pool
     assert dns_records(sandbox, f"*.acme-broken.{ZONE}") == []
     server.refresh_from_db()
     assert server.status == ServerStatus.QUARANTINED
-    steps = {s.name: s for s in order.job.steps.all()}
+    steps = {s.name: s for s in job_of(order).steps.all()}
     assert steps["setup_08-hardening"].status == StepStatus.FAILED
     assert steps["setup_08-hardening"].attempts == steps["setup_08-hardening"].max_attempts > 1
     assert steps["setup_09-tools"].status == StepStatus.SKIPPED
@@ -341,7 +343,8 @@ def test_twenty_orders_against_a_pool_of_ten(
     assert len(set(servers)) == 20, "no server is shared"
     from_pool = [o for o in orders if o.server_id in {s.pk for s in pool}]
     assert len(from_pool) == 10
-    bought = Server.objects.filter(pk__in=servers, provider=ServerProvider.HETZNER)
+    # Every order is FULFILLED (asserted above), so each has its server.
+    bought = Server.objects.filter(pk__in=cast(list[int], servers), provider=ServerProvider.HETZNER)
     assert bought.count() == 10
     assert len(hetzner_servers(sandbox, **{"managed-by": "hub"})) >= 10
     assert Server.objects.filter(pk__in=[s.pk for s in pool], status=ServerStatus.ALLOCATED).count() == 10
@@ -404,10 +407,11 @@ def test_a_new_tenant_runs_the_release_of_the_last_completed_rollout_else_the_de
     assert ghost["image"] == "ghost@" + ghost_default.image.split("@", 1)[1]
     running = docker_state(root)["containers"]
     assert running["nextcloud-nextcloud-1"]["image"] == "nextcloud@sha256:" + "2" * 64
+    assert order.tenant_id is not None
     tenant = Tenant.objects.get(pk=order.tenant_id)
     assert tenant.versions["nextcloud"] == "30.0.1"
     assert tenant.versions["ghost"] == ghost_default.version
-    steps = list(order.job.steps.filter(kind=StepKind.ACTION).order_by("position").values_list("name", flat=True))
+    steps = list(job_of(order).steps.filter(kind=StepKind.ACTION).order_by("position").values_list("name", flat=True))
     assert steps[:2] == ["pin_releases", "allocate_server"]
 
 
@@ -422,7 +426,7 @@ def test_a_component_without_a_release_stops_the_order_before_a_server_is_taken(
 
     assert order.status == OrderStatus.ROLLED_BACK
     assert "no release of openclaw" in order.failure_reason
-    steps = {s.name: s for s in order.job.steps.filter(kind=StepKind.ACTION)}
+    steps = {s.name: s for s in job_of(order).steps.filter(kind=StepKind.ACTION)}
     assert steps["pin_releases"].status == StepStatus.FAILED and steps["pin_releases"].attempts == 1
     assert steps["allocate_server"].status not in (StepStatus.SUCCEEDED, StepStatus.COMPENSATED)
     alert = Alert.objects.get(subject_type="component", subject_id="openclaw", kind="release_missing")

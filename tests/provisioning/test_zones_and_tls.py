@@ -5,6 +5,7 @@ Cloudflare emulator as a real HTTP server, the Hub on loopback for the hooks."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from provisioning.services.dns import WAITING_FOR_NAMESERVERS
 from provisioning.services.orders import order_create
 from sandbox.control import Sandbox
 from tenants.models import Tenant, TenantStatus
-from tests.conftest import WorkerProcess, wait_for
+from tests.conftest import WorkerProcess, job_of, wait_for
 from tests.provisioning.conftest import dns_records, pool_server
 from tests.sandbox.helpers import ssh_connect, ssh_run
 
@@ -63,7 +64,7 @@ def wait_order(order: Order, statuses: tuple[str, ...], *, timeout: float = 120)
     try:
         return wait_for(reached, timeout=timeout, interval=0.25, message=f"order {order.pk} to reach {statuses}")
     except AssertionError:
-        steps = [(s.name, s.status, s.attempts, s.error[:200]) for s in order.job.steps.order_by("position")]
+        steps = [(s.name, s.status, s.attempts, s.error[:200]) for s in job_of(order).steps.order_by("position")]
         raise AssertionError(f"order {order.pk} is {order.status}; steps: {steps}") from None
 
 
@@ -176,9 +177,15 @@ def test_a_domain_in_no_zone_waits_for_the_customers_nameservers_then_goes_on(
     dashboard = staff_client().get("/admin/").content.decode()
     assert f'data-waiting-order="{order.pk}"' in dashboard
     assert f"/admin/provisioning/order/{order.pk}/change/" in dashboard
+
     # waiting on the customer is not the job's time: its deadline moves on
-    first_deadline = Job.objects.get(pk=order.job_id).deadline_at
-    wait_for(lambda: Job.objects.get(pk=order.job_id).deadline_at > first_deadline, timeout=10)
+    def deadline() -> datetime:
+        deadline_at = Job.objects.get(pk=job_of(order).pk).deadline_at
+        assert deadline_at is not None
+        return deadline_at
+
+    first_deadline = deadline()
+    wait_for(lambda: deadline() > first_deadline, timeout=10)
 
     # when the customer delegates the domain to them
     sandbox.delegate_zone("acme-new.example")

@@ -39,7 +39,7 @@ class SimAgent:
     executed: list[dict[str, Any]] = field(default_factory=list)
 
     @property
-    def auth(self) -> dict[str, str]:
+    def auth(self) -> dict[str, Any]:
         return {"HTTP_AUTHORIZATION": f"Bearer {self.api_key}"}
 
     def heartbeat(self, client: Client) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from rollouts.gate import Signals, Thresholds, failure_threshold, gate_evaluate
 from rollouts.models import GateOutcome
@@ -30,7 +31,7 @@ CLEAN = Signals(
 )
 
 
-def judge(**changes: object) -> tuple[str, str]:
+def judge(**changes: Any) -> tuple[str, str]:
     result = gate_evaluate(signals=replace(CLEAN, **changes), thresholds=THRESHOLDS)
     return result.outcome, result.reason
 

@@ -37,7 +37,9 @@ def test_a_frozen_halt_keeps_tenants_and_retry_resends_the_failed_updates(
     assert rollout.status == RolloutStatus.HALTED
     failed = TenantUpdate.objects.filter(rollout=rollout, status=UpdateStatus.FAILED)
     assert set(failed.values_list("tenant_id", flat=True)) == set(internal[:3])
-    assert "health check" in failed.first().error
+    first_failed = failed.first()
+    assert first_failed is not None
+    assert "health check" in first_failed.error
     assert not TenantUpdate.objects.filter(rollout=rollout, rollback_command__isnull=False).exists()
 
     # when the cause is fixed and staff retry, the failed updates go out again

@@ -45,6 +45,11 @@ def stage_tenants(rollout: Rollout) -> dict[int, set[int]]:
     return members
 
 
+def new_status(event: AuditEvent) -> str:
+    assert event.new is not None, "a status move's audit row has the new status"
+    return event.new["status"]
+
+
 def test_a_rollout_walks_all_four_stages_newest_first_and_completes(
     make_fleet, make_rollout, staff_api, on_commit, evaluate
 ):
@@ -90,7 +95,7 @@ def test_a_rollout_walks_all_four_stages_newest_first_and_completes(
     assert all(len(agent.executed) == 1 for agent in fleet.agents)
     assert fleet.agents[0].executed[0] == {"component": COMPONENT, "version": NEW, "image": rollout.release.image}
     moves = AuditEvent.objects.filter(object_type="rollout", object_id=str(rollout.pk), action="rollout.status")
-    assert [m.new["status"] for m in moves.order_by("id")] == ["RUNNING", "COMPLETED"]
+    assert [new_status(m) for m in moves.order_by("id")] == ["RUNNING", "COMPLETED"]
 
 
 def test_failures_above_the_threshold_in_the_canary_halt_and_roll_back_exactly_the_updated(
@@ -122,7 +127,7 @@ def test_failures_above_the_threshold_in_the_canary_halt_and_roll_back_exactly_t
     assert canary_stage.status == StageStatus.HALTED and canary_stage.gate == GateOutcome.FAIL
     assert "3 of 14 finished updates failed" in canary_stage.gate_reason
     statuses = [
-        e.new["status"]
+        new_status(e)
         for e in AuditEvent.objects.filter(object_id=str(rollout.pk), action="rollout.status").order_by("id")
     ]
     assert statuses == ["RUNNING", "HALTED", "ROLLING_BACK"]

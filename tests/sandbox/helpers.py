@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import paramiko
+from hcloud.servers import BoundServer
 
 from sandbox.control import Sandbox
+
+
+def public_ipv4(server: BoundServer) -> str:
+    """The address a server's sshd answers on: every server the emulator makes has one."""
+    assert server.public_net is not None and server.public_net.ipv4 is not None
+    return server.public_net.ipv4.ip
 
 
 def ssh_connect(sandbox: Sandbox, addr: str, port: int, *, timeout: float = 5.0) -> paramiko.SSHClient:

@@ -19,7 +19,7 @@ from hcloud.servers import CreateServerResponse
 from hcloud.ssh_keys import SSHKey
 
 from sandbox.control import Sandbox
-from tests.sandbox.helpers import ssh_connect, ssh_run
+from tests.sandbox.helpers import public_ipv4, ssh_connect, ssh_run
 
 
 def unique(prefix: str) -> str:
@@ -40,13 +40,17 @@ def test_created_server_is_a_sandbox_host_that_runs_real_scripts(sandbox: Sandbo
     # given the Hub's key registered in the account
     public_key = Path(sandbox.env["HUB_SSH_PRIVATE_KEY_PATH"] + ".pub").read_text()
     key = hcloud_client.ssh_keys.create(name=unique("hub"), public_key=public_key, labels={"managed-by": "hub"})
+    assert key.fingerprint is not None
     assert len(key.fingerprint.split(":")) == 16
 
     # when the Hub buys a server and waits for its actions
+    server_type = hcloud_client.server_types.get_by_name("cpx31")
+    image = hcloud_client.images.get_by_name_and_architecture("debian-12", "x86")
+    assert server_type is not None and image is not None
     created = hcloud_client.servers.create(
         name=unique("hub-eu-build"),
-        server_type=hcloud_client.server_types.get_by_name("cpx31"),
-        image=hcloud_client.images.get_by_name_and_architecture("debian-12", "x86"),
+        server_type=server_type,
+        image=image,
         location=hcloud_client.locations.get_by_name("nbg1"),
         ssh_keys=[SSHKey(id=key.id)],
         labels={"managed-by": "hub", "order-id": "1001"},
@@ -59,9 +63,10 @@ def test_created_server_is_a_sandbox_host_that_runs_real_scripts(sandbox: Sandbo
         action.wait_until_finished(max_retries=100)
 
     # then it is running at a loopback address where a real sshd answers
+    assert created.server.id is not None
     server = hcloud_client.servers.get_by_id(created.server.id)
     assert server.status == "running"
-    addr = server.public_net.ipv4.ip
+    addr = public_ipv4(server)
     assert addr.startswith("127.") and addr != "127.0.0.1"
     port = int(sandbox.env["HCLOUD_SSH_PORT"])
     ssh = ssh_connect(sandbox, addr, port)
@@ -79,6 +84,7 @@ def test_created_server_is_a_sandbox_host_that_runs_real_scripts(sandbox: Sandbo
 
     # and deleting the server stops its host
     hcloud_client.servers.delete(server)
+    assert server.id is not None
     with pytest.raises(APIException) as missing:
         hcloud_client.servers.get_by_id(server.id)
     assert missing.value.code == "not_found"
@@ -92,15 +98,18 @@ def test_label_selector_and_name_filters(hcloud_client: Client, sandbox: Sandbox
     sandbox.create_orphan_server(name=f"{batch}-other", labels={"batch": "unrelated"})
 
     matching = hcloud_client.servers.get_all(label_selector=f"batch={batch}")
-    assert sorted(s.name for s in matching) == [f"{batch}-0", f"{batch}-1", f"{batch}-2"]
+    assert sorted(s.name or "" for s in matching) == [f"{batch}-0", f"{batch}-1", f"{batch}-2"]
     assert [s.name for s in hcloud_client.servers.get_all(label_selector=f"batch={batch},idx in (0,2)")] == [
         f"{batch}-0",
         f"{batch}-2",
     ]
-    assert hcloud_client.servers.get_by_name(f"{batch}-1").labels == {"batch": batch, "idx": "1"}
+    one = hcloud_client.servers.get_by_name(f"{batch}-1")
+    assert one is not None
+    assert one.labels == {"batch": batch, "idx": "1"}
 
     page = hcloud_client.servers.get_list(label_selector=f"batch={batch}", page=1, per_page=2)
     assert len(page.servers) == 2
+    assert page.meta.pagination is not None
     assert page.meta.pagination.total_entries == 3
     assert page.meta.pagination.next_page == 2
     assert page.meta.pagination.last_page == 2
@@ -155,7 +164,9 @@ def test_injected_429_is_retried_by_hcloud_and_500_is_not(sandbox: Sandbox, hclo
     sandbox.clear_requests()
     sandbox.hetzner_fault(status=429, count=1, method="GET", path="/v1/locations", retry_after=1)
     # hcloud retries rate_limit_exceeded itself (its own backoff, about a second).
-    assert hcloud_client.locations.get_by_name("fsn1").name == "fsn1"
+    location = hcloud_client.locations.get_by_name("fsn1")
+    assert location is not None
+    assert location.name == "fsn1"
     log = [(r["path"], r["status"]) for r in sandbox.requests("hetzner")]
     assert log == [("/v1/locations", 429), ("/v1/locations", 200)]
 
@@ -163,7 +174,9 @@ def test_injected_429_is_retried_by_hcloud_and_500_is_not(sandbox: Sandbox, hclo
     with pytest.raises(APIException) as failure:
         hcloud_client.server_types.get_by_name("cpx31")
     assert failure.value.code == "server_error"
-    assert hcloud_client.server_types.get_by_name("cpx31").cores == 4
+    server_type = hcloud_client.server_types.get_by_name("cpx31")
+    assert server_type is not None
+    assert server_type.cores == 4
 
     sandbox.hetzner_fault(status=429, count=1, path="/v1/images", retry_after=7)
     answer = requests.get(
@@ -179,7 +192,8 @@ def test_poweroff_makes_the_host_stop_answering(sandbox: Sandbox, hcloud_client:
     created = create_server(hcloud_client, unique("power"), {"managed-by": "hub"})
     created.action.wait_until_finished(max_retries=100)
     server = created.server
-    addr, port = server.public_net.ipv4.ip, int(sandbox.env["HCLOUD_SSH_PORT"])
+    assert server.id is not None
+    addr, port = public_ipv4(server), int(sandbox.env["HCLOUD_SSH_PORT"])
     try:
         hcloud_client.servers.power_off(server).wait_until_finished(max_retries=100)
         assert hcloud_client.servers.get_by_id(server.id).status == "off"
@@ -198,7 +212,7 @@ def test_servers_bought_at_once_get_hosts_of_their_own(sandbox: Sandbox, hcloud_
     try:
         for response in created:
             response.action.wait_until_finished(max_retries=100)
-        addrs = [response.server.public_net.ipv4.ip for response in created]
+        addrs = [public_ipv4(response.server) for response in created]
         assert len(set(addrs)) == 5
         assert all(sandbox.host(addr).alive() for addr in addrs)
     finally:

@@ -16,7 +16,7 @@ from hcloud import Client
 
 from sandbox.control import Sandbox, SandboxHost
 from tests.conftest import wait_for
-from tests.sandbox.helpers import ssh_connect, ssh_run
+from tests.sandbox.helpers import public_ipv4, ssh_connect, ssh_run
 
 SETUP_SCRIPT = """\
 set -euo pipefail
@@ -148,7 +148,7 @@ def test_detached_daemons_are_frozen_with_their_host_and_stopped_with_it(
     orphan = sandbox.create_orphan_server(name=f"daemon-{uuid.uuid4().hex[:6]}", host=True)
     server = hcloud_client.servers.get_by_id(orphan["server"]["id"])
     hcloud_client.actions.get_by_id(orphan["action"]["id"]).wait_until_finished(max_retries=100)
-    addr = server.public_net.ipv4.ip
+    addr = public_ipv4(server)
     marker = f"{uuid.uuid4().int % 10**6 + 10**6}"
     client = ssh_connect(sandbox, addr, int(sandbox.env["HCLOUD_SSH_PORT"]))
     ssh_run(client, f"setsid nohup sleep {marker} </dev/null >/dev/null 2>&1 &")

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from rest_framework.authtoken.models import Token
 
 from provisioning.models import Order
@@ -34,20 +34,22 @@ class World:
     order: Order
     release: Release
     rollout: Rollout
-    staff: AbstractBaseUser
+    staff: User
     staff_token: str
-    user: AbstractBaseUser
+    user: User
     user_token: str
 
     def object_id(self, kind: str) -> int | str:
-        return {
+        assert self.order.job_id is not None  # the world's order has its job (asserted when made)
+        ids: dict[str, int | str] = {
             "tenant": self.tenant_a.pk,
             "command": str(self.command_a.pk),
             "order": self.order.pk,
             "job": self.order.job_id,
             "release": self.release.pk,
             "rollout": self.rollout.pk,
-        }[kind]
+        }
+        return ids[kind]
 
 
 @pytest.fixture(autouse=True)

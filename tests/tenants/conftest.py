@@ -15,7 +15,7 @@ from tenants import keycache, redis_store
 from tenants.models import Command, Tenant, TenantStatus
 from tenants.services import agent_register, command_queue, registration_token_issue, tenant_create
 
-HEARTBEAT = {
+HEARTBEAT: dict[str, Any] = {
     "disk_percent": 41.5,
     "memory_percent": 63.0,
     "load": 0.42,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.test import Client
 
 from hub.pipeline.models import Job, JobStatus
@@ -18,12 +18,12 @@ STAFF_PASSWORD = "operator-pass-123"
 
 
 @pytest.fixture
-def staff_user(db: None) -> AbstractBaseUser:
+def staff_user(db: None) -> User:
     return get_user_model().objects.create_superuser("ops-anna", "anna@example.test", STAFF_PASSWORD)
 
 
 @pytest.fixture
-def staff_client(staff_user: AbstractBaseUser) -> Client:
+def staff_client(staff_user: User) -> Client:
     client = Client()
     client.force_login(staff_user)
     return client

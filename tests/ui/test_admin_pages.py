@@ -24,6 +24,7 @@ from rollouts.models import RolloutStage, RolloutStatus, StageStatus, TenantUpda
 from rollouts.services import StageSpec, release_create, rollout_create
 from tenants.models import AgentCredential, CommandType, RegistrationToken, Tenant, TenantStatus
 from tenants.services import agent_register, backup_repository_ensure, command_queue, registration_token_issue
+from tests.conftest import job_of
 from tests.ui.conftest import make_failed_order, make_server, make_tenant, mark_job_failed
 
 pytestmark = pytest.mark.django_db
@@ -117,17 +118,17 @@ def test_dashboard_counts_follow_the_rows(staff_client: Client, tmp_path: Path) 
         make_server(status=ServerStatus.AVAILABLE, region="us", tier="build", n=30 + n)
 
     rollout, stages = make_rollout(passed=2)
-    for tenant, status in zip(fresh, [UpdateStatus.SUCCEEDED, UpdateStatus.SUCCEEDED, UpdateStatus.SENT], strict=True):
+    for tenant, state in zip(fresh, [UpdateStatus.SUCCEEDED, UpdateStatus.SUCCEEDED, UpdateStatus.SENT], strict=True):
         TenantUpdate.objects.create(
-            rollout=rollout, stage=stages[1], tenant=tenant, to_version="1.1.0", from_version="1.0.0", status=status
+            rollout=rollout, stage=stages[1], tenant=tenant, to_version="1.1.0", from_version="1.0.0", status=state
         )
 
     order = make_failed_order(tmp_path)
-    mark_job_failed(order.job)
-    Job.objects.filter(pk=order.job_id).update(finished_at=now)
+    mark_job_failed(job_of(order))
+    Job.objects.filter(pk=job_of(order).pk).update(finished_at=now)
     old_failure = make_failed_order(tmp_path, domain="old.example.test")
-    mark_job_failed(old_failure.job)
-    Job.objects.filter(pk=old_failure.job_id).update(finished_at=now - timedelta(days=8))
+    mark_job_failed(job_of(old_failure))
+    Job.objects.filter(pk=job_of(old_failure).pk).update(finished_at=now - timedelta(days=8))
 
     # then: every section counts them
     html = dashboard(staff_client)
@@ -175,7 +176,7 @@ def test_dashboard_counts_follow_the_rows(staff_client: Client, tmp_path: Path) 
     # when: the rollout finishes, the alerts resolve, the failed job is retried
     type(rollout).objects.filter(pk=rollout.pk).update(status=RolloutStatus.COMPLETED)
     Alert.objects.update(status=AlertStatus.RESOLVED)
-    Job.objects.filter(pk=order.job_id).update(status=JobStatus.RUNNING, finished_at=None)
+    Job.objects.filter(pk=job_of(order).pk).update(status=JobStatus.RUNNING, finished_at=None)
 
     # then: they leave the dashboard
     html = dashboard(staff_client)
@@ -228,7 +229,7 @@ def _fleet(start: int, count: int) -> None:
 def test_dashboard_query_count_does_not_grow_with_the_fleet(staff_client: Client, tmp_path: Path) -> None:
     make_rollout(passed=1)
     for n in range(3):
-        mark_job_failed(make_failed_order(tmp_path, domain=f"failed-{n}.example.test").job)
+        mark_job_failed(job_of(make_failed_order(tmp_path, domain=f"failed-{n}.example.test")))
     Job.objects.update(finished_at=timezone.now())
 
     _fleet(0, 10)
@@ -253,12 +254,12 @@ def test_dashboard_query_count_does_not_grow_with_the_fleet(staff_client: Client
 @pytest.fixture
 def failed_order(tmp_path: Path) -> Order:
     order = make_failed_order(tmp_path)
-    mark_job_failed(order.job)
+    mark_job_failed(job_of(order))
     started = timezone.now() - timedelta(minutes=5)
-    order.job.steps.filter(name="first").update(
+    job_of(order).steps.filter(name="first").update(
         started_at=started, finished_at=started + timedelta(seconds=2), duration_seconds=2.0, log="first done\n"
     )
-    order.job.steps.filter(name="fixable").update(
+    job_of(order).steps.filter(name="fixable").update(
         started_at=started + timedelta(seconds=3),
         duration_seconds=1.25,
         log="calling the provider\nprovider answered 422\n",

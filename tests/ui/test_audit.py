@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -23,6 +23,7 @@ from rollouts.models import Rollout, RolloutStage, RolloutStatus, StageStatus
 from rollouts.services import StageSpec, release_create, rollout_create
 from tenants.models import Command, CommandType, Tenant
 from tenants.services import agent_register, registration_token_issue
+from tests.conftest import job_of
 from tests.ui.conftest import make_failed_order, make_server, make_tenant, mark_job_failed
 
 pytestmark = pytest.mark.django_db
@@ -37,7 +38,7 @@ def since() -> datetime:
 
 
 @pytest.fixture
-def api(staff_user: AbstractBaseUser) -> APIClient:
+def api(staff_user: User) -> APIClient:
     """The staff API as the design says staff use it: DRF token authentication."""
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=staff_user).key}")
@@ -75,7 +76,7 @@ def post(client: Client, url: str, data: dict[str, Any] | None = None) -> None:
 @pytest.fixture
 def failed_order(tmp_path: Path) -> Order:
     order = make_failed_order(tmp_path)
-    mark_job_failed(order.job)
+    mark_job_failed(job_of(order))
     return order
 
 
@@ -208,6 +209,7 @@ def test_tenant_queue_command_admin_action_is_audited(
     command = Command.objects.get(tenant=tenant)
     assert (command.type, command.created_by) == (command_type, STAFF)
     event = audited(since, action="command.queue", object_type="command", object_id=command.pk)
+    assert event.new is not None
     assert event.new["tenant"] == tenant.pk
 
 
@@ -218,7 +220,9 @@ def test_command_added_in_the_admin_form_is_audited(staff_client: Client, tenant
     assert response.status_code == 302, response.content[:3000]
 
     command = Command.objects.get(tenant=tenant)
-    assert audited(since, action="command.queue", object_type="command", object_id=command.pk).new["type"] == "restart"
+    queued = audited(since, action="command.queue", object_type="command", object_id=command.pk)
+    assert queued.new is not None
+    assert queued.new["type"] == "restart"
     audited(since, action="admin.add", object_type="command", object_id=command.pk)
 
 

@@ -19,7 +19,7 @@ from hub.models import Alert, AlertSeverity, AuditEvent
 from hub.pipeline.models import Job, JobStatus, StepKind, StepStatus
 from provisioning.models import Order, OrderStatus, ServerStatus
 from tenants.models import Tenant, TenantStatus
-from tests.conftest import ROOT, queues_taken_from_session_worker, wait_for
+from tests.conftest import ROOT, job_of, queues_taken_from_session_worker, wait_for
 from tests.ui.conftest import STAFF_PASSWORD, make_failed_order, make_server, make_tenant
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -81,7 +81,7 @@ def test_operator_logs_in_reads_the_dashboard_and_retries_a_failed_order_live(
 
     order = make_failed_order(tmp_path)
     job = wait_for(
-        lambda: Job.objects.filter(pk=order.job_id, status=JobStatus.ROLLED_BACK).first(),
+        lambda: Job.objects.filter(pk=job_of(order).pk, status=JobStatus.ROLLED_BACK).first(),
         timeout=20,
         message="the fixable job to fail and roll back on the worker",
     )

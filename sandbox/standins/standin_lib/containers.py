@@ -134,7 +134,7 @@ def data_dir(container: dict[str, Any]) -> Path | None:
     if family not in DATA_PATHS:
         return None
     env = dict(e.partition("=")[::2] for e in container.get("env") or [])
-    target = env.get("PGDATA") if family == "postgres" and env.get("PGDATA") else DATA_PATHS[family]
+    target = env["PGDATA"] if family == "postgres" and env.get("PGDATA") else DATA_PATHS[family]
     best: tuple[int, Path] | None = None
     for mount in container.get("mounts") or []:
         mounted = mount["target"].rstrip("/")

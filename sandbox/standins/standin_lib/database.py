@@ -558,7 +558,7 @@ class Session:
             return
         at = words.index("FROM")
         _, table = self.table(tokens[at + 1])
-        rows, _ = self._where(tokens, words, table)
+        rows = self._where(tokens, words, table)[0]
         names = [c["name"] for c in table["columns"]]
         if "ORDER" in words:
             by = words.index("ORDER") + 2
@@ -584,7 +584,7 @@ class Session:
 
     def delete(self, tokens: list[str], words: list[str], _: str | None) -> None:
         _, table = self.table(tokens[2])
-        doomed, _ = self._where(tokens, words, table)
+        doomed = self._where(tokens, words, table)[0]
         table["rows"] = [row for row in table["rows"] if not any(row is d for d in doomed)]
 
     def truncate(self, tokens: list[str], words: list[str], _: str | None) -> None:
@@ -710,10 +710,8 @@ PG_CONNECTION_OPTIONS = {
 
 
 def pg_connect(data_dir: Path, options: dict[str, list[str]], positional: list[str], *, program: str) -> Session:
-    user = (
-        (options.get("user") or [None])[-1] or os.environ.get("PGUSER") or os.environ.get("SANDBOX_EXEC_USER", "root")
-    )
-    database = (options.get("dbname") or [None])[-1] or (positional[0] if positional else None)
+    user = (options.get("user") or [""])[-1] or os.environ.get("PGUSER") or os.environ.get("SANDBOX_EXEC_USER", "root")
+    database = (options.get("dbname") or [""])[-1] or (positional[0] if positional else None)
     database = database or os.environ.get("PGDATABASE") or user
     host = (options.get("host") or [""])[-1]
     prefix = f"{program}: error: "
@@ -896,7 +894,7 @@ def pg_dump(args: list[str], data_dir: Path) -> int:
         )
     session = pg_connect(data_dir, options, positional, program="pg_dump")
     text = pg_dump_text(session, options)
-    target = (options.get("file") or [None])[-1]
+    target = (options.get("file") or [""])[-1]
     if target:
         with open(target, "w") as handle:
             handle.write(text)
@@ -998,7 +996,7 @@ def _mysql_password(args: list[str]) -> tuple[list[str], str | None]:
 
 
 def mysql_connect(data_dir: Path, options: dict[str, list[str]], password: str | None, *, program: str) -> Session:
-    user = (options.get("user") or [None])[-1] or os.environ.get("SANDBOX_EXEC_USER", "root")
+    user = (options.get("user") or [""])[-1] or os.environ.get("SANDBOX_EXEC_USER", "root")
     store = Store(data_dir)
     users = store.state["users"]
     account = users.get(user)
@@ -1039,7 +1037,7 @@ def mysql(args: list[str], data_dir: Path) -> int:
         },
     )
     session = mysql_connect(data_dir, options, password, program="mysql")
-    database = (options.get("database") or [None])[-1] or (positional[0] if positional else None)
+    database = (options.get("database") or [""])[-1] or (positional[0] if positional else None)
     try:
         if database:
             session.database = mysql_database_allowed(session.store.state, session.user, database)
@@ -1122,7 +1120,7 @@ def mysqldump(args: list[str], data_dir: Path) -> int:
             code = number.split()[0]
             raise ClientError(f"mysqldump: Got error: {code}: {message} when selecting the database", 2) from None
     text = mysqldump_text(session, names, options)
-    target = (options.get("result_file") or [None])[-1]
+    target = (options.get("result_file") or [""])[-1]
     if target:
         with open(target, "w") as handle:
             handle.write(text)

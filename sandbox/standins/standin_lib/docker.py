@@ -535,7 +535,7 @@ def parse_run(args: list[str]) -> tuple[dict[str, Any], bool]:
             flag, value = arg, args[i + 1]
             i += 1
         else:
-            flag, value = arg, None
+            flag, value = arg, ""
         i += 1
         if flag in ("-d", "--detach"):
             detach = True
@@ -616,7 +616,7 @@ class _Interpolation:
             if op in (":?", "?") and (current is None or (op == ":?" and not current)):
                 raise DockerError(f"required variable {name} is missing a value" + (f": {arg}" if arg else ""), 15)
             if op in (":-", "-"):
-                return current if (current if op == ":-" else current is not None) else arg
+                return current if current is not None and (current or op == "-") else arg
             if op in (":+", "+"):
                 return arg if (current if op == ":+" else current is not None) else ""
             if current is None:

@@ -14,7 +14,7 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
     from typing import Any
 
 
@@ -203,7 +203,7 @@ def _encode(value: Any, indent: str | None, sort_keys: bool, level: int, out: li
 def _container(
     opening: str,
     closing: str,
-    items: list[tuple[str | None, Any]],
+    items: Sequence[tuple[str | None, Any]],
     indent: str | None,
     sort_keys: bool,
     level: int,

@@ -23,6 +23,7 @@ from standin_lib.lean import Path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import mmap
     from collections.abc import Iterable
 
 APT_LISTS = "/var/lib/apt/lists"
@@ -142,7 +143,7 @@ def _build_pkgnames(stamp: str) -> None:
     tmp.replace(PKGNAMES_CACHE)
 
 
-def _in_sorted_lines(data: bytes, start: int, name: bytes) -> bool:
+def _in_sorted_lines(data: bytes | mmap.mmap, start: int, name: bytes) -> bool:
     """Binary search for a whole line in `data[start:]`, whose lines are sorted."""
     low, high = start, len(data)
     while low < high:
@@ -355,7 +356,7 @@ def _template(unit: str) -> str | None:
 
 
 def unit_installed(root: Path, unit: str) -> bool:
-    names = {unit} | ({_template(unit)} - {None})  # type: ignore[operator]
+    names = {unit} | ({_template(unit)} - {None})
     for directory in ("etc/systemd/system", "lib/systemd/system", "usr/lib/systemd/system"):
         for name in names:
             if (root / directory / name).exists():
