@@ -18,6 +18,7 @@ import pytest
 import redis
 from django.conf import settings
 from django.db import connection
+from rest_framework.test import APIClient
 
 if TYPE_CHECKING:
     from hub.pipeline.models import Job
@@ -237,3 +238,9 @@ def start_worker(
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+def api() -> APIClient:
+    """A client of the REST API, not logged in."""
+    return APIClient()

@@ -17,6 +17,7 @@ from billing.models import Notice, StripeEvent, Subscription, SuspensionReason
 from billing.services.dunning import dunning_enforce
 from sandbox import stripe_events as se
 from tests.billing.conftest import FakeTenancy
+from tests.factories import OrderFactory, ServerFactory, TenantFactory
 
 STAFF = "billing-staff@example.com"
 
@@ -131,13 +132,13 @@ def test_cancelled_suspends_at_once_and_deprovisions_after_retention(
 
 def test_the_deprovisioning_job_is_started_through_provisioning_once() -> None:
     from hub.pipeline.models import Job
-    from provisioning.models import Server, ServerProvider, ServerStatus
-    from tenants.models import Tenant, TenantStatus
+    from provisioning.models import ServerProvider, ServerStatus
+    from tenants.models import TenantStatus
 
-    server = Server.objects.create(
+    server = ServerFactory.create(
         provider=ServerProvider.NETCUP, region="eu", tier="build", ipv4="127.0.90.1", status=ServerStatus.ALLOCATED
     )
-    tenant = Tenant.objects.create(domain="leaving.example.com", status=TenantStatus.SUSPENDED, server=server)
+    tenant = TenantFactory.create(domain="leaving.example.com", status=TenantStatus.SUSPENDED, server=server)
 
     ports.tenant_deprovision_start(tenant_id=tenant.pk, reason="retention over")
     ports.tenant_deprovision_start(tenant_id=tenant.pk, reason="retention over")
@@ -151,9 +152,9 @@ def test_the_deprovisioning_job_is_started_through_provisioning_once() -> None:
 
 def test_suspend_and_resume_reach_the_tenant_and_its_agent() -> None:
     pytest.importorskip("tenants.services")
-    from tenants.models import Tenant, TenantStatus
+    from tenants.models import TenantStatus
 
-    tenant = Tenant.objects.create(domain="suspend-me.example.com", status=TenantStatus.ACTIVE)
+    tenant = TenantFactory.create(domain="suspend-me.example.com")
 
     ports.tenant_suspend(tenant_id=tenant.pk, reason="unpaid")
     ports.tenant_suspend(tenant_id=tenant.pk, reason="unpaid")
@@ -168,10 +169,9 @@ def test_suspend_and_resume_reach_the_tenant_and_its_agent() -> None:
 
 
 def test_the_tenant_of_a_subscription_is_found_by_its_domain() -> None:
-    from tenants.models import Tenant, TenantStatus
 
-    tenant = Tenant.objects.create(domain="found.example.com", status=TenantStatus.ACTIVE)
-    Tenant.objects.create(domain="other.example.com", status=TenantStatus.ACTIVE)
+    tenant = TenantFactory.create(domain="found.example.com")
+    TenantFactory.create(domain="other.example.com")
 
     found = ports.tenant_for_subscription(stripe_subscription_id="sub_unknown", domain="found.example.com")
 
@@ -179,11 +179,10 @@ def test_the_tenant_of_a_subscription_is_found_by_its_domain() -> None:
 
 
 def test_a_tenant_another_subscription_ordered_is_never_found_by_its_domain() -> None:
-    from provisioning.models import Order, OrderStatus
-    from tenants.models import Tenant, TenantStatus
+    from provisioning.models import OrderStatus
 
-    tenant = Tenant.objects.create(domain="ordered.example.com", status=TenantStatus.ACTIVE)
-    Order.objects.create(
+    tenant = TenantFactory.create(domain="ordered.example.com")
+    OrderFactory.create(
         domain="ordered.example.com", stripe_subscription_id="sub_owner", tenant=tenant, status=OrderStatus.FULFILLED
     )
 
@@ -240,11 +239,11 @@ def test_a_refused_order_for_a_taken_domain_never_suspends_the_tenant_that_has_i
     taken for its tenant (found by the domain) and suspended, then wiped."""
     pytest.importorskip("provisioning.services.orders")
     from provisioning.models import Order, OrderStatus
-    from tenants.models import Tenant, TenantStatus
+    from tenants.models import TenantStatus
 
-    owner = Tenant.objects.create(domain="owned.example.com", status=TenantStatus.ACTIVE)
+    owner = TenantFactory.create(domain="owned.example.com")
     if owner_ordered:
-        Order.objects.create(
+        OrderFactory.create(
             domain="owned.example.com", stripe_subscription_id="sub_owner", tenant=owner, status=OrderStatus.FULFILLED
         )
     ids: dict[str, Any] = {"subscription_id": "sub_intruder", "customer_id": "cus_intruder"}
@@ -281,10 +280,10 @@ def backup(tenant: Any, *, last_run: Any, outcome: str, remote_sync: dict[str, A
 
 
 def test_the_final_backup_counts_only_a_successful_uploaded_one_since_the_suspension() -> None:
-    from tenants.models import BackupOutcome, Tenant, TenantStatus
+    from tenants.models import BackupOutcome, TenantStatus
 
-    tenant = Tenant.objects.create(domain="backed-up.example.com", status=TenantStatus.SUSPENDED)
-    other = Tenant.objects.create(domain="neighbour.example.com", status=TenantStatus.ACTIVE)
+    tenant = TenantFactory.create(domain="backed-up.example.com", status=TenantStatus.SUSPENDED)
+    other = TenantFactory.create(domain="neighbour.example.com")
     since = timezone.now() - timedelta(days=10)
 
     def confirmed() -> bool:
@@ -316,16 +315,16 @@ def test_deprovisioning_after_retention_waits_for_a_real_final_backup(
     retention period its server is wiped only once a successful backup taken after the
     suspension is on record."""
     from hub.pipeline.models import Job
-    from provisioning.models import Order, OrderStatus, Server, ServerProvider, ServerStatus
-    from tenants.models import BackupOutcome, Tenant, TenantStatus
+    from provisioning.models import OrderStatus, ServerProvider, ServerStatus
+    from tenants.models import BackupOutcome, TenantStatus
 
     settings.BILLING_RETENTION_DAYS = 30
-    server = Server.objects.create(
+    server = ServerFactory.create(
         provider=ServerProvider.NETCUP, region="eu", tier="build", ipv4="127.0.90.2", status=ServerStatus.ALLOCATED
     )
-    tenant = Tenant.objects.create(domain="retained.example.com", status=TenantStatus.ACTIVE, server=server)
+    tenant = TenantFactory.create(domain="retained.example.com", server=server)
     ids: dict[str, Any] = {"subscription_id": "sub_retained", "customer_id": "cus_retained"}
-    Order.objects.create(
+    OrderFactory.create(
         domain=tenant.domain, stripe_subscription_id=ids["subscription_id"], tenant=tenant, status=OrderStatus.FULFILLED
     )
     deliver_and_process(se.subscription_created(plan="build", **ids))

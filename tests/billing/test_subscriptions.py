@@ -17,6 +17,7 @@ from billing.services.subscriptions import staff_task_complete
 from hub.errors import DomainError
 from sandbox import stripe_events as se
 from tests.billing.conftest import FakeTenancy
+from tests.factories import OrderFactory, TenantFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -99,11 +100,9 @@ def test_lost_and_stuck_events_are_rung_again(deliver: Callable[..., Any], setti
 def test_the_tenant_is_found_through_the_order_of_the_subscription() -> None:
     pytest.importorskip("provisioning.services.orders")
     from billing import ports
-    from provisioning.models import Order
-    from tenants.models import Tenant, TenantStatus
 
-    tenant = Tenant.objects.create(domain="by-order.example.com", status=TenantStatus.ACTIVE)
-    Order.objects.create(domain="by-order.example.com", stripe_subscription_id="sub_by_order", tenant=tenant)
+    tenant = TenantFactory.create(domain="by-order.example.com")
+    OrderFactory.create(domain="by-order.example.com", stripe_subscription_id="sub_by_order", tenant=tenant)
 
     found = ports.tenant_for_subscription(stripe_subscription_id="sub_by_order", domain="")
 

@@ -16,6 +16,7 @@ from billing.models import Customer, EventStatus, Notice, NoticeStatus, StripeEv
 from sandbox import stripe_events as se
 from tests.billing.conftest import assert_order_refused
 from tests.conftest import WorkerProcess, wait_for
+from tests.factories import OrderFactory, TenantFactory
 
 STAFF = "billing-staff@example.com"
 
@@ -74,15 +75,14 @@ def test_checkout_sent_three_times_has_the_effect_of_one(
 
 
 def _domain_of_a_live_tenant(domain: str) -> None:
-    from tenants.models import Tenant, TenantStatus
 
-    Tenant.objects.create(domain=domain, status=TenantStatus.ACTIVE)
+    TenantFactory.create(domain=domain)
 
 
 def _domain_of_an_order_in_flight(domain: str) -> None:
-    from provisioning.models import Order, OrderStatus
+    from provisioning.models import OrderStatus
 
-    Order.objects.create(domain=domain, status=OrderStatus.AWAITING_SERVER, region="eu", plan="build")
+    OrderFactory.create(domain=domain, status=OrderStatus.AWAITING_SERVER, region="eu", plan="build")
 
 
 @pytest.mark.parametrize(
@@ -192,10 +192,10 @@ def test_overage_is_metered_to_stripe_by_the_worker(
 
     from billing.models import MeterReport, MeterReportStatus
     from billing.services.usage import usage_evaluate
-    from tenants.models import Tenant, TenantStatus, UsageReport
+    from tenants.models import UsageReport
 
     settings.PLAN_TOKEN_POOLS = {**settings.PLAN_TOKEN_POOLS, "lite": 1000}
-    tenant = Tenant.objects.create(domain="metered.example.com", status=TenantStatus.ACTIVE, plan="lite")
+    tenant = TenantFactory.create(domain="metered.example.com", plan="lite")
     Subscription.objects.create(
         stripe_subscription_id="sub_metered", stripe_customer_id="cus_metered", plan="lite", tenant_id=tenant.pk
     )

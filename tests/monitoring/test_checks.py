@@ -18,7 +18,7 @@ from monitoring.models import CheckOutcome, CheckRun, HubPresence
 from monitoring.services.checks import check_execute
 from provisioning.models import Order, OrderStatus, Server, ServerProvider, ServerStatus
 from tenants.models import BackupReport, HeartbeatSample, Tenant
-from tests.monitoring.conftest import ago, make_tenants
+from tests.factories import OrderFactory, ServerFactory, ago, healthy_fleet
 
 pytestmark = pytest.mark.django_db
 
@@ -44,9 +44,9 @@ def hub_seen_just_now() -> None:
 
 def test_heartbeat_staleness_opens_hard_counts_and_resolves() -> None:
     hub_seen_just_now()
-    fresh = make_tenants(1, last_heartbeat_at=ago(seconds=30))[0]
-    stale = make_tenants(1, last_heartbeat_at=ago(seconds=200))[0]  # 3 x 60 s missed
-    slow = make_tenants(1, last_heartbeat_at=ago(seconds=200), heartbeat_interval=300)[0]  # its own interval
+    fresh = healthy_fleet(1, last_heartbeat_at=ago(seconds=30))[0]
+    stale = healthy_fleet(1, last_heartbeat_at=ago(seconds=200))[0]  # 3 x 60 s missed
+    slow = healthy_fleet(1, last_heartbeat_at=ago(seconds=200), heartbeat_interval=300)[0]  # its own interval
 
     run("heartbeats")
     run("heartbeats")
@@ -62,7 +62,7 @@ def test_heartbeat_staleness_opens_hard_counts_and_resolves() -> None:
 
 
 def test_disk_and_memory() -> None:
-    full, busy, _fine = make_tenants(3)
+    full, busy, _fine = healthy_fleet(3)
     Tenant.objects.filter(pk=full.pk).update(disk_percent=91.0)
     Tenant.objects.filter(pk=busy.pk).update(memory_percent=95.0)
 
@@ -82,7 +82,7 @@ def test_disk_and_memory() -> None:
 
 
 def test_containers_crashed_or_unhealthy() -> None:
-    crashed, unhealthy, _fine = make_tenants(3)
+    crashed, unhealthy, _fine = healthy_fleet(3)
     Tenant.objects.filter(pk=crashed.pk).update(
         containers=[{"name": "ghost", "state": "exited", "health": None}, {"name": "n", "state": "running"}]
     )
@@ -107,7 +107,7 @@ def test_containers_crashed_or_unhealthy() -> None:
 
 
 def test_tls_expiry() -> None:
-    soon, expired, _fine = make_tenants(3)
+    soon, expired, _fine = healthy_fleet(3)
     now = timezone.now()
     Tenant.objects.filter(pk=soon.pk).update(tls_expires_at=now + timedelta(days=10))
     Tenant.objects.filter(pk=expired.pk).update(tls_expires_at=now - timedelta(hours=1))
@@ -138,7 +138,7 @@ def report(tenant: Tenant, *, hours_ago: float, statuses: dict[str, str]) -> Bac
 
 
 def test_backups() -> None:
-    partial, failed, old, never, fine = make_tenants(5)
+    partial, failed, old, never, fine = healthy_fleet(5)
     report(partial, hours_ago=30, statuses={"ghost": "success"})
     report(partial, hours_ago=6, statuses={"ghost": "success", "nextcloud": "failed"})
     report(failed, hours_ago=6, statuses={"ghost": "failed", "nextcloud": "failed"})
@@ -166,10 +166,10 @@ def test_backups() -> None:
 
 
 def test_orders_stuck_past_their_status_deadline() -> None:
-    stuck = Order.objects.create(domain="stuck.example", status=OrderStatus.DNS_PENDING)
-    fresh = Order.objects.create(domain="fresh.example", status=OrderStatus.DNS_PENDING)
+    stuck = OrderFactory.create(domain="stuck.example", status=OrderStatus.DNS_PENDING)
+    fresh = OrderFactory.create(domain="fresh.example", status=OrderStatus.DNS_PENDING)
     # waiting days for its customer's nameservers has a deadline of its own: not stuck
-    waiting = Order.objects.create(
+    waiting = OrderFactory.create(
         domain="waiting.example",
         status=OrderStatus.DNS_PENDING,
         waiting_reason="waiting for the customer's nameservers",
@@ -192,7 +192,7 @@ def test_orders_stuck_past_their_status_deadline() -> None:
 
 
 def test_netcup_shortfall_says_how_many_of_which_plan() -> None:
-    Server.objects.create(
+    ServerFactory.create(
         provider=ServerProvider.NETCUP, region="us", tier="build", ipv4="192.0.2.1", status=ServerStatus.AVAILABLE
     )
     with override_settings(POOL_TARGETS={("us", "build"): 3}, POOL_NETCUP={("us", "build")}):
@@ -203,7 +203,7 @@ def test_netcup_shortfall_says_how_many_of_which_plan() -> None:
         assert Server.objects.count() == 1  # nothing bought
 
         for i in range(2):
-            Server.objects.create(
+            ServerFactory.create(
                 provider=ServerProvider.NETCUP,
                 region="us",
                 tier="build",
@@ -215,7 +215,7 @@ def test_netcup_shortfall_says_how_many_of_which_plan() -> None:
 
 
 def test_history_prune_deletes_only_past_retention_in_batches() -> None:
-    (tenant,) = make_tenants(1)
+    (tenant,) = healthy_fleet(1)
     samples = [
         HeartbeatSample(
             tenant=tenant,

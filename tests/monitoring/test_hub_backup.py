@@ -18,7 +18,7 @@ from hub.models import Alert, AlertSeverity, AlertStatus
 from monitoring.models import HubBackup, HubBackupStatus
 from monitoring.services.backup import Retention, backup_file_name, backups_rotate, backups_to_keep, hub_backup_run
 from tenants.models import Tenant
-from tests.monitoring.conftest import make_tenants
+from tests.factories import healthy_fleet
 
 DEFAULT = Retention(daily=14, weekly=8, monthly=3)
 
@@ -101,7 +101,7 @@ def admin_conn(dbname: str) -> psycopg.Connection:
 @pytest.mark.django_db(transaction=True)
 def test_backup_and_restore_against_the_real_postgres(tmp_path: Path) -> None:
     # given data in the Hub database
-    (tenant,) = make_tenants(1)
+    (tenant,) = healthy_fleet(1)
     marker = f"restore-{uuid.uuid4().hex[:8]}.example"
     Tenant.objects.filter(pk=tenant.pk).update(domain=marker)
     backup_dir = tmp_path / "backups"

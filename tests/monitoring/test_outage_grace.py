@@ -13,7 +13,7 @@ from hub.models import Alert, AlertStatus
 from monitoring.models import HubPresence
 from monitoring.services.checks import check_execute
 from tenants.models import Tenant
-from tests.monitoring.conftest import make_tenants
+from tests.factories import healthy_fleet
 
 pytestmark = pytest.mark.django_db
 
@@ -31,7 +31,7 @@ def test_no_staleness_alert_for_tenants_that_resume_within_the_grace_after_a_hub
     start = timezone.now()
     with time_machine.travel(start, tick=False) as clock:
         # given a healthy fleet and a Hub that was looking at it
-        tenants = make_tenants(20, last_heartbeat_at=start, heartbeat_interval=60)
+        tenants = healthy_fleet(20, last_heartbeat_at=start, heartbeat_interval=60)
         check_execute(name="heartbeats")
         assert stale_alerts() == set()
 
@@ -63,7 +63,7 @@ def test_no_staleness_alert_for_tenants_that_resume_within_the_grace_after_a_hub
 def test_fleet_wide_silence_is_a_hub_alert_not_a_storm() -> None:
     start = timezone.now()
     with time_machine.travel(start, tick=False) as clock:
-        tenants = make_tenants(10, last_heartbeat_at=start)
+        tenants = healthy_fleet(10, last_heartbeat_at=start)
         check_execute(name="heartbeats")
 
         # the web is down: beat keeps checking every 30 s, no heartbeat arrives

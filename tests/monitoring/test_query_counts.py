@@ -17,7 +17,7 @@ from monitoring.models import HubPresence
 from monitoring.services.checks import check_execute
 from provisioning.models import Order, OrderStatus
 from tenants.models import BackupReport, Tenant
-from tests.monitoring.conftest import ago, make_tenants
+from tests.factories import ago, healthy_fleet
 
 pytestmark = pytest.mark.django_db
 
@@ -58,7 +58,7 @@ def queries_for(name: str, count: int, at_most: Any) -> tuple[int, int, int]:
     HubPresence.objects.update_or_create(
         pk=1, defaults={"beat_seen_at": timezone.now(), "resumed_at": ago(days=1), "outage_reason": ""}
     )
-    tenants = make_tenants(count, **failing_fleet())
+    tenants = healthy_fleet(count, **failing_fleet())
     # One tenant still heartbeats: with none at all, the Hub's intake would be down.
     Tenant.objects.filter(pk=tenants[0].pk).update(last_heartbeat_at=timezone.now())
     BackupReport.objects.bulk_create(

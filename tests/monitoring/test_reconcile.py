@@ -11,10 +11,11 @@ from django.test import override_settings
 
 from hub.models import Alert, AlertSeverity, AlertStatus
 from monitoring.services.checks import check_execute
-from provisioning.models import Order, OrderStatus, Server, ServerProvider, ServerStatus
+from provisioning.models import OrderStatus, Server, ServerProvider, ServerStatus
 from provisioning.services.reconcile import orphan_subject
 from sandbox.control import Sandbox, _http_json
 from tests.conftest import wait_for
+from tests.factories import OrderFactory, ServerFactory
 from tests.monitoring.conftest import hetzner_buy
 
 pytestmark = [pytest.mark.django_db, pytest.mark.integration]
@@ -39,7 +40,7 @@ def test_orphans_are_alerted_then_deleted_after_the_grace_and_known_servers_neve
     # given a server the Hub knows, one it marked DELETED, one being bought for an order
     # in flight, an orphan, and a server in the account that the Hub does not manage
     known = hetzner_buy(name="known-1", labels={"pool": "eu-build"})
-    Server.objects.create(
+    ServerFactory.create(
         provider=ServerProvider.HETZNER,
         region="eu",
         tier="build",
@@ -48,7 +49,7 @@ def test_orphans_are_alerted_then_deleted_after_the_grace_and_known_servers_neve
         status=ServerStatus.AVAILABLE,
     )
     forgotten = hetzner_buy(name="forgotten-1", labels={"pool": "x"})
-    Server.objects.create(
+    ServerFactory.create(
         provider=ServerProvider.HETZNER,
         region="eu",
         tier="build",
@@ -56,7 +57,7 @@ def test_orphans_are_alerted_then_deleted_after_the_grace_and_known_servers_neve
         provider_id=forgotten.provider_id,
         status=ServerStatus.DELETED,
     )
-    order = Order.objects.create(domain="inflight.example", status=OrderStatus.AWAITING_SERVER)
+    order = OrderFactory.create(domain="inflight.example", status=OrderStatus.AWAITING_SERVER)
     buying = hetzner_buy(name="order-1", labels={"order": str(order.pk)})
     orphan = box.create_orphan_server(name="orphan-1", labels={"managed-by": "hub"})
     orphan_id = str(orphan["server"]["id"])
@@ -94,7 +95,7 @@ def test_orphans_are_alerted_then_deleted_after_the_grace_and_known_servers_neve
 
 
 def test_a_hub_server_the_provider_no_longer_has_is_alerted(hetzner_settings: Sandbox) -> None:
-    server = Server.objects.create(
+    server = ServerFactory.create(
         provider=ServerProvider.HETZNER,
         region="eu",
         tier="build",

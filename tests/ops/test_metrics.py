@@ -21,10 +21,11 @@ from hub.celery import app as celery_app
 from hub.models import Alert, AlertSeverity
 from hub.pipeline.models import Job, JobStatus, Step, StepKind, StepStatus
 from hub.pipeline.services import job_start
-from provisioning.models import Order, OrderStatus, Server, ServerStatus
+from provisioning.models import OrderStatus, ServerStatus
 from rollouts.models import Release, Rollout, RolloutStage, RolloutStatus, TenantUpdate
 from tenants.models import Tenant, TenantStatus
 from tests.conftest import WorkerProcess, wait_for
+from tests.factories import OrderFactory, ServerFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -234,8 +235,8 @@ def test_alert_server_order_and_tenant_metrics_move(broker: redis.Redis) -> None
     Alert.objects.create(
         subject_type="hub", subject_id="ops-test", kind="ops_probe", severity=AlertSeverity.HARD, message="probe"
     )
-    Server.objects.create(provider="NETCUP", region="us", tier="scale", ipv4="127.0.9.1", status=ServerStatus.AVAILABLE)
-    Order.objects.create(domain="metrics.ops.test", status=OrderStatus.AWAITING_SERVER)
+    ServerFactory.create(provider="NETCUP", region="us", tier="scale", ipv4="127.0.9.1", status=ServerStatus.AVAILABLE)
+    OrderFactory.create(domain="metrics.ops.test", status=OrderStatus.AWAITING_SERVER)
     Tenant.objects.bulk_create(
         [
             Tenant(domain="fresh.ops.test", status=TenantStatus.ACTIVE, last_heartbeat_at=now - timedelta(seconds=20)),
@@ -351,7 +352,7 @@ def test_a_scrape_costs_the_same_queries_however_much_there_is(broker: redis.Red
         Alert.objects.create(
             subject_type="hub", subject_id=f"q{index}", kind=f"k{index}", severity=AlertSeverity.MEDIUM, message="m"
         )
-        Server.objects.create(provider="NETCUP", region="eu", tier="build", ipv4=f"127.0.8.{index + 1}")
+        ServerFactory.create(provider="NETCUP", region="eu", tier="build", ipv4=f"127.0.8.{index + 1}")
     Tenant.objects.bulk_create([Tenant(domain=f"q{i}.ops.test", last_heartbeat_at=timezone.now()) for i in range(50)])
     with CaptureQueriesContext(connection) as large:
         scrape()

@@ -54,11 +54,6 @@ def clean_fast_path() -> Iterator[None]:
 
 
 @pytest.fixture
-def api() -> APIClient:
-    return APIClient()
-
-
-@pytest.fixture
 def staff_api() -> APIClient:
     user = get_user_model().objects.create_user("staff", password="x", is_staff=True)
     client = APIClient()

@@ -11,8 +11,7 @@ from django.test import Client
 
 from hub.pipeline.models import Job, JobStatus
 from hub.pipeline.services import job_start
-from provisioning.models import Order, OrderStatus, Server, ServerStatus
-from tenants.models import Tenant, TenantStatus
+from provisioning.models import Order, OrderStatus
 
 STAFF_PASSWORD = "operator-pass-123"
 
@@ -27,16 +26,6 @@ def staff_client(staff_user: User) -> Client:
     client = Client()
     client.force_login(staff_user)
     return client
-
-
-def make_server(*, status: str = ServerStatus.AVAILABLE, region: str = "eu", tier: str = "build", n: int = 1) -> Server:
-    return Server.objects.create(
-        provider="NETCUP", region=region, tier=tier, ipv4=f"127.0.50.{n}", ssh_port=22, status=status
-    )
-
-
-def make_tenant(*, domain: str = "acme.example.test", server: Server | None = None) -> Tenant:
-    return Tenant.objects.create(domain=domain, status=TenantStatus.ACTIVE, server=server)
 
 
 def make_failed_order(effects_dir: Path, *, domain: str = "failing.example.test") -> Order:

@@ -25,7 +25,8 @@ from rollouts.services import StageSpec, release_create, rollout_create
 from tenants.models import AgentCredential, CommandType, RegistrationToken, Tenant, TenantStatus
 from tenants.services import agent_register, backup_repository_ensure, command_queue, registration_token_issue
 from tests.conftest import job_of
-from tests.ui.conftest import make_failed_order, make_server, make_tenant, mark_job_failed
+from tests.factories import ServerFactory, TenantFactory
+from tests.ui.conftest import make_failed_order, mark_job_failed
 
 pytestmark = pytest.mark.django_db
 
@@ -90,14 +91,14 @@ def test_dashboard_counts_follow_the_rows(staff_client: Client, tmp_path: Path) 
 
     # when: rows of every kind appear
     now = timezone.now()
-    server = make_server(status=ServerStatus.ALLOCATED, n=1)
-    fresh = [make_tenant(domain=f"fresh-{n}.example.test", server=server) for n in range(3)]
+    server = ServerFactory.create(status=ServerStatus.ALLOCATED, ipv4="127.0.50.1")
+    fresh = [TenantFactory.create(domain=f"fresh-{n}.example.test", server=server) for n in range(3)]
     Tenant.objects.filter(pk__in=[t.pk for t in fresh]).update(last_heartbeat_at=now, registered_at=now)
-    stale = make_tenant(domain="stale.example.test")
+    stale = TenantFactory.create(domain="stale.example.test")
     Tenant.objects.filter(pk=stale.pk).update(last_heartbeat_at=now - timedelta(hours=1), registered_at=now)
-    suspended = make_tenant(domain="suspended.example.test")
+    suspended = TenantFactory.create(domain="suspended.example.test")
     Tenant.objects.filter(pk=suspended.pk).update(status=TenantStatus.SUSPENDED)
-    gone = make_tenant(domain="gone.example.test")
+    gone = TenantFactory.create(domain="gone.example.test")
     Tenant.objects.filter(pk=gone.pk).update(status=TenantStatus.DEPROVISIONED)
     Tenant.objects.create(domain="new.example.test", status=TenantStatus.PROVISIONING)
 
@@ -112,10 +113,10 @@ def test_dashboard_counts_follow_the_rows(staff_client: Client, tmp_path: Path) 
             Order.objects.create(domain=f"{status.lower()}-{n}.example.test", status=status, region="eu", plan="build")
 
     for n in range(2):
-        make_server(status=ServerStatus.AVAILABLE, region="eu", tier="build", n=10 + n)
-    make_server(status=ServerStatus.PREPARING, region="eu", tier="build", n=20)
+        ServerFactory.create(status=ServerStatus.AVAILABLE, region="eu", tier="build", ipv4=f"127.0.50.{10 + n}")
+    ServerFactory.create(status=ServerStatus.PREPARING, region="eu", tier="build", ipv4="127.0.50.20")
     for n in range(3):
-        make_server(status=ServerStatus.AVAILABLE, region="us", tier="build", n=30 + n)
+        ServerFactory.create(status=ServerStatus.AVAILABLE, region="us", tier="build", ipv4=f"127.0.50.{30 + n}")
 
     rollout, stages = make_rollout(passed=2)
     for tenant, state in zip(fresh, [UpdateStatus.SUCCEEDED, UpdateStatus.SUCCEEDED, UpdateStatus.SENT], strict=True):
@@ -348,7 +349,7 @@ def test_job_page_shows_the_steps(staff_client: Client, failed_order: Order) -> 
 def test_server_page_offers_the_operations_its_status_allows(
     staff_client: Client, status: str, buttons: set[str]
 ) -> None:
-    server = make_server(status=status)
+    server = ServerFactory.create(status=status)
     response = staff_client.get(reverse("admin:provisioning_server_change", args=[server.pk]))
     assert response.status_code == 200
     shown = set(re.findall(r'id="server-(\w+)-button"', response.content.decode()))
@@ -360,10 +361,10 @@ def test_server_page_offers_the_operations_its_status_allows(
 
 @pytest.fixture
 def fleet_rows() -> dict[str, Any]:
-    server_a = make_server(status=ServerStatus.AVAILABLE, region="eu", n=1)
-    server_b = make_server(status=ServerStatus.QUARANTINED, region="us", n=2)
-    tenant_a = make_tenant(domain="alpha.example.test", server=server_a)
-    tenant_b = make_tenant(domain="bravo.example.test", server=server_b)
+    server_a = ServerFactory.create(status=ServerStatus.AVAILABLE, region="eu", ipv4="127.0.50.1")
+    server_b = ServerFactory.create(status=ServerStatus.QUARANTINED, region="us", ipv4="127.0.50.2")
+    tenant_a = TenantFactory.create(domain="alpha.example.test", server=server_a)
+    tenant_b = TenantFactory.create(domain="bravo.example.test", server=server_b)
     Tenant.objects.filter(pk=tenant_b.pk).update(status=TenantStatus.SUSPENDED)
     order_a = Order.objects.create(domain="alpha.example.test", status=OrderStatus.FULFILLED, region="eu", plan="build")
     order_b = Order.objects.create(
@@ -453,7 +454,7 @@ ROOT_KEY = (
 def secrets() -> list[str]:
     """A server with a root key, a tenant whose agent registered (an API key), and a
     second registration token not used yet: every secret and every hash of one."""
-    server = make_server(status=ServerStatus.ALLOCATED, n=7)
+    server = ServerFactory.create(status=ServerStatus.ALLOCATED, ipv4="127.0.50.7")
     Server.objects.filter(pk=server.pk).update(root_key=ROOT_KEY)
     server.refresh_from_db()
     assert server.root_key == ROOT_KEY
@@ -462,7 +463,7 @@ def secrets() -> list[str]:
         (ciphertext,) = cursor.fetchone()
     assert ciphertext and ROOT_KEY not in ciphertext
 
-    tenant = make_tenant(domain="secret.example.test", server=server)
+    tenant = TenantFactory.create(domain="secret.example.test", server=server)
     _, token = registration_token_issue(tenant_id=tenant.pk, actor="ops")
     _, api_key = agent_register(token=token, hostname="secret-host", agent_version="1.0.0")
     _, unused_token = registration_token_issue(tenant_id=tenant.pk, actor="ops")

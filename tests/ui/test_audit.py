@@ -24,7 +24,8 @@ from rollouts.services import StageSpec, release_create, rollout_create
 from tenants.models import Command, CommandType, Tenant
 from tenants.services import agent_register, registration_token_issue
 from tests.conftest import job_of
-from tests.ui.conftest import make_failed_order, make_server, make_tenant, mark_job_failed
+from tests.factories import ServerFactory, TenantFactory
+from tests.ui.conftest import make_failed_order, mark_job_failed
 
 pytestmark = pytest.mark.django_db
 
@@ -122,7 +123,7 @@ def test_order_assign_server_is_audited(staff_client: Client, since: datetime) -
         plan="build",
         mode=OrderMode.MANUAL,
     )
-    server = make_server(status=ServerStatus.AVAILABLE, region="eu", tier="build")
+    server = ServerFactory.create(status=ServerStatus.AVAILABLE, region="eu", tier="build")
     post(staff_client, reverse("admin:provisioning_order_assign_server", args=[order.pk]), {"server": server.pk})
 
     assert audited(since, action="order.assign_server", object_type="order", object_id=order.pk).new == server.pk
@@ -162,7 +163,7 @@ def test_server_operations_are_audited(
     staff_client: Client,
     since: datetime,
 ) -> None:
-    server = make_server(status=before)
+    server = ServerFactory.create(status=before)
     if via == "button":
         post(staff_client, reverse("admin:provisioning_server_operate", args=[server.pk, button]))
     else:
@@ -188,7 +189,9 @@ def test_server_register_through_the_api_is_audited(api: APIClient, since: datet
 
 @pytest.fixture
 def tenant() -> Tenant:
-    return make_tenant(domain="tenant.example.test", server=make_server(status=ServerStatus.ALLOCATED, n=9))
+    return TenantFactory.create(
+        domain="tenant.example.test", server=ServerFactory.create(status=ServerStatus.ALLOCATED, ipv4="127.0.50.9")
+    )
 
 
 @pytest.fixture
@@ -301,7 +304,9 @@ def test_job_retry_and_cancel_are_audited(
 def rollout() -> Rollout:
     """A DRAFT rollout with one tenant that may take it."""
     now = timezone.now()
-    tenant = make_tenant(domain="fleet.example.test", server=make_server(status=ServerStatus.ALLOCATED, n=8))
+    tenant = TenantFactory.create(
+        domain="fleet.example.test", server=ServerFactory.create(status=ServerStatus.ALLOCATED, ipv4="127.0.50.8")
+    )
     Tenant.objects.filter(pk=tenant.pk).update(last_heartbeat_at=now, registered_at=now, versions={"openclaw": "1.0.0"})
     release = release_create(component="openclaw", version="1.1.0", image=IMAGE, actor="ci")
     stages = [StageSpec(internal=True, soak_seconds=0), StageSpec(percent=100, soak_seconds=0)]
@@ -442,7 +447,7 @@ def test_rollout_promote_is_audited(
 
 def test_bulk_delete_selected_is_audited_once_per_object(staff_client: Client, since: datetime) -> None:
     # given: two servers; "delete selected" logs them with one bulk_create, which sends no post_save
-    servers = [make_server(n=n) for n in (31, 32)]
+    servers = [ServerFactory.create(ipv4=f"127.0.50.{n}") for n in (31, 32)]
 
     # when: the staff confirm the built-in "delete selected" action
     response = staff_client.post(
@@ -459,7 +464,7 @@ def test_bulk_delete_selected_is_audited_once_per_object(staff_client: Client, s
 
 
 def test_single_delete_is_audited_once(staff_client: Client, since: datetime) -> None:
-    server = make_server(n=33)
+    server = ServerFactory.create(ipv4="127.0.50.33")
     post(staff_client, reverse("admin:provisioning_server_delete", args=[server.pk]), {"post": "yes"})
 
     assert not Server.objects.filter(pk=server.pk).exists()
@@ -467,7 +472,7 @@ def test_single_delete_is_audited_once(staff_client: Client, since: datetime) ->
 
 
 def test_change_form_edit_is_audited(staff_client: Client, since: datetime) -> None:
-    server = make_server(n=34)
+    server = ServerFactory.create(ipv4="127.0.50.34")
     url = reverse("admin:provisioning_server_change", args=[server.pk])
     form = staff_client.get(url).context["adminform"].form
     data = {name: value for name in form.fields if (value := form[name].value()) is not None}

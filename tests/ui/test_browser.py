@@ -20,7 +20,8 @@ from hub.pipeline.models import Job, JobStatus, StepKind, StepStatus
 from provisioning.models import Order, OrderStatus, ServerStatus
 from tenants.models import Tenant, TenantStatus
 from tests.conftest import ROOT, job_of, queues_taken_from_session_worker, wait_for
-from tests.ui.conftest import STAFF_PASSWORD, make_failed_order, make_server, make_tenant
+from tests.factories import ServerFactory, TenantFactory
+from tests.ui.conftest import STAFF_PASSWORD, make_failed_order
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -67,14 +68,14 @@ def test_operator_logs_in_reads_the_dashboard_and_retries_a_failed_order_live(
     # given: a fleet with known numbers, and an order whose job failed on the worker
     now = timezone.now()
     for n in range(3):
-        tenant = make_tenant(domain=f"live-{n}.example.test")
+        tenant = TenantFactory.create(domain=f"live-{n}.example.test")
         if n < 2:
             Tenant.objects.filter(pk=tenant.pk).update(last_heartbeat_at=now, registered_at=now)
-    paused = make_tenant(domain="paused.example.test")
+    paused = TenantFactory.create(domain="paused.example.test")
     Tenant.objects.filter(pk=paused.pk).update(status=TenantStatus.SUSPENDED)
     for n in range(2):
-        make_server(status=ServerStatus.AVAILABLE, region="eu", tier="build", n=10 + n)
-    make_server(status=ServerStatus.PREPARING, region="us", tier="build", n=20)
+        ServerFactory.create(status=ServerStatus.AVAILABLE, region="eu", tier="build", ipv4=f"127.0.50.{10 + n}")
+    ServerFactory.create(status=ServerStatus.PREPARING, region="us", tier="build", ipv4="127.0.50.20")
     for kind, severity in [("disk", AlertSeverity.HARD), ("tls", AlertSeverity.HARD), ("load", AlertSeverity.SOFT)]:
         Alert.objects.create(subject_type="tenant", subject_id="1", kind=kind, severity=severity, message=kind)
     Order.objects.create(domain="waiting.example.test", status=OrderStatus.AWAITING_SERVER, region="eu", plan="build")

@@ -20,7 +20,8 @@ from hub.celery import app
 from hub.models import Alert, AlertSeverity
 from monitoring.models import CheckRun
 from tests.conftest import wait_for
-from tests.monitoring.conftest import WebhookReceiver, make_tenants
+from tests.factories import healthy_fleet
+from tests.hub.alerts.conftest import WebhookReceiver
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 
@@ -122,7 +123,7 @@ def test_a_failing_webhook_is_retried_and_still_sent_once(
 
 def test_a_scheduled_check_runs_on_the_worker_and_its_alert_is_mailed_once(notifying: Any, mail_dir: Path) -> None:
     # given a tenant whose disk is full
-    (tenant,) = make_tenants(1, disk_percent=97.0)
+    (tenant,) = healthy_fleet(1, disk_percent=97.0)
 
     # when beat's message for the check reaches the worker, twice
     app.send_task("monitoring.check_resources")
