@@ -40,7 +40,9 @@ SLOW_CALLS = (
     "certbot certonly",  # 06-tls
     "systemctl enable --now cron",  # 07-backups
     "sysctl",  # 08-hardening
-    "docker compose",  # 09-tools (one tool) and 10-agent (the AI stack)
+    # 09-tools (one tool) and 10-agent (the AI stack) pull images; `docker compose
+    # version`, `config` and `exec` do not wait on the network.
+    "docker compose ... up",
 )
 # The retries and waits of tests/provisioning: nothing here is meant to fail.
 FAST = {

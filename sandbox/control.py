@@ -89,7 +89,7 @@ class SandboxHost:
         faults.host_fault_set(self.root, command=command, times=times, kind="fail")
 
     def slow(self, command: str, seconds: float) -> None:
-        """Stand-in calls whose words start with `command` first sleep `seconds`."""
+        """Stand-in calls named by `command` (as lean.fault_key_matches reads it) first sleep `seconds`."""
         faults.host_fault_set(self.root, command=command, times=int(seconds), kind="sleep")
 
     def clear_faults(self) -> None:

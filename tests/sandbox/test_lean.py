@@ -166,3 +166,21 @@ def test_the_stand_ins_import_neither_re_nor_json_nor_pathlib() -> None:
     )
     out = subprocess.run(["/usr/bin/python3", "-I", "-S", "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("key", "call", "matches"),
+    [
+        ("apt-get install", "apt-get install -y nginx", True),
+        ("apt-get install", "apt-get update", False),
+        ("docker compose", "docker compose version", True),
+        ("docker compose ... up", "docker compose -f /opt/a/compose.yml up -d", True),
+        ("docker compose ... up", "docker compose -f /opt/a/compose.yml exec -T db sh", False),
+        ("docker compose ... up", "docker compose version", False),
+        ("docker compose ... exec ... pg_dumpall", "docker compose -f x exec -T db pg_dumpall -U u", True),
+        ("docker compose ... pg_dumpall ... exec", "docker compose -f x exec -T db pg_dumpall", False),
+        ("docker pull", "docker", False),
+    ],
+)
+def test_a_fault_key_names_the_calls_it_says(key: str, call: str, matches: bool) -> None:
+    assert lean.fault_key_matches(key, call.split()) is matches

@@ -75,8 +75,8 @@ def record_call(paths: Paths, args: list[str], **extra: object) -> None:
 
 def apply_generic_faults(paths: Paths, args: list[str]) -> None:
     """The faults every stand-in shares (see _standin.py): {"fail": {"docker pull": 2}}
-    fails the next two matching calls, {"sleep": {"docker pull": 5}} slows each down. A
-    key matches a call whose words start with the key's words."""
+    fails the next two matching calls, {"sleep": {"docker pull": 5}} slows each down; a
+    key names the calls lean.fault_key_matches says it does."""
     if not paths.faults.exists():
         return
     words = ["docker", *args]
@@ -89,12 +89,12 @@ def apply_generic_faults(paths: Paths, args: list[str]) -> None:
         except ValueError:
             return
         for key, remaining in list((data.get("fail") or {}).items()):
-            if isinstance(remaining, int) and remaining > 0 and words[: len(key.split())] == key.split():
+            if isinstance(remaining, int) and remaining > 0 and lean.fault_key_matches(key, words):
                 data["fail"][key] = remaining - 1
                 failing = key
                 break
         for key, seconds in (data.get("sleep") or {}).items():
-            if words[: len(key.split())] == key.split():
+            if lean.fault_key_matches(key, words):
                 pause = float(seconds)
                 break
         if failing is not None:

@@ -399,3 +399,22 @@ def loads(text: str | bytes) -> Any:
     if reader.at != len(text):
         raise reader.fail("Extra data")
     return value
+
+
+def fault_key_matches(key: str, words: list[str]) -> bool:
+    """Whether a sandbox fault's key names this call: the call's words start with the
+    key's, and after a `...` in the key come the rest of its words in order, anywhere
+    later ("docker compose ... up" is an `up` whatever the options before it)."""
+    head, *tails = key.split(" ... ")
+    wanted = head.split()
+    if words[: len(wanted)] != wanted:
+        return False
+    at = len(wanted)
+    for tail in tails:
+        part = tail.split()
+        while at + len(part) <= len(words) and words[at : at + len(part)] != part:
+            at += 1
+        if at + len(part) > len(words):
+            return False
+        at += len(part)
+    return True

@@ -61,14 +61,9 @@ def record(cmd: str, args: list[str], **extra: object) -> None:
         handle.write(lean.dumps(entry) + "\n")
 
 
-def _matches(key: str, words: list[str]) -> bool:
-    wanted = key.split()
-    return words[: len(wanted)] == wanted
-
-
 def consult_faults(cmd: str, args: list[str]) -> None:
     """Apply $HOST_ROOT/etc/sandbox/faults.json: {"fail": {"apt-get install": 2},
-    "sleep": {"certbot": 5}}. A key matches a call whose words start with the key's."""
+    "sleep": {"certbot": 5}}, matched by lean.fault_key_matches."""
     path = host_root() / "etc" / "sandbox" / "faults.json"
     if not path.exists():
         return
@@ -77,13 +72,13 @@ def consult_faults(cmd: str, args: list[str]) -> None:
     def take(data: dict[str, Any]) -> tuple[str | None, float]:
         failing = None
         for key, remaining in list(data.get("fail", {}).items()):
-            if remaining > 0 and _matches(key, words):
+            if remaining > 0 and lean.fault_key_matches(key, words):
                 data["fail"][key] = remaining - 1
                 failing = key
                 break
         pause = 0.0
         for key, seconds in data.get("sleep", {}).items():
-            if _matches(key, words):
+            if lean.fault_key_matches(key, words):
                 pause = float(seconds)
                 break
         return failing, pause
