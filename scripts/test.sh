@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# `make test`: the suite in two shards at once, each on its own test database and Redis
-# database, so the time the integration tests spend waiting on workers, sshd and
-# emulators overlaps. Explicit arguments naming tests (a path or -k) run one plain
-# pytest instead, as does TEST_SHARDS=1.
+# `make test`: the suite in three shards at once (TEST_SHARDS=2 for two), each on its
+# own test database and Redis database, so the time the integration tests spend waiting
+# on workers, sshd and emulators overlaps. Explicit arguments naming tests (a path or
+# -k) run one plain pytest instead, as does TEST_SHARDS=1.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,28 +23,52 @@ if [[ "${TEST_SHARDS:-2}" == 1 || $names_tests == 1 ]]; then
   exec "${PYTEST[@]}" "${args[@]}"
 fi
 
-# What waits on sandbox hosts goes in one shard, the rest in the other.
-SANDBOX_HEAVY=(tests/provisioning tests/sandbox tests/faults)
-ignores=()
-for path in "${SANDBOX_HEAVY[@]}"; do ignores+=(--ignore "$path"); done
-existing=()
-for path in "${SANDBOX_HEAVY[@]}"; do [[ -e "$path" ]] && existing+=("$path"); done
+# Shards: each a set of test folders, and a last one for the rest. The folders that wait
+# on sandbox hosts and workers are spread so that each shard waits about as long.
+SHARDS=("tests/provisioning" "tests/sandbox tests/faults tests/agent tests/bench")
+[[ "${TEST_SHARDS:-3}" == 2 ]] && SHARDS=("tests/provisioning tests/sandbox tests/faults")
 
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 start=$SECONDS
-TEST_DATABASE_NAME=test_hub_a TEST_REDIS_URL=redis://127.0.0.1:6379/15 \
-  "${PYTEST[@]}" "${args[@]}" "${existing[@]}" >"$out/a.log" 2>&1 &
-shard_a=$!
-TEST_DATABASE_NAME=test_hub_b TEST_REDIS_URL=redis://127.0.0.1:6379/14 \
-  "${PYTEST[@]}" "${args[@]}" "${ignores[@]}" >"$out/b.log" 2>&1 &
-shard_b=$!
-# Ctrl-C stops both shards (their workers are stopped by the fixtures).
-trap 'kill -INT $shard_a $shard_b 2>/dev/null; wait; rm -rf "$out"; exit 130' INT TERM
+pids=()
+names=()
+ignores=()
+# Redis DB 13 is the demo test's own (tests/ops/test_demo.py).
+redis_dbs=(15 14 12 11)
+run_shard() { # name, then the pytest arguments
+  local name=$1
+  shift
+  TEST_DATABASE_NAME="test_hub_$name" TEST_REDIS_URL="redis://127.0.0.1:6379/${redis_dbs[${#pids[@]}]}" \
+    "${PYTEST[@]}" "${args[@]}" "$@" >"$out/$name.log" 2>&1 &
+  pids+=($!)
+  names+=("$name")
+}
+shard=0
+for paths in "${SHARDS[@]}"; do
+  existing=()
+  for path in $paths; do
+    [[ -e "$path" ]] && existing+=("$path")
+    ignores+=(--ignore "$path")
+  done
+  ((${#existing[@]})) && run_shard "$shard" "${existing[@]}"
+  shard=$((shard + 1))
+done
+run_shard "$shard" "${ignores[@]}"
+# Ctrl-C stops every shard (their workers are stopped by the fixtures).
+trap 'kill -INT "${pids[@]}" 2>/dev/null; wait; rm -rf "$out"; exit 130' INT TERM
 
-wait $shard_a; rc_a=$?
-wait $shard_b; rc_b=$?
-printf '\n===== shard A: %s =====\n' "${existing[*]}"; cat "$out/a.log"
-printf '\n===== shard B: the rest =====\n'; cat "$out/b.log"
-printf '\nshard A exit %s, shard B exit %s, %s s in all\n' "$rc_a" "$rc_b" "$((SECONDS - start))"
-(( rc_a == 0 && rc_b == 0 ))
+failed=0
+codes=()
+for i in "${!pids[@]}"; do
+  wait "${pids[$i]}"
+  code=$?
+  codes+=("shard ${names[$i]} exit $code")
+  ((code == 0)) || failed=1
+done
+for i in "${!names[@]}"; do
+  printf '\n===== shard %s =====\n' "${names[$i]}"
+  cat "$out/${names[$i]}.log"
+done
+printf '\n%s; %s s in all\n' "$(IFS=,; echo "${codes[*]}")" "$((SECONDS - start))"
+((failed == 0))
