@@ -4,6 +4,7 @@ from django.urls import URLPattern, URLResolver, include, path
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("", include("hub.pipeline.urls")),
+    path("", include("hub.alerts.urls")),
     path("", include("tenants.urls")),
     path("", include("billing.urls")),
     path("", include("provisioning.urls")),

@@ -505,6 +505,8 @@ METRICS_HEARTBEAT_AGE_BUCKETS = env.list(
 )
 # A scrape waits at most this long for the broker before reporting it down.
 METRICS_BROKER_TIMEOUT = env.float("METRICS_BROKER_TIMEOUT", default=2.0)
+# GET /api/v1/alerts/ lists the open alerts and those resolved in the last this many hours.
+ALERTS_API_RECENT_HOURS = env.int("ALERTS_API_RECENT_HOURS", default=24)
 # Outgoing mail in production (EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend):
 # staff alerts and customer notices go through this SMTP relay.
 EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
