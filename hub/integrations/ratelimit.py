@@ -145,7 +145,11 @@ class TokenBucket:
                 sleep(min(wait, 5.0))
         finally:
             if waited:
-                self._count(waits=1, wait_seconds=time.monotonic() - started)
+                self.waited(time.monotonic() - started)
+
+    def waited(self, seconds: float) -> None:
+        """Count a wait spent outside `take` (a 429's Retry-After sat out by the caller)."""
+        self._count(waits=1, wait_seconds=seconds)
 
     def _count(self, **amounts: float) -> None:
         try:
