@@ -37,7 +37,7 @@ class FleetFreezeApi(APIView):
         row = fleet_freeze_set(frozen=True, actor=request.user.get_username(), reason=payload.validated_data["reason"])
         return Response(FreezeOutputSerializer(row).data)
 
-    @extend_schema(tags=["fleet"], request=None, responses=FreezeOutputSerializer)
+    @extend_schema(tags=["fleet"], request=None, responses={200: FreezeOutputSerializer})
     def delete(self, request: Request) -> Response:
         row = fleet_freeze_set(frozen=False, actor=request.user.get_username(), reason="unfrozen")
         return Response(FreezeOutputSerializer(row).data)

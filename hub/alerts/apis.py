@@ -13,12 +13,17 @@ from rest_framework.response import Response
 from hub.alerts.models import Alert
 from hub.alerts.selectors import alerts_open_and_recent
 from hub.alerts.serializers import AlertOutputSerializer, AlertQuerySerializer
+from hub.api.errors import ApiErrorSerializer
 
 
 class AlertListApi(generics.ListAPIView):
     serializer_class = AlertOutputSerializer
 
-    @extend_schema(tags=["alerts"], parameters=[AlertQuerySerializer])
+    @extend_schema(
+        tags=["alerts"],
+        parameters=[AlertQuerySerializer],
+        responses={200: AlertOutputSerializer(many=True), 400: ApiErrorSerializer},
+    )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 
