@@ -1,6 +1,7 @@
 """Request latency and status per resolved route, aggregated in the process and
 flushed to Redis (hub.selfwatch.store) every METRICS_FLUSH_SECONDS by whichever
-request comes after that time, in one pipeline; and at exit."""
+request comes after that time, in one pipeline, and at a normal interpreter exit (a
+killed process loses at most that many seconds of samples: metrics, not records)."""
 
 from __future__ import annotations
 
