@@ -15,7 +15,8 @@ from django.utils.html import format_html
 from hub.alerts import admin as alerts_admin  # noqa: F401 - registers the alert and notification admins
 from hub.audit import audit_record
 from hub.errors import DomainError
-from hub.models import AuditEvent, Job
+from hub.freeze import FREEZE_ROW, fleet_freeze_set
+from hub.models import AuditEvent, FleetFreeze, Job
 from hub.pipeline.models import JobStatus
 from hub.pipeline.selectors import step_timeline
 from hub.pipeline.services import job_cancel, job_retry
@@ -140,6 +141,35 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
         return False
+
+
+@admin.register(FleetFreeze)
+class FleetFreezeAdmin(admin.ModelAdmin):
+    """The fleet freeze's switch: one row (added by the first freeze), flipped through
+    hub.freeze, which writes the audit row and lets the rollouts react in the same
+    transaction."""
+
+    list_display = ["__str__", "frozen", "reason", "changed_by", "changed_at"]
+    fields = ["frozen", "reason", "changed_by", "changed_at"]
+    readonly_fields = ["changed_by", "changed_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return super().has_add_permission(request) and not FleetFreeze.objects.filter(pk=FREEZE_ROW).exists()
+
+    def has_delete_permission(self, request: HttpRequest, obj: FleetFreeze | None = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: FleetFreeze, form: Any, change: bool) -> None:
+        row = fleet_freeze_set(frozen=obj.frozen, actor=request.user.get_username(), reason=obj.reason)
+        obj.pk, obj.changed_by, obj.changed_at = row.pk, row.changed_by, row.changed_at
+
+    # fleet_freeze_set wrote the audit row (fleet.freeze / fleet.unfreeze); the admin's
+    # own log entry would add a second one that says less.
+    def log_addition(self, request: HttpRequest, obj: Any, message: Any) -> Any:
+        return None
+
+    def log_change(self, request: HttpRequest, obj: Any, message: Any) -> Any:
+        return None
 
 
 ADMIN_LOG_ACTIONS = {ADDITION: "admin.add", CHANGE: "admin.change", DELETION: "admin.delete"}

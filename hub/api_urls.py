@@ -2,8 +2,12 @@
 
 from django.urls import URLPattern, URLResolver, include, path
 
+from hub.freeze_apis import FleetFreezeApi
+
 urlpatterns: list[URLPattern | URLResolver] = [
     path("", include("hub.pipeline.urls")),
+    path("", include("hub.alerts.urls")),
+    path("fleet/freeze/", FleetFreezeApi.as_view(), name="fleet-freeze"),
     path("", include("tenants.urls")),
     path("", include("billing.urls")),
     path("", include("provisioning.urls")),

@@ -3,7 +3,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging, task_postrun, task_prerun
+from celery.signals import setup_logging, task_postrun, task_prerun, task_success
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hub.settings")
 
@@ -35,3 +35,11 @@ def close_old_database_connections(task: Any = None, **kwargs: Any) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@task_success.connect
+def record_periodic_job_success(sender: Any = None, **kwargs: Any) -> None:
+    """A job beat sent succeeded: its last success is recorded (hub.selfwatch.periodic)."""
+    from hub.selfwatch.periodic import task_success_receiver
+
+    task_success_receiver(sender=sender, **kwargs)

@@ -2,6 +2,7 @@ from django.db import models
 
 from hub.alerts.models import Alert, AlertSeverity, AlertStatus, Notification, NotificationChannel, NotificationStatus
 from hub.pipeline.models import Job, JobStatus, Step, StepKind, StepStatus
+from hub.selfwatch.models import PeriodicJobSuccess
 
 # Django finds the hub app's models here: the alerts' and the pipeline's live in their packages.
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "Notification",
     "NotificationChannel",
     "NotificationStatus",
+    "PeriodicJobSuccess",
     "Step",
     "StepKind",
     "StepStatus",

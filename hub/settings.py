@@ -43,6 +43,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "hub.selfwatch.web.RequestMetricsMiddleware",
+    "hub.api.errors.ApiJsonErrorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -504,6 +506,31 @@ METRICS_HEARTBEAT_AGE_BUCKETS = env.list(
 )
 # A scrape waits at most this long for the broker before reporting it down.
 METRICS_BROKER_TIMEOUT = env.float("METRICS_BROKER_TIMEOUT", default=2.0)
+# The Hub watching itself (hub/selfwatch): request, database-error and rate-limit
+# counters live in this Redis; each web process adds its requests up in memory and
+# flushes them every METRICS_FLUSH_SECONDS (one pipelined round trip).
+METRICS_REDIS_URL = env.str("METRICS_REDIS_URL", default=REDIS_URL)
+METRICS_FLUSH_SECONDS = env.float("METRICS_FLUSH_SECONDS", default=5.0)
+METRICS_REQUEST_DURATION_BUCKETS = env.list(
+    "METRICS_REQUEST_DURATION_BUCKETS",
+    cast=float,
+    default=[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+)
+METRICS_ORDER_FULFILMENT_BUCKETS = env.list(
+    "METRICS_ORDER_FULFILMENT_BUCKETS", cast=float, default=[60, 300, 600, 900, 1200, 1800, 3600, 7200, 86400]
+)
+METRICS_WEBHOOK_HANDLING_BUCKETS = env.list(
+    "METRICS_WEBHOOK_HANDLING_BUCKETS", cast=float, default=[0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600]
+)
+# A periodic job that has not succeeded within this many of its periods (and at least
+# this many seconds) opens a `periodic_job_silent` alert.
+PERIODIC_JOB_SILENT_PERIODS = env.float("PERIODIC_JOB_SILENT_PERIODS", default=2.0)
+PERIODIC_JOB_SILENT_MIN_SECONDS = env.float("PERIODIC_JOB_SILENT_MIN_SECONDS", default=60.0)
+# A provider's bucket that used more than this share of its quota over the last quota
+# period opens a `provider_quota_high` alert.
+RATE_LIMIT_ALERT_RATIO = env.float("RATE_LIMIT_ALERT_RATIO", default=0.8)
+# GET /api/v1/alerts/ lists the open alerts and those resolved in the last this many hours.
+ALERTS_API_RECENT_HOURS = env.int("ALERTS_API_RECENT_HOURS", default=24)
 # Outgoing mail in production (EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend):
 # staff alerts and customer notices go through this SMTP relay.
 EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")

@@ -16,3 +16,9 @@ urlpatterns = [
     path("readyz", views.readyz, name="readyz"),
     path("", include("ops.urls")),
 ]
+
+# JSON under /api/, Django's own pages elsewhere (hub.api.errors).
+handler400 = "hub.api.errors.bad_request"
+handler403 = "hub.api.errors.permission_denied"
+handler404 = "hub.api.errors.page_not_found"
+handler500 = "hub.api.errors.server_error"

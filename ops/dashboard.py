@@ -1,7 +1,7 @@
-"""The operator's dashboard on the admin index: fleet health, open alerts, orders in
-flight, pool levels against targets, running rollouts and failed jobs. Every section
-is one aggregate query (values().annotate(Count)), so the page costs the same number
-of queries for ten tenants as for ten thousand."""
+"""The operator's dashboard on the admin index: the fleet freeze's switch, fleet health,
+open alerts, orders in flight, pool levels against targets, running rollouts and failed
+jobs. Every section is one aggregate query (values().annotate(Count)), so the page
+costs the same number of queries for ten tenants as for ten thousand."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from hub.freeze import fleet_freeze_state
 from hub.models import Alert, AlertSeverity, AlertStatus, Job
 from hub.pipeline.models import JobStatus
 from provisioning.models import ORDER_IN_FLIGHT_STATUSES, Order, Server, ServerStatus
@@ -175,6 +176,7 @@ def _failed_jobs() -> dict[str, Any]:
 
 def dashboard_context() -> dict[str, Any]:
     return {
+        "freeze": fleet_freeze_state(),
         "fleet": _fleet(),
         "alerts": _alerts(),
         "orders": _orders(),

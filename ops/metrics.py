@@ -24,6 +24,25 @@ Families (all prefixed `hub_`):
   rollouts{status}, rollout_updates{rollout,component,version,status},
   rollout_stage_position{rollout,component,version,status}
   metrics_source_up{source}, metrics_scrape_duration_seconds
+
+The Hub watching itself (hub/selfwatch), counters kept in Redis by every process:
+  http_requests_total{route,method,status}    requests answered, by resolved route
+  http_request_duration_seconds{route,method} histogram of their durations (the Stripe
+                                              webhook is route api/v1/billing/stripe/webhook)
+  database_errors_total{error}                failed queries by exception class
+  provider_requests_total{provider}           tokens taken from the provider's bucket
+  provider_rate_limit_waits_total{provider}, provider_rate_limit_wait_seconds_total{provider},
+  provider_rate_limit_timeouts_total{provider}  requests that waited for the bucket
+  provider_rate_limited_total{provider}       429s the provider answered
+  provider_quota_used_ratio{provider}         share of the quota used over the last period
+and read from Postgres:
+  periodic_job_last_success_timestamp_seconds{job,task}, periodic_job_period_seconds{job,task},
+  periodic_job_silent{job,task}               every enabled beat job
+  order_payment_to_fulfilled_seconds          histogram over the orders fulfilled in the window
+  orders_first_attempt{outcome}               orders paid in the window whose first attempt ended
+  order_first_attempt_success_ratio           succeeded / ended, of those
+  stripe_webhook_handling_seconds             histogram, Stripe's POST to its handler's end,
+                                              over the events received in the window
 """
 
 from __future__ import annotations
@@ -49,8 +68,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from billing.models import StripeEvent
+from hub.integrations.ratelimit import provider_bucket
 from hub.models import Alert, AlertSeverity, AlertStatus
 from hub.pipeline.models import Job, JobStatus, Step, StepStatus
+from hub.selfwatch import store as selfwatch_store
+from hub.selfwatch.periodic import periodic_jobs
 from provisioning.models import Order, OrderStatus, Region, Server, ServerStatus, Tier
 from rollouts.models import ROLLOUT_ACTIVE_STATUSES, Rollout, RolloutStatus, TenantUpdate, UpdateStatus
 from tenants.models import TENANT_LIVE_STATUSES, Tenant, TenantStatus
@@ -325,6 +348,179 @@ def rollout_families(now: datetime) -> Iterator[Metric]:
     yield positions
 
 
+def _histogram_from_counts(
+    family: HistogramMetricFamily, labels: list[str], per_bound: Mapping[float, float], total: float
+) -> None:
+    """Cumulative buckets from per-bucket counts keyed by upper bound (inf last)."""
+    running = 0.0
+    buckets = []
+    for bound in sorted(per_bound):
+        running += per_bound[bound]
+        buckets.append(("+Inf" if bound == float("inf") else floatToGoString(bound), running))
+    if not buckets or buckets[-1][0] != "+Inf":
+        buckets.append(("+Inf", running))
+    family.add_metric(labels, buckets=buckets, sum_value=total)
+
+
+def web_families(now: datetime) -> Iterator[Metric]:
+    sep = selfwatch_store.SEP
+    raw = selfwatch_store.read_hash(selfwatch_store.HTTP_KEY)
+    requests = CounterMetricFamily(
+        "hub_http_requests",
+        "Requests answered, by resolved route, method and status.",
+        labels=["route", "method", "status"],
+    )
+    buckets: dict[tuple[str, str], dict[float, float]] = {}
+    sums: dict[tuple[str, str], float] = {}
+    bounds = [float(bound) for bound in settings.METRICS_REQUEST_DURATION_BUCKETS] + [float("inf")]
+    for field, value in sorted(raw.items()):
+        kind, *labels = field.split(sep)
+        if kind == "n" and len(labels) == 3:
+            requests.add_metric(labels, float(value))
+        elif kind == "b" and len(labels) == 3:
+            per_bound = buckets.setdefault((labels[0], labels[1]), dict.fromkeys(bounds, 0.0))
+            bound = float("inf") if labels[2] == "+Inf" else float(labels[2])
+            per_bound[bound] = per_bound.get(bound, 0.0) + float(value)
+        elif kind == "s" and len(labels) == 2:
+            sums[(labels[0], labels[1])] = float(value)
+    yield requests
+    durations = HistogramMetricFamily(
+        "hub_http_request_duration_seconds",
+        "Time from the request reaching Django to its answer, by resolved route and method.",
+        labels=["route", "method"],
+    )
+    for (route, method), per_bound in sorted(buckets.items()):
+        _histogram_from_counts(durations, [route, method], per_bound, sums.get((route, method), 0.0))
+    yield durations
+    errors = CounterMetricFamily(
+        "hub_database_errors",
+        "Failed database queries in every Hub process, by exception class (IntegrityError includes "
+        "conflicts the code expects and settles).",
+        labels=["error"],
+    )
+    for error, count in sorted(selfwatch_store.read_hash(selfwatch_store.DB_ERRORS_KEY).items()):
+        errors.add_metric([error], float(count))
+    yield errors
+
+
+def rate_limit_families(now: datetime) -> Iterator[Metric]:
+    labels = ["provider"]
+    taken = CounterMetricFamily("hub_provider_requests", "Tokens taken from the provider's bucket.", labels=labels)
+    waits = CounterMetricFamily(
+        "hub_provider_rate_limit_waits", "Requests that had to wait for the provider's bucket.", labels=labels
+    )
+    waited = CounterMetricFamily(
+        "hub_provider_rate_limit_wait_seconds", "Seconds spent waiting for the provider's bucket.", labels=labels
+    )
+    timeouts = CounterMetricFamily(
+        "hub_provider_rate_limit_timeouts", "Requests that gave up waiting for the bucket.", labels=labels
+    )
+    limited = CounterMetricFamily("hub_provider_rate_limited", "429 answers from the provider.", labels=labels)
+    used = GaugeMetricFamily(
+        "hub_provider_quota_used_ratio",
+        "Share of the provider's quota used over the last quota period (RATE_LIMIT_ALERT_RATIO alerts).",
+        labels=labels,
+    )
+    for provider in sorted(settings.PROVIDER_RATE_LIMITS):
+        bucket = provider_bucket(provider)
+        stats = bucket.stats()
+        taken.add_metric([provider], stats["taken"])
+        waits.add_metric([provider], stats["waits"])
+        waited.add_metric([provider], stats["wait_seconds"])
+        timeouts.add_metric([provider], stats["timeouts"])
+        limited.add_metric([provider], stats["rate_limited"])
+        used.add_metric([provider], bucket.quota_used())
+    yield from (taken, waits, waited, timeouts, limited, used)
+
+
+def periodic_job_families(now: datetime) -> Iterator[Metric]:
+    labels = ["job", "task"]
+    last = GaugeMetricFamily(
+        "hub_periodic_job_last_success_timestamp_seconds",
+        "When each periodic job last succeeded (absent: never since it is watched).",
+        labels=labels,
+    )
+    period = GaugeMetricFamily(
+        "hub_periodic_job_period_seconds", "Each periodic job's period, from the beat schedule.", labels=labels
+    )
+    silent = GaugeMetricFamily(
+        "hub_periodic_job_silent",
+        "1 when the job has not succeeded within PERIODIC_JOB_SILENT_PERIODS of its periods.",
+        labels=labels,
+    )
+    for job in periodic_jobs():
+        names = [job.name, job.task]
+        if job.last_success_at is not None:
+            last.add_metric(names, job.last_success_at.timestamp())
+        period.add_metric(names, job.period_seconds)
+        silent.add_metric(names, 1 if job.silent(now) else 0)
+    yield from (last, period, silent)
+
+
+def order_outcome_families(now: datetime) -> Iterator[Metric]:
+    since = now - timedelta(hours=settings.METRICS_WINDOW_HOURS)
+    bounds = _sorted_bounds(settings.METRICS_ORDER_FULFILMENT_BUCKETS)
+    took = ExpressionWrapper(F("fulfilled_at") - F("created_at"), output_field=DurationField())
+    seconds = _EpochSeconds(took)
+    row = (
+        Order.objects.filter(fulfilled_at__gte=since)
+        .annotate(seconds=seconds)
+        .aggregate(
+            count=Count("id"),
+            total=Sum("seconds"),
+            **_bucket_counts(bounds, lambda bound: Q(seconds__lte=bound)),
+        )
+    )
+    fulfilment = HistogramMetricFamily(
+        "hub_order_payment_to_fulfilled_seconds",
+        f"From payment to FULFILLED, over the orders fulfilled in the last {settings.METRICS_WINDOW_HOURS} h.",
+    )
+    fulfilment.add_metric([], buckets=_cumulative_buckets(row, bounds), sum_value=row["total"] or 0.0)
+    yield fulfilment
+    outcomes = dict(
+        Order.objects.filter(created_at__gte=since, first_attempt_succeeded__isnull=False)
+        .order_by()
+        .values_list("first_attempt_succeeded")
+        .annotate(count=Count("id"))
+    )
+    first = GaugeMetricFamily(
+        "hub_orders_first_attempt",
+        f"Orders paid in the last {settings.METRICS_WINDOW_HOURS} h whose first provisioning attempt ended, "
+        "by how (a retry later does not change it).",
+        labels=["outcome"],
+    )
+    first.add_metric(["succeeded"], outcomes.get(True, 0))
+    first.add_metric(["failed"], outcomes.get(False, 0))
+    yield first
+    ended = outcomes.get(True, 0) + outcomes.get(False, 0)
+    if ended:
+        yield GaugeMetricFamily(
+            "hub_order_first_attempt_success_ratio",
+            "Share of those whose first attempt was FULFILLED (the goal: at least 0.9).",
+            value=outcomes.get(True, 0) / ended,
+        )
+
+
+def webhook_families(now: datetime) -> Iterator[Metric]:
+    since = now - timedelta(hours=settings.METRICS_WINDOW_HOURS)
+    bounds = _sorted_bounds(settings.METRICS_WEBHOOK_HANDLING_BUCKETS)
+    took = _EpochSeconds(ExpressionWrapper(F("finished_at") - F("received_at"), output_field=DurationField()))
+    row = (
+        StripeEvent.objects.filter(received_at__gte=since, finished_at__isnull=False)
+        .annotate(seconds=took)
+        .aggregate(
+            count=Count("id"), total=Sum("seconds"), **_bucket_counts(bounds, lambda bound: Q(seconds__lte=bound))
+        )
+    )
+    handling = HistogramMetricFamily(
+        "hub_stripe_webhook_handling_seconds",
+        f"From Stripe's webhook POST to its handler's end, over the events received in the last "
+        f"{settings.METRICS_WINDOW_HOURS} h.",
+    )
+    handling.add_metric([], buckets=_cumulative_buckets(row, bounds), sum_value=row["total"] or 0.0)
+    yield handling
+
+
 SOURCES: tuple[tuple[str, Callable[[datetime], Iterator[Metric]]], ...] = (
     ("steps", step_families),
     ("jobs", job_families),
@@ -334,6 +530,11 @@ SOURCES: tuple[tuple[str, Callable[[datetime], Iterator[Metric]]], ...] = (
     ("servers", server_families),
     ("orders", order_families),
     ("rollouts", rollout_families),
+    ("web", web_families),
+    ("rate_limits", rate_limit_families),
+    ("periodic_jobs", periodic_job_families),
+    ("order_outcomes", order_outcome_families),
+    ("webhooks", webhook_families),
 )
 
 

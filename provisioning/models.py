@@ -165,6 +165,10 @@ class Order(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     status_changed_at = models.DateTimeField(auto_now_add=True)
     fulfilled_at = models.DateTimeField(null=True, blank=True)
+    # How its first provisioning attempt ended (True: FULFILLED; False: FAILED or
+    # ROLLED_BACK), kept when staff retry it; None while the first attempt runs, or
+    # when it was cancelled. Provisioning's first-attempt success rate (/metrics).
+    first_attempt_succeeded = models.BooleanField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

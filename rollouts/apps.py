@@ -6,7 +6,10 @@ class RolloutsConfig(AppConfig):
     name = "rollouts"
 
     def ready(self) -> None:
+        from hub.freeze import fleet_freeze_listen
         from hub.releases import current_releases_answered_by
         from rollouts.selectors import current_release_pins
+        from rollouts.services.freeze import rollouts_on_freeze_change
 
         current_releases_answered_by(current_release_pins)
+        fleet_freeze_listen(rollouts_on_freeze_change)

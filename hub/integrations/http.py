@@ -69,6 +69,7 @@ class ProviderAdapter(HTTPAdapter):
                 logger.warning("%s: 429, waiting %.1fs as Retry-After says", self.bucket.name, wait)
                 response.close()
                 self.sleep(wait)
+                self.bucket.waited(wait)
                 continue
             if response.status_code >= 500 and server_errors < self.server_error_retries:
                 server_errors += 1

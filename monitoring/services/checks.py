@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from hub.selfwatch.checks import selfwatch_check
 from monitoring.services.backup import check_hub_backup
 from monitoring.services.health import (
     check_backups,
@@ -30,6 +31,7 @@ CHECKS: dict[str, Callable[[], dict[str, Any]]] = {
     "stuck_work": check_stuck_work,
     "hub_backup": check_hub_backup,
     "prune_history": heartbeat_history_prune,
+    "hub_selfwatch": selfwatch_check,
 }
 
 

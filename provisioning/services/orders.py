@@ -34,6 +34,13 @@ from tenants.models import Tenant, TenantStatus
 
 logger = logging.getLogger(__name__)
 
+# The statuses that end an order's first provisioning attempt, and whether it succeeded.
+FIRST_ATTEMPT_OUTCOMES: dict[str, bool] = {
+    OrderStatus.FULFILLED: True,
+    OrderStatus.FAILED: False,
+    OrderStatus.ROLLED_BACK: False,
+}
+
 
 def order_set_status(order: Order, new_status: str, *, actor: str = "system", reason: str = "") -> None:
     """Move along the flow, or to an end (ORDER_TRANSITIONS). An order already past the
@@ -46,6 +53,9 @@ def order_set_status(order: Order, new_status: str, *, actor: str = "system", re
     if new_status == OrderStatus.FULFILLED:
         order.fulfilled_at = order.status_changed_at
         fields.append("fulfilled_at")
+    if order.first_attempt_succeeded is None and new_status in FIRST_ATTEMPT_OUTCOMES:
+        order.first_attempt_succeeded = FIRST_ATTEMPT_OUTCOMES[new_status]
+        fields.append("first_attempt_succeeded")
     if reason and new_status in (OrderStatus.FAILED, OrderStatus.ROLLED_BACK, OrderStatus.CANCELLED):
         order.failure_reason = reason[:4000]
         fields.append("failure_reason")

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from hub.alerts.services import alert_raise, alert_resolve
 from hub.db.locks import single_flight
+from hub.freeze import fleet_frozen
 from hub.models import AlertSeverity, AuditEvent
 from rollouts import selectors
 from rollouts.gate import GateResult, Signals, Thresholds, gate_evaluate
@@ -108,7 +109,8 @@ def rollout_evaluate(*, rollout_id: int, now: datetime | None = None) -> GateRes
     if rollout.status == RolloutStatus.ROLLING_BACK:
         rollback_check(rollout=rollout, actor=SYSTEM_ACTOR, now=now)
         return None
-    if rollout.status != RolloutStatus.RUNNING:
+    if rollout.status != RolloutStatus.RUNNING or fleet_frozen():
+        # Frozen: nothing is judged, so nothing advances (rollouts.services.freeze).
         return None
     stage = current_stage(rollout)
     if stage is None or stage.status not in STAGE_STARTED_STATUSES:

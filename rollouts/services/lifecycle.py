@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from hub.alerts.services import alert_raise, alert_resolve
 from hub.errors import DomainError
+from hub.freeze import fleet_refuse_if_frozen
 from hub.models import AlertSeverity
 from rollouts import selectors
 from rollouts.models import (
@@ -80,6 +81,7 @@ def stage_pass(*, rollout: Rollout, stage: RolloutStage, actor: str, reason: str
 @transaction.atomic
 def rollout_start(*, rollout_id: int, actor: str, reason: str = "") -> Rollout:
     """Snapshot the eligible population, size the stages, dispatch the first stage."""
+    fleet_refuse_if_frozen("starting a rollout")
     rollout = rollout_locked(rollout_id)
     if not rollout.can_start():
         raise refusal(rollout, "started")
@@ -148,6 +150,7 @@ def rollout_pause(*, rollout_id: int, actor: str, reason: str = "") -> Rollout:
 def rollout_resume(*, rollout_id: int, actor: str, reason: str = "") -> Rollout:
     """Continue where it left off: the withdrawn updates are sent again, and the
     stage's deadline moves by the time spent paused."""
+    fleet_refuse_if_frozen("resuming a rollout")
     rollout = rollout_locked(rollout_id)
     if not rollout.can_resume():
         raise refusal(rollout, "resumed")
@@ -171,6 +174,7 @@ def rollout_resume(*, rollout_id: int, actor: str, reason: str = "") -> Rollout:
 @transaction.atomic
 def rollout_promote(*, rollout_id: int, actor: str, reason: str = "") -> Rollout:
     """Staff pass the current stage (once its updates are done) and start the next."""
+    fleet_refuse_if_frozen("promoting a rollout")
     rollout = rollout_locked(rollout_id)
     if not rollout.can_promote():
         raise refusal(rollout, "promoted")
@@ -221,6 +225,7 @@ def rollout_rollback(*, rollout_id: int, actor: str, reason: str = "") -> Rollou
 def rollout_retry(*, rollout_id: int, actor: str, reason: str = "") -> Rollout:
     """After the cause of a halt is fixed: send the failed (and withdrawn) updates
     again and run the current stage anew, with a fresh deadline."""
+    fleet_refuse_if_frozen("retrying a rollout")
     rollout = rollout_locked(rollout_id)
     if not rollout.can_retry():
         raise refusal(rollout, "retried")

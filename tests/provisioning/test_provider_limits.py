@@ -95,3 +95,36 @@ def test_orders_buying_at_once_share_one_registration_of_the_hub_ssh_key(
 
     assert len(set(ids)) == 1, "every order got the one key"
     assert [key.id for key in keys] == ids[:1], "registered once"
+
+
+@pytest.mark.django_db
+def test_a_429_storm_moves_the_rate_limit_counters_in_metrics(
+    sandbox: Sandbox, hub_settings: dict[str, str], broker: redis.Redis
+) -> None:
+    from tests.ops.test_metrics import scrape
+
+    values = {
+        "HCLOUD_API_ENDPOINT": sandbox.env["HCLOUD_API_ENDPOINT"],
+        "HCLOUD_TOKEN": sandbox.env["HCLOUD_TOKEN"],
+        "PROVIDER_RATE_LIMITS": {"hetzner": (100, 1.0, 20), "cloudflare": (1200, 300.0, 200)},
+    }
+    broker.delete("ratelimit:hetzner:bucket", "ratelimit:hetzner:closed")
+    before = scrape()
+    # given the emulator answering the next 3 server listings with 429, Retry-After: 1
+    sandbox.hetzner_fault(status=429, count=3, path="/v1/servers", retry_after=1)
+
+    # when the Hub lists servers (and waits the storm out)
+    hetzner._client.cache_clear()
+    with override_settings(**values):
+        hetzner.servers_with_labels({"storm": "metrics"})
+        after = scrape()
+    hetzner._client.cache_clear()
+
+    # then every 429 and every wait it caused is counted
+    def delta(name: str) -> float:
+        return after.value(name, provider="hetzner") - before.value(name, provider="hetzner")
+
+    assert delta("hub_provider_rate_limited_total") == 3
+    assert delta("hub_provider_rate_limit_waits_total") >= 1
+    assert delta("hub_provider_rate_limit_wait_seconds_total") >= 2.5
+    assert delta("hub_provider_requests_total") == 4

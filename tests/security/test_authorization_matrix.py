@@ -94,6 +94,10 @@ ENDPOINTS: dict[tuple[str, str], Row] = {
         AGENT_OWN, 200, obj="command", body=lambda w: {"status": "succeeded", "output": "done"}
     ),
     # Staff.
+    ("/api/v1/alerts/", "GET"): Row(STAFF, 200),
+    ("/api/v1/fleet/freeze/", "GET"): Row(STAFF, 200),
+    ("/api/v1/fleet/freeze/", "POST"): Row(STAFF, 200, body=lambda w: {"reason": "matrix"}),
+    ("/api/v1/fleet/freeze/", "DELETE"): Row(STAFF, 200),
     ("/api/v1/jobs/", "GET"): Row(STAFF, 200),
     ("/api/v1/jobs/{id}/", "GET"): Row(STAFF, 200, obj="job"),
     ("/api/v1/jobs/{id}/retry/", "POST"): Row(STAFF, 409, obj="job"),  # it is running
