@@ -66,7 +66,11 @@ def test_a_worker_whose_consumer_stops_while_jobs_wait_alerts_exits_75_and_its_r
         wait_job(job, (JobStatus.SUCCEEDED,), timeout=60)
         runs = [call for call in calls_of(tmp_path, job) if call.startswith("run ")]
         assert runs == ["run one", "run slow", "run three"]
-    wait_for(lambda: stalled_alert(stuck).status == AlertStatus.RESOLVED, timeout=20, message="the alert to resolve")
+    wait_for(
+        lambda: Alert.objects.filter(pk=alert.pk, status=AlertStatus.RESOLVED).exists(),
+        timeout=20,
+        message="the alert to resolve",
+    )
 
 
 def test_the_reaper_sends_each_worker_a_canary_through_its_own_queue_and_a_worker_that_ignores_it_exits(
