@@ -8,13 +8,28 @@ Not in CI: quick mode runs nothing (the suite runs the scenario once per run).""
 
 from __future__ import annotations
 
+import os
 import re
 import statistics
 import subprocess
 import sys
 import time
 
-from bench.common import BENCH_DATABASE, BENCH_REDIS_URL, ROOT, Result, bench_env
+from bench.common import BENCH_DATABASE, BENCH_REDIS_URL, ROOT, Result
+
+# What bench.common puts in a bench's environment: the test run has settings of its own.
+BENCH_ONLY = (
+    "DJANGO_SETTINGS_MODULE",
+    "DATABASE_URL",
+    "DATABASE_CONN_MAX_AGE",
+    "CELERY_BROKER_URL",
+    "REDIS_URL",
+    "RATE_LIMIT_REDIS_URL",
+    "PIPELINE_MODULES",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "HUB_ENV",
+)
 
 ROUNDS = 10
 ORDERS_PER_ROUND = 10
@@ -26,10 +41,10 @@ STUCK = re.compile(r"orders not ended: (\[.*\])")
 
 def _round(index: int) -> tuple[bool, float, int | None, int, str]:
     """One pytest run: (passed, seconds, steps the reaper recovered, orders fulfilled, tail)."""
-    env = bench_env(TEST_DATABASE_NAME=f"{BENCH_DATABASE}_redis_restart", TEST_REDIS_URL=BENCH_REDIS_URL)
-    for key in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "RATE_LIMIT_REDIS_URL"):
-        env.pop(key, None)
-    env["PIPELINE_MODULES"] = "tests.pipelines"
+    # The test suite's own settings (hub.settings_test, INFO logs: a worker is ready
+    # when it logs so), on the bench's database server and Redis database.
+    env = {key: value for key, value in os.environ.items() if key not in BENCH_ONLY}
+    env.update(TEST_DATABASE_NAME=f"{BENCH_DATABASE}_redis_restart", TEST_REDIS_URL=BENCH_REDIS_URL)
     # The test database is made once and kept for the other rounds.
     cmd = [sys.executable, "-m", "pytest", TEST, "-q", "-s", "-p", "no:cacheprovider", "--reuse-db"]
     if index == 0:
