@@ -11,6 +11,8 @@ app = Celery("hub")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
+import hub.workers  # noqa: E402, F401 - the watchdog's and the per-pool settings' signal receivers
+
 
 @setup_logging.connect
 def configure_logging(**kwargs: Any) -> None:

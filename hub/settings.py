@@ -140,8 +140,19 @@ CELERY_TIMEZONE = "UTC"
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Cancelling the running tasks on a lost broker connection is set per pool when a
+# worker starts (hub.workers.set_cancel_on_connection_loss): prefork can kill a child,
+# the threads pool cannot stop a thread and answered it with NotImplementedError on the
+# path that restarts the consumer. The step's lease in Postgres decides what runs again.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Reconnect with backoff, but not forever: a worker that cannot reach the broker for
+# this many attempts exits non-zero and its supervisor starts it afresh.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = env.int("CELERY_BROKER_CONNECTION_MAX_RETRIES", default=30)
+CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=5.0)
+# The Redis transport with an ack that a dead channel cannot turn into a crash of the
+# consumer (hub/broker.py). The URL's scheme stays redis://.
+CELERY_BROKER_TRANSPORT = "hub.broker:Transport"
 # On a deploy's SIGTERM, wait this long for running tasks, then requeue them.
 CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env.float("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", default=20.0)
 CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE = True
@@ -155,8 +166,13 @@ PIPELINE_MAX_BROKER_COUNTDOWN = env.int("PIPELINE_MAX_BROKER_COUNTDOWN", default
 CELERY_BROKER_VISIBILITY_TIMEOUT = env.int("CELERY_BROKER_VISIBILITY_TIMEOUT", default=3 * 3600)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT,
+    # A read that hangs on a half-open connection fails within socket_timeout; the
+    # kernel's keepalive and redis-py's PING before a command idle for
+    # health_check_interval find a dead peer (a Redis restarted or moved) before a
+    # command is lost on it. Redis has no AMQP heartbeats: these are its equivalent.
     "socket_timeout": 10,
     "socket_connect_timeout": 5,
+    "socket_keepalive": True,
     "retry_on_timeout": True,
     "health_check_interval": 25,
 }
@@ -166,6 +182,9 @@ CELERY_TASK_TIME_LIMIT = PIPELINE_MAX_STEP_TIMEOUT + 120
 HUB_QUEUES = ("provisioning", "rollouts", "monitoring", "billing", "default")
 CELERY_TASK_QUEUES = [Queue(name) for name in HUB_QUEUES]
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# Every worker also consumes a queue of its own, <hostname>.dq2: the reaper's canary
+# goes through it (hub/workers.py).
+CELERY_WORKER_DIRECT = True
 CELERY_TASK_ROUTES = {
     "provisioning.*": {"queue": "provisioning"},
     "rollouts.*": {"queue": "rollouts"},
@@ -182,6 +201,15 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # hub.celery closes the old or broken ones at each task's start and end, as Django
 # does per request.
 CELERY_DB_REUSE_MAX = 1_000_000
+
+# --- Workers that cannot hang silently (hub/workers.py) -----------------------------
+# A worker that has consumed nothing for this long while work waited in its queues
+# (its own canary included) opens a HARD worker_stalled alert and exits with
+# WORKER_STALL_EXIT_CODE, for its supervisor to start it again.
+WORKER_STALL_SECONDS = env.float("WORKER_STALL_SECONDS", default=120.0)
+# How long the stalled worker's warm shutdown may take before it exits anyway.
+WORKER_STALL_EXIT_GRACE = env.float("WORKER_STALL_EXIT_GRACE", default=30.0)
+WORKER_STALL_EXIT_CODE = 75  # EX_TEMPFAIL: start me again
 
 # --- The step-pipeline engine ----------------------------------------------------
 # A running step renews its lease this often; a step whose lease ran out belongs to

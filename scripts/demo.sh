@@ -127,9 +127,16 @@ start stripe "$PY" -m sandbox.stripe_emulator --port "$STRIPE_PORT"
 CELERY=("$ROOT/.venv/bin/celery" -A hub)
 # The web process as production runs it: gunicorn's ASGI worker, static files, event streams.
 WEB_GRACEFUL_TIMEOUT=5 start web bash scripts/web.sh --bind "127.0.0.1:$PORT" --access-logfile -
+# A worker that exits non-zero (its watchdog found it stalled: 75; the broker gone for
+# good) is started again, as compose's restart policy does in production. A clean exit
+# ends the loop; Ctrl-C's TERM to the process group ends the loop and the worker both.
+SUPERVISE=(bash -c 'while true; do "$@" && exit 0; echo "[demo] worker exited with $?; starting it again" >&2; sleep 2; done' supervise)
+WORKER_FLAGS=(--without-gossip --without-mingle -l INFO)
 # Provisioning waits on SSH most of the time: threads, as in production.
-start worker-provisioning "${CELERY[@]}" worker -Q provisioning -P threads -c 6 -n "demo-provisioning@%h" -l INFO
-start worker "${CELERY[@]}" worker -Q rollouts,monitoring,billing,default -c 2 -n "demo@%h" -l INFO
+start worker-provisioning "${SUPERVISE[@]}" "${CELERY[@]}" worker -Q provisioning -P threads -c 6 \
+  -n "demo-provisioning@%h" "${WORKER_FLAGS[@]}"
+start worker "${SUPERVISE[@]}" "${CELERY[@]}" worker -Q rollouts,monitoring,billing,default -c 2 -n "demo@%h" \
+  "${WORKER_FLAGS[@]}"
 start beat "${CELERY[@]}" beat -l INFO --scheduler django_celery_beat.schedulers:DatabaseScheduler \
   --pidfile "$RUN_DIR/beat.pid"
 start flower "${CELERY[@]}" flower --address=127.0.0.1 --port="$FLOWER_PORT"

@@ -114,3 +114,8 @@ def test_concurrent_provisioning_fulfils_every_order(quick: dict[str, Any]) -> N
     assert fulfilled and all(r["passed"] for r in fulfilled), fulfilled
     assert float(row(data, "one order alone (threads)")["value"].split()[0]) > 0
     ratio_value(data, "2 orders / one order")
+
+
+def test_the_redis_restart_loop_is_declared_and_left_out_of_quick_runs(quick: dict[str, Any]) -> None:
+    data = result(quick, "redis_restart")
+    assert "not run in quick mode" in row(data, "rounds")["value"]
