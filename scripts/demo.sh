@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: the whole story on this machine, on loopback. Starts the sandbox (the
 # Hetzner, Cloudflare and Stripe emulators and three sandbox hosts), then the Hub: web
-# (gunicorn), workers (provisioning on threads, the other queues on processes), beat
+# (scripts/web.sh), workers (provisioning on threads, the other queues on processes), beat
 # and Flower. Then it tells the story (manage.py demo_story): three paid checkouts
 # arrive as signed Stripe webhooks, each order is provisioned over SSH with a progress
 # bar, the agents heartbeat, a staged rollout goes across the new tenants. It prints
@@ -110,7 +110,6 @@ if [[ ! -f "$CRED" ]]; then
 fi
 read -r ADMIN_USER ADMIN_PASSWORD < "$CRED"
 ADMIN_USER="$ADMIN_USER" ADMIN_PASSWORD="$ADMIN_PASSWORD" "$PY" manage.py demo_setup
-"$PY" manage.py collectstatic --noinput -v0
 
 say "starting the sandbox: Hetzner and Cloudflare emulators and $HOSTS sandbox hosts"
 "$PY" manage.py sandbox up --hosts "$HOSTS" --state-dir "$RUN_DIR/sandbox" --env-file "$RUN_DIR/sandbox.env" \
@@ -126,8 +125,8 @@ export STRIPE_API_BASE="http://127.0.0.1:$STRIPE_PORT"
 start stripe "$PY" -m sandbox.stripe_emulator --port "$STRIPE_PORT"
 
 CELERY=("$ROOT/.venv/bin/celery" -A hub)
-start web "$ROOT/.venv/bin/gunicorn" hub.wsgi --bind "127.0.0.1:$PORT" --workers 2 --threads 4 \
-  --graceful-timeout 5 --access-logfile -
+# The web process as production runs it: gunicorn's ASGI worker, static files, event streams.
+WEB_GRACEFUL_TIMEOUT=5 start web bash scripts/web.sh --bind "127.0.0.1:$PORT" --access-logfile -
 # Provisioning waits on SSH most of the time: threads, as in production.
 start worker-provisioning "${CELERY[@]}" worker -Q provisioning -P threads -c 6 -n "demo-provisioning@%h" -l INFO
 start worker "${CELERY[@]}" worker -Q rollouts,monitoring,billing,default -c 2 -n "demo@%h" -l INFO
