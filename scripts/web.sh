@@ -14,7 +14,8 @@
 # waits for its requests; 10), WEB_COLLECTSTATIC (0 skips it: an image that collected
 # at build time), WEB_CONTROL_SOCKET (gunicorn's control socket; none unless set, so
 # several web processes can run side by side). Under ASGI each request runs in a thread of its own, so persistent
-# database connections would pile up: DATABASE_CONN_MAX_AGE defaults to 0 here.
+# database connections would pile up: DATABASE_CONN_MAX_AGE is 0 here, whatever the
+# other processes use (WEB_DATABASE_CONN_MAX_AGE overrides it).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,7 +32,7 @@ while (( $# )); do
   esac
 done
 
-export DATABASE_CONN_MAX_AGE="${DATABASE_CONN_MAX_AGE:-0}"
+export DATABASE_CONN_MAX_AGE="${WEB_DATABASE_CONN_MAX_AGE:-0}"
 
 control=(--no-control-socket)
 if [[ -n "${WEB_CONTROL_SOCKET:-}" ]]; then control=(--control-socket "$WEB_CONTROL_SOCKET"); fi
