@@ -185,12 +185,12 @@ async def _missed_since(client: aioredis.Redis, key: str, last_id: str) -> list[
     deleted = _decode(info.get("max-deleted-entry-id") or "0-0")
     if _id_key(deleted) > _id_key(last_id):
         return None
-    entries = await client.xrange(key, min=f"({last_id}", max="+")
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = await client.xrange(key, min=f"({last_id}", max="+")  # type: ignore[assignment]
     return [_entry(entry_id, fields) for entry_id, fields in entries]
 
 
 async def _latest_id(client: aioredis.Redis, key: str) -> str:
-    newest = await client.xrevrange(key, count=1)
+    newest: list[tuple[bytes, dict[bytes, bytes]]] = await client.xrevrange(key, count=1)  # type: ignore[assignment]
     return _decode(newest[0][0]) if newest else "0-0"
 
 
@@ -250,7 +250,8 @@ async def _staff_or_error(request: HttpRequest) -> HttpResponse | None:
     """None for a staff user (DRF token, else admin session); else the JSON refusal."""
     user: AbstractBaseUser | AnonymousUser | None = None
     try:
-        pair = await sync_to_async(TokenAuthentication().authenticate)(request)
+        # DRF's token check reads only the request's headers: a plain HttpRequest will do.
+        pair = await sync_to_async(TokenAuthentication().authenticate)(request)  # type: ignore[arg-type]
     except AuthenticationFailed as exc:
         return _error(401, "authentication_failed", str(exc.detail))
     if pair is not None:
@@ -265,7 +266,9 @@ async def _staff_or_error(request: HttpRequest) -> HttpResponse | None:
     return None
 
 
-def _stream_response(request: HttpRequest, key: str, snapshot: Callable[[], dict[str, Any]]) -> HttpResponse:
+def _stream_response(
+    request: HttpRequest, key: str, snapshot: Callable[[], dict[str, Any]]
+) -> HttpResponse | StreamingHttpResponse:
     last_event_id = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")
     if last_event_id and not _EVENT_ID.match(last_event_id):
         return _error(400, "invalid", "Last-Event-ID must be an event id this stream sent (like 1733300000000-0).")
@@ -283,7 +286,7 @@ def operation_snapshot() -> dict[str, Any]:
     return {"dashboard": dashboard_context()}
 
 
-async def all_events(request: HttpRequest) -> HttpResponse:
+async def all_events(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     if request.method != "GET":
         return _error(405, "method_not_allowed", f'Method "{request.method}" not allowed.')
     refused = await _staff_or_error(request)
@@ -292,7 +295,7 @@ async def all_events(request: HttpRequest) -> HttpResponse:
     return _stream_response(request, stream_key(), operation_snapshot)
 
 
-async def order_events(request: HttpRequest, pk: int) -> HttpResponse:
+async def order_events(request: HttpRequest, pk: int) -> HttpResponse | StreamingHttpResponse:
     if request.method != "GET":
         return _error(405, "method_not_allowed", f'Method "{request.method}" not allowed.')
     refused = await _staff_or_error(request)

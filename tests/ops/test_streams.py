@@ -45,7 +45,9 @@ class EventReader:
         self.response = requests.get(url, headers=headers, stream=True, timeout=(5, 10))
         assert self.response.status_code == 200, self.response.text[:300]
         assert self.response.headers["Content-Type"].startswith("text/event-stream")
-        self.lines: Iterator[str] = self.response.iter_lines(decode_unicode=True)
+        self.lines: Iterator[str] = (
+            line.decode() if isinstance(line, bytes) else line for line in self.response.iter_lines()
+        )
         self.comments: list[str] = []
 
     def next(self) -> Event:
