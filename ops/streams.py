@@ -37,6 +37,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.handlers.asgi import ASGIRequest
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connections
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
@@ -220,6 +221,10 @@ async def event_stream(
         if subscription is None:
             await client.aclose()
             return
+        # Done with the database for this connection (the credential, the snapshot): its
+        # Postgres connection, held by this request's thread, goes back now, not when
+        # the stream ends, or every open stream would hold one.
+        await sync_to_async(connections.close_all)()
         loop = asyncio.get_running_loop()
         ends_at = loop.time() + settings.EVENTS_STREAM_MAX_SECONDS
         while loop.time() < ends_at:

@@ -114,3 +114,13 @@ def test_concurrent_provisioning_fulfils_every_order(quick: dict[str, Any]) -> N
     assert fulfilled and all(r["passed"] for r in fulfilled), fulfilled
     assert float(row(data, "one order alone (threads)")["value"].split()[0]) > 0
     ratio_value(data, "2 orders / one order")
+
+
+def test_event_streams_reach_every_open_stream_and_time_commit_to_client(quick: dict[str, Any]) -> None:
+    data = result(quick, "streams")
+    assert row(data, "heartbeat errors")["passed"], row(data, "heartbeat errors")
+    assert row(data, "open streams that got the next event")["passed"], row(
+        data, "open streams that got the next event"
+    )
+    assert float(row(data, "commit -> client p95")["value"].split()[0]) > 0
+    ratio_value(data, "ingest with / without 20 idle streams")
