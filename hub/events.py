@@ -58,7 +58,7 @@ def _redis() -> tuple[redis.Redis, Any]:
     with _client_lock:
         if _client is None:
             _client = redis.Redis.from_url(
-                settings.EVENTS_REDIS_URL, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30
+                settings.EVENTS_REDIS_URL, socket_timeout=1, socket_connect_timeout=0.5, health_check_interval=30
             )
             _script = _client.register_script(_PUBLISH_LUA)
         return _client, _script
