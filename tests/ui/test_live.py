@@ -99,3 +99,31 @@ def test_the_dashboard_counters_move_live(page: Page, web_server: WebServer, sta
     expect(page.locator("#dash-orders h2")).to_have_text("Orders in flight (1)")
     assert page.evaluate("window.__sameDocument") is True, "the dashboard reloaded"
     shot(page, "live-03-dashboard-live")
+
+
+def test_an_order_page_polls_while_its_stream_is_broken(
+    page: Page, web_server: WebServer, staff_user: Any, tmp_path: Path
+) -> None:
+    order = Order.objects.create(domain="live-poll.example.test", status=OrderStatus.PAYMENT_CONFIRMED, region="eu")
+    with queues_taken_from_session_worker(["default"], purge=True):
+        job = job_start(
+            pipeline="test.five_steps",
+            subject_type="order",
+            subject_id=order.pk,
+            context={"effects_dir": str(tmp_path)},
+        )
+        Order.objects.filter(pk=order.pk).update(job=job)
+        first = job.steps.get(kind=StepKind.ACTION, name="s1")
+        # A proxy that refuses the stream: the page must notice and poll.
+        page.route("**/api/v1/orders/*/events", lambda route: route.abort())
+
+        log_in(page, web_server, staff_user, f"/admin/provisioning/order/{order.pk}/change/")
+        expect(page.locator("body")).to_have_attribute("data-live-mode", "polling")
+        expect(page.locator("#order-live-note")).to_have_text("(polling)")
+        page.evaluate("window.__sameDocument = true")
+
+        execute_step(first.pk)
+
+        row = page.locator("#order-timeline tr[data-kind=ACTION][data-step=s1]")
+        expect(row).to_have_attribute("data-status", StepStatus.SUCCEEDED, timeout=5_000)
+        assert page.evaluate("window.__sameDocument") is True, "the page reloaded"
