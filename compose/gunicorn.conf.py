@@ -7,8 +7,9 @@ import os
 
 bind = "0.0.0.0:8000"
 workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
-threads = int(os.environ.get("WEB_THREADS", "4"))
-worker_class = "gthread"
+# scripts/web.sh starts it with the ASGI worker (hub.asgi); this file adds the rest.
+worker_class = "asgi"
+worker_connections = int(os.environ.get("WEB_WORKER_CONNECTIONS", "1000"))
 timeout = 30
 graceful_timeout = 30
 keepalive = 5
@@ -16,7 +17,7 @@ keepalive = 5
 max_requests = 5000
 max_requests_jitter = 500
 # `gunicornc` (runtime control) finds the master here; the user's home is read-only.
-control_socket = "/tmp/gunicorn.ctl"
+control_socket = os.environ.get("WEB_CONTROL_SOCKET", "/tmp/gunicorn.ctl")
 # nginx is the only client; it sets X-Forwarded-For and X-Forwarded-Proto.
 forwarded_allow_ips = "*"
 # nginx writes the access log; gunicorn's error log goes through the Hub's formatter.

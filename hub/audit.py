@@ -11,6 +11,7 @@ from typing import Any
 
 from django.db import models
 
+from hub import events
 from hub.errors import IllegalMove
 from hub.models import AuditEvent
 
@@ -55,7 +56,9 @@ def status_move(
     unless the move has a name of its own (`action`, e.g. "order.retry"), with the old
     and new value (`as_recorded` shapes them, for a trail that records more than the
     bare value). A move the transition map does not
-    allow raises IllegalMove; moving to the current value does nothing (False)."""
+    allow raises IllegalMove; moving to the current value does nothing (False). Once
+    the caller's transaction commits, the move is published as the live event
+    `<object_type>.<field>` (hub/events.py) on the object's own stream too."""
     old = getattr(obj, field)
     if old == new:
         return False
@@ -76,5 +79,10 @@ def status_move(
         old=shape(old),
         new=shape(new),
         reason=reason,
+    )
+    events.publish(
+        f"{kind}.{field}",
+        {"id": obj.pk, "old": shape(old), "new": shape(new), "actor": actor or "system"},
+        scopes=[f"{kind}:{obj.pk}"],
     )
     return True

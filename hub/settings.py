@@ -46,6 +46,9 @@ MIDDLEWARE = [
     "hub.selfwatch.web.RequestMetricsMiddleware",
     "hub.api.errors.ApiJsonErrorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # The admin's static files, served by the web process itself (scripts/web.sh runs
+    # collectstatic into STATIC_ROOT); nginx may serve them first in compose.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -56,6 +59,7 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "hub.urls"
 WSGI_APPLICATION = "hub.wsgi.application"
+ASGI_APPLICATION = "hub.asgi.application"
 
 TEMPLATES = [
     {
@@ -410,6 +414,25 @@ BACKUP_TARGET_SSH_KEY_PATH = env.str("BACKUP_TARGET_SSH_KEY_PATH", default="")
 # per-tenant rate counters. Nothing in it that Postgres cannot rebuild.
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/1")
 AGENT_HEARTBEAT_INTERVAL = env.int("AGENT_HEARTBEAT_INTERVAL", default=60)
+
+# --- Live events (hub/events.py, ops/streams.py) ----------------------------------------
+# Every status move is appended to a bounded history (a Redis Stream) and published on a
+# pub/sub channel after its commit; the event streams of the API replay the history for
+# a client that reconnects with Last-Event-ID and follow the channel.
+EVENTS_REDIS_URL = env.str("EVENTS_REDIS_URL", default=REDIS_URL)
+EVENTS_STREAM = env.str("EVENTS_STREAM", default="hub:events")
+EVENTS_CHANNEL = env.str("EVENTS_CHANNEL", default="hub:events")
+# Events kept for replay: of the whole operation, and of each order (kept a day after its last).
+EVENTS_HISTORY_LENGTH = env.int("EVENTS_HISTORY_LENGTH", default=10_000)
+EVENTS_SCOPE_HISTORY_LENGTH = env.int("EVENTS_SCOPE_HISTORY_LENGTH", default=1_000)
+EVENTS_SCOPE_TTL_SECONDS = env.int("EVENTS_SCOPE_TTL_SECONDS", default=24 * 3600)
+# A comment line this often keeps an idle stream open through proxies.
+EVENTS_KEEPALIVE_SECONDS = env.float("EVENTS_KEEPALIVE_SECONDS", default=15.0)
+# A stream ends after this long and the browser reconnects with Last-Event-ID, so no
+# connection outlives a deploy or a credential by much.
+EVENTS_STREAM_MAX_SECONDS = env.float("EVENTS_STREAM_MAX_SECONDS", default=600.0)
+# Events waiting for one slow client; past that it is disconnected (it reconnects and replays).
+EVENTS_CLIENT_BUFFER = env.int("EVENTS_CLIENT_BUFFER", default=1_000)
 AGENT_REGISTRATION_TOKEN_TTL = env.int("AGENT_REGISTRATION_TOKEN_TTL", default=3600)
 # After a rotation the old key keeps working this long.
 AGENT_KEY_ROTATION_OVERLAP = env.int("AGENT_KEY_ROTATION_OVERLAP", default=3600)

@@ -157,6 +157,90 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class WebServer:
+    """The real web process, started the one way it starts (scripts/web.sh: gunicorn's
+    ASGI worker, static files, the event streams) against the test database and Redis."""
+
+    def __init__(self, *, log_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.extra_env = env or {}
+        self.log_path = log_dir / f"web-{time.monotonic_ns()}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WebServer:
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "hub.settings_test",
+            "DATABASE_URL": test_database_url(),
+            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+            "REDIS_URL": settings.REDIS_URL,
+            "EVENTS_REDIS_URL": settings.EVENTS_REDIS_URL,
+            "WEB_CONCURRENCY": "1",
+            "WEB_GRACEFUL_TIMEOUT": "2",
+            "LOG_FORMAT": "plain",
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        }
+        self.log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            ["bash", str(ROOT / "scripts" / "web.sh"), "--bind", f"127.0.0.1:{self.port}"],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        proc = self.proc
+
+        def answers() -> bool:
+            if proc.poll() is not None:
+                return True
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                    return sock.recv(64).startswith(b"HTTP/1.1 200")
+            except OSError:
+                return False
+
+        wait_for(answers, timeout=60, interval=0.2, message="the web process (scripts/web.sh) to answer")
+        if proc.poll() is not None:
+            raise RuntimeError(f"scripts/web.sh exited:\n{self.log()[-3000:]}")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.log_file.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def web_server(
+    django_db_setup: None, django_db_blocker: Any, broker: redis.Redis, worker_logs: Path
+) -> Iterator[WebServer]:
+    """One web process for the session (`bash scripts/web.sh`), on the test database;
+    idle event streams send a keep-alive comment every second."""
+    with django_db_blocker.unblock():
+        server = WebServer(log_dir=worker_logs, env={"EVENTS_KEEPALIVE_SECONDS": "1"}).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_worker_outlives_the_session() -> Iterator[None]:
     yield

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from hub import events
 from hub.alerts.notify import Opening, notifications_create
 from hub.audit import audit_record
 from hub.db.bulksql import JSON_ROWS, json_rows
@@ -98,6 +99,7 @@ def alert_raise(*, subject_type: str, subject_id: object, kind: str, severity: s
                 reason=message,
             )
             notifications_create([Opening.of(alert)])
+            _publish_alert("alert.opened", alert.pk, subject_type, subject, kind, severity)
         logger.warning("alert %s: %s %s:%s: %s", severity, kind, subject_type, subject, message)
         return alert
     raise RuntimeError("could not open or count the alert")
@@ -117,7 +119,18 @@ def alert_resolve(*, subject_type: str, subject_id: object, kind: str) -> int:
             status=AlertStatus.RESOLVED, resolved_at=timezone.now()
         )
         _audit_bulk("alert.resolve", resolved, new=AlertStatus.RESOLVED)
+        for alert_id in resolved:
+            _publish_alert("alert.resolved", alert_id, subject_type, str(subject_id), kind, "")
     return count
+
+
+def _publish_alert(
+    event_type: str, alert_id: int, subject_type: str, subject_id: str, kind: str, severity: str
+) -> None:
+    events.publish(
+        event_type,
+        {"id": alert_id, "subject_type": subject_type, "subject_id": subject_id, "kind": kind, "severity": severity},
+    )
 
 
 def _audit_bulk(action: str, alert_ids: Iterable[int], *, new: str, reason: str = "") -> None:
@@ -255,6 +268,17 @@ def alerts_sync(*, kind: str, subject_type: str, failing: Mapping[int, Failing] 
 
     if openings:
         result.notifications = notifications_create(openings)
+    if result.opened or result.resolved:
+        # One event for the whole run: a storm of openings is one line on the streams.
+        events.publish(
+            "alerts.synced",
+            {
+                "kind": kind,
+                "subject_type": subject_type,
+                "opened": len(result.opened),
+                "resolved": len(result.resolved),
+            },
+        )
     return result
 
 

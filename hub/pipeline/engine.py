@@ -46,6 +46,7 @@ from hub.pipeline.transitions import (
     history_entry,
     hold_deadline,
     schedule_retry,
+    step_changed,
 )
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ def execute_step(step_id: int) -> None:
     claim = claim_step(step_id)
     if claim is None:
         return
+    _publish(claim, StepStatus.RUNNING)
     subject = logcontext.subject_ids(claim.context.subject_type, claim.context.subject_id)
     with logcontext.bind(job_id=claim.job_id, step_id=claim.step_id, **subject):
         keeper = lease_keeper()
@@ -104,7 +106,22 @@ def execute_step(step_id: int) -> None:
         if time.monotonic() - started > QUICK_ACTION_SECONDS or connection.errors_occurred:
             close_old_connections()
         record_outcome(claim, outcome)
+        if outcome.kind == "succeeded":
+            # A failure or a wait is published where it is decided (the retry, the failure).
+            _publish(claim, StepStatus.SUCCEEDED)
         logger.info("%s step %s of %s: %s", claim.kind.lower(), claim.spec.name, claim.pipeline.name, outcome.kind)
+
+
+def _publish(claim: Claim, status: str) -> None:
+    step_changed(
+        job_id=claim.job_id,
+        step_id=claim.step_id,
+        name=claim.context.step_name,
+        status=status,
+        subject_type=claim.context.subject_type,
+        subject_id=claim.context.subject_id,
+        kind=claim.kind,
+    )
 
 
 # The usual success in one statement, atomic on its own: the job locked first (running,

@@ -17,6 +17,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Concat, Right
 from django.utils import timezone
 
+from hub import events
 from hub.pipeline.claim import Claim
 from hub.pipeline.models import (
     Step,
@@ -155,6 +156,14 @@ def flush_log(claim: Claim, *, renew: bool) -> bool:
         updates["log"] = Right(Concat(F("log"), Value(chunk)), LOG_LIMIT)
     if renew:
         updates["lease_expires_at"] = timezone.now() + timedelta(seconds=settings.PIPELINE_LEASE_SECONDS)
-    return bool(
+    ours = bool(
         Step.objects.filter(pk=claim.step_id, lease_token=claim.token, status=StepStatus.RUNNING).update(**updates)
     )
+    if ours and chunk:
+        # The step's log grows while it runs: the admin's timeline shows the new lines live.
+        events.publish(
+            "step.log",
+            {"job": claim.job_id, "step": claim.step_id, "name": claim.context.step_name, "lines": chunk[-4000:]},
+            scopes=events.subject_scopes(claim.context.subject_type, claim.context.subject_id),
+        )
+    return ours

@@ -12,7 +12,7 @@ from hub.audit import audit_record
 from hub.errors import DomainError, NotFound
 from hub.pipeline import registry
 from hub.pipeline.models import Job, JobStatus, Step, StepKind, StepStatus, StopReason
-from hub.pipeline.transitions import advance_job, begin_compensation
+from hub.pipeline.transitions import advance_job, begin_compensation, publish_job
 
 
 @transaction.atomic
@@ -123,6 +123,7 @@ def job_retry(*, job_id: int, actor: str) -> Job:
         new=JobStatus.RUNNING,
         reason=f"retry from step {first.name}",
     )
+    publish_job(job, old)
     advance_job(job, now)
     return job
 

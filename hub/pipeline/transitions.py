@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from hub import events
 from hub.audit import audit_record
 from hub.pipeline import registry
 from hub.pipeline.models import (
@@ -34,6 +35,53 @@ ERROR_LIMIT = 4000
 RUN_STEP = "hub.pipeline.run_step"
 
 
+def step_changed(
+    *, job_id: int, step_id: int, name: str, status: str, subject_type: str, subject_id: object, kind: str = "ACTION"
+) -> None:
+    """Publish a step's move (after commit) to the live event streams: the whole
+    operation's and its job's subject's (an order's page follows its own)."""
+    events.publish(
+        "step.status",
+        {
+            "job": job_id,
+            "step": step_id,
+            "name": name,
+            "kind": kind,
+            "status": status,
+            "subject_type": subject_type,
+            "subject_id": subject_id,
+        },
+        scopes=events.subject_scopes(subject_type, subject_id),
+    )
+
+
+def publish_step(step: Step, job: Job) -> None:
+    step_changed(
+        job_id=job.pk,
+        step_id=step.pk,
+        name=step.name,
+        status=step.status,
+        subject_type=job.subject_type,
+        subject_id=job.subject_id,
+        kind=step.kind,
+    )
+
+
+def publish_job(job: Job, old: str) -> None:
+    events.publish(
+        "job.status",
+        {
+            "id": job.pk,
+            "pipeline": job.pipeline,
+            "old": old,
+            "new": job.status,
+            "subject_type": job.subject_type,
+            "subject_id": job.subject_id,
+        },
+        scopes=events.subject_scopes(job.subject_type, job.subject_id),
+    )
+
+
 def enqueue_step(step: Step, *, queue: str, countdown: float | None = None) -> None:
     """Send the step's message once the surrounding transaction commits."""
     enqueue_on_commit(RUN_STEP, step.pk, queue=queue, countdown=countdown)
@@ -45,6 +93,7 @@ def queue_step(step: Step, job: Job, now: datetime) -> None:
     step.next_run_at = None
     step.save(update_fields=["status", "enqueued_at", "next_run_at", "updated_at"])
     enqueue_step(step, queue=job.queue)
+    publish_step(step, job)
 
 
 def schedule_retry(step: Step, job: Job, now: datetime, delay: float) -> None:
@@ -57,6 +106,7 @@ def schedule_retry(step: Step, job: Job, now: datetime, delay: float) -> None:
     short = delay <= settings.PIPELINE_MAX_BROKER_COUNTDOWN
     step.enqueued_at = now if short else None
     step.save(update_fields=["status", "next_run_at", "lease_token", "lease_expires_at", "enqueued_at", "updated_at"])
+    publish_step(step, job)
     if short:
         enqueue_step(step, queue=job.queue, countdown=delay)
 
@@ -78,6 +128,7 @@ def set_job_status(job: Job, new_status: str, *, actor: str = "system", reason: 
     audit_record(
         actor=actor, action="job.status", object_type="job", object_id=job.pk, old=old, new=new_status, reason=reason
     )
+    publish_job(job, old)
     if job.is_terminal:
         pipeline = registry.get(job.pipeline)
         if pipeline.on_finish is not None:
@@ -129,6 +180,7 @@ def finish_step_failed(step: Step, job: Job, now: datetime, error: str, *, alrea
             "updated_at",
         ]
     )
+    publish_step(step, job)
     if step.kind == StepKind.COMPENSATION:
         if not job.compensation_failed:
             job.compensation_failed = True

@@ -20,7 +20,7 @@ from rollouts.models import (
     TenantUpdate,
     UpdateStatus,
 )
-from rollouts.services.transitions import stage_move
+from rollouts.services.transitions import rollout_progressed, stage_move
 from tenants.models import TENANT_LIVE_STATUSES, Command, CommandStatus, CommandType
 from tenants.services.commands_bulk import commands_queue_bulk, commands_queue_select, commands_withdraw_bulk
 
@@ -85,6 +85,7 @@ def stage_send(*, rollout: Rollout, stage: RolloutStage, now: datetime) -> int:
     limit = None if stage.internal or (stage.percent or 0) >= 100 else stage.planned_size
     if limit != 0:
         updates_insert_sent(rollout=rollout, stage=stage, now=now, limit=limit)
+    rollout_progressed(rollout.pk, stage=stage.position, sent=True)
     return commands_queue_select(
         source=TenantUpdate.objects.filter(stage=stage, status=UpdateStatus.SENT, command__isnull=False)
         .exclude(Exists(Command.objects.filter(pk=OuterRef("command_id"))))

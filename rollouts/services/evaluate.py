@@ -27,7 +27,14 @@ from rollouts.models import (
     TenantUpdate,
 )
 from rollouts.services.lifecycle import advance, halt, rollback_check, stage_pass
-from rollouts.services.transitions import ALERT_INCONCLUSIVE, SYSTEM_ACTOR, current_stage, rollout_locked, stage_move
+from rollouts.services.transitions import (
+    ALERT_INCONCLUSIVE,
+    SYSTEM_ACTOR,
+    current_stage,
+    rollout_locked,
+    rollout_progressed,
+    stage_move,
+)
 from tenants.models import Command
 
 logger = logging.getLogger(__name__)
@@ -88,6 +95,8 @@ def updates_sync_outcomes() -> tuple[int, int]:
             [SYSTEM_ACTOR],
         )
         rolled_back = cursor.rowcount
+        if updated or rolled_back:
+            rollout_progressed(None, answered=updated, rolled_back=rolled_back)
     return updated, rolled_back
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from hub import events
 from hub.audit import audit_record, status_move
 from hub.errors import DomainError, IllegalMove
 from rollouts.models import (
@@ -51,6 +52,13 @@ def stage_move(stage: RolloutStage, new: str, *, actor: str, reason: str = "", f
         new={"stage": stage.position, "status": new},
         reason=reason,
     )
+    rollout_progressed(stage.rollout_id, stage=stage.position, status=new)
+
+
+def rollout_progressed(rollout_id: int | None, **detail: object) -> None:
+    """Tell the live pages (a rollout's page, the dashboard) that a rollout moved on:
+    a stage, or updates sent or answered (None: some rollouts, counted in `detail`)."""
+    events.publish("rollout.progress", {"rollout": rollout_id, **detail})
 
 
 def refusal(rollout: Rollout, verb: str) -> DomainError:

@@ -119,3 +119,13 @@ def test_concurrent_provisioning_fulfils_every_order(quick: dict[str, Any]) -> N
 def test_the_redis_restart_loop_is_declared_and_left_out_of_quick_runs(quick: dict[str, Any]) -> None:
     data = result(quick, "redis_restart")
     assert "not run in quick mode" in row(data, "rounds")["value"]
+
+
+def test_event_streams_reach_every_open_stream_and_time_commit_to_client(quick: dict[str, Any]) -> None:
+    data = result(quick, "streams")
+    assert row(data, "heartbeat errors")["passed"], row(data, "heartbeat errors")
+    assert row(data, "open streams that got the next event")["passed"], row(
+        data, "open streams that got the next event"
+    )
+    assert float(row(data, "commit -> client p95")["value"].split()[0]) > 0
+    ratio_value(data, "ingest with / without 20 idle streams")

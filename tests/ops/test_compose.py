@@ -131,7 +131,7 @@ def test_the_image_runs_as_a_non_root_user_from_the_pinned_requirements() -> Non
 
 def test_gunicorn_config_loads() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "--check-config", "-c", "compose/gunicorn.conf.py", "hub.wsgi"],
+        [sys.executable, "-m", "gunicorn", "--check-config", "-c", "compose/gunicorn.conf.py", "hub.asgi:application"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -1,69 +1,34 @@
 """The operator's path through the admin in a real browser: Debian's Chromium, driven
-by Playwright, against the live test server, with the real Celery worker running the
+by Playwright, against the real web process (scripts/web.sh), with the real Celery worker running the
 jobs. Log in through the form, read the dashboard, open a failed order, fix the cause,
 retry it and watch the page follow the job to the end without a reload."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connections
 from django.utils import timezone
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from hub.models import Alert, AlertSeverity, AuditEvent
 from hub.pipeline.models import Job, JobStatus, StepKind, StepStatus
 from provisioning.models import Order, OrderStatus, ServerStatus
 from tenants.models import Tenant, TenantStatus
-from tests.conftest import ROOT, job_of, queues_taken_from_session_worker, wait_for
+from tests.conftest import WebServer, job_of, queues_taken_from_session_worker, wait_for
 from tests.factories import ServerFactory, TenantFactory
-from tests.ui.conftest import STAFF_PASSWORD, make_failed_order
+from tests.ui.conftest import STAFF_PASSWORD, make_failed_order, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = ROOT / "test-artifacts" / "ui"
-# The page polls timeline.json every 1.5 s while the job is live.
+# The page follows the job through its event stream (polling only while it breaks).
 LIVE_TIMEOUT_MS = 20_000
 
 
-@pytest.fixture
-def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: scripts/bootstrap.sh installs Debian's chromium package")
-    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls
-    # are plain synchronous ones all the same (the live server serves from its thread).
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
-        yield browser
-        # While Playwright's event loop runs in this thread, Django keeps the test's
-        # connection apart from the one pytest-django set up: close it here, or it
-        # outlives the test and the test database cannot be dropped.
-        connections.close_all()
-        browser.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(10_000)
-    yield page
-    context.close()
-
-
-def shot(page: Page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
 def test_operator_logs_in_reads_the_dashboard_and_retries_a_failed_order_live(
-    page: Page, live_server: Any, celery_worker: Any, staff_user: Any, tmp_path: Path
+    page: Page, web_server: WebServer, celery_worker: Any, staff_user: Any, tmp_path: Path
 ) -> None:
     # given: a fleet with known numbers, and an order whose job failed on the worker
     now = timezone.now()
@@ -90,12 +55,12 @@ def test_operator_logs_in_reads_the_dashboard_and_retries_a_failed_order_live(
     assert fixable.status == StepStatus.FAILED and "422" in fixable.error
 
     # when: the operator logs in through the form
-    page.goto(f"{live_server.url}/admin/login/?next=/admin/")
+    page.goto(f"{web_server.url}/admin/login/?next=/admin/")
     shot(page, "01-login")
     page.fill("#id_username", staff_user.get_username())
     page.fill("#id_password", STAFF_PASSWORD)
     page.click("input[type=submit]")
-    page.wait_for_url(f"{live_server.url}/admin/")
+    page.wait_for_url(f"{web_server.url}/admin/")
 
     # then: the dashboard shows the numbers of the rows above
     dashboard = page.locator("#hub-dashboard")
@@ -120,7 +85,7 @@ def test_operator_logs_in_reads_the_dashboard_and_retries_a_failed_order_live(
 
     # when: the operator follows the failed job to its order
     failed_row.get_by_role("link", name=f"order {order.pk}").click()
-    page.wait_for_url(f"{live_server.url}/admin/provisioning/order/{order.pk}/change/")
+    page.wait_for_url(f"{web_server.url}/admin/provisioning/order/{order.pk}/change/")
 
     # then: the timeline shows the failed step with its error
     actions = page.locator("#order-timeline tr.step-row[data-kind=ACTION]")
@@ -137,11 +102,11 @@ def test_operator_logs_in_reads_the_dashboard_and_retries_a_failed_order_live(
     shot(page, "03-order-failed")
 
     # when: the cause is fixed and the operator retries; the worker holds the job's
-    # messages until the page is up, so the page must follow the job by polling
+    # messages until the page is up, so the page must follow the job live
     (tmp_path / "fixed").touch()
     with queues_taken_from_session_worker([job.queue]):
         page.click("#order-retry-button")
-        page.wait_for_url(f"{live_server.url}/admin/provisioning/order/{order.pk}/change/")
+        page.wait_for_url(f"{web_server.url}/admin/provisioning/order/{order.pk}/change/")
         expect(page.locator("#job-status")).to_have_text(JobStatus.RUNNING)
         expect(page.locator("#order-live-note")).to_have_text("(live)")
         expect(page.locator("#order-timeline tr[data-kind=ACTION][data-step=fixable]")).to_have_attribute(
@@ -163,7 +128,7 @@ def test_operator_logs_in_reads_the_dashboard_and_retries_a_failed_order_live(
     # the test pipeline has no step that moves it further.
     expect(page.locator("#order-status")).to_have_text(OrderStatus.PAYMENT_CONFIRMED)
     expect(page.locator("#order-live-note")).to_have_text("")
-    assert page.evaluate("window.__sameDocument") is True, "the page reloaded instead of polling"
+    assert page.evaluate("window.__sameDocument") is True, "the page reloaded instead of following the job"
     shot(page, "05-order-succeeded")
 
     order.refresh_from_db()
