@@ -13,6 +13,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from hub.alerts import admin as alerts_admin  # noqa: F401 - registers the alert and notification admins
+from hub.notices import admin as notices_admin  # noqa: F401 - registers the customer notices' admin
 from hub.audit import audit_record
 from hub.errors import DomainError
 from hub.models import AuditEvent, Job

@@ -1,6 +1,7 @@
 from django.db import models
 
 from hub.alerts.models import Alert, AlertSeverity, AlertStatus, Notification, NotificationChannel, NotificationStatus
+from hub.notices.models import CustomerNotice, CustomerNoticeStatus
 from hub.pipeline.models import Job, JobStatus, Step, StepKind, StepStatus
 
 # Django finds the hub app's models here: the alerts' and the pipeline's live in their packages.
@@ -9,6 +10,8 @@ __all__ = [
     "AlertSeverity",
     "AlertStatus",
     "AuditEvent",
+    "CustomerNotice",
+    "CustomerNoticeStatus",
     "FleetFreeze",
     "Job",
     "JobStatus",

@@ -350,6 +350,19 @@ HUB_SSH_PRIVATE_KEY_PATH = env.str("HUB_SSH_PRIVATE_KEY_PATH", default=str(BASE_
 HUB_ADMIN_EMAIL = env.str("HUB_ADMIN_EMAIL", default="ops@example.com")
 STAFF_EMAILS = env.list("STAFF_EMAILS", default=["ops@example.com"])
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Hub <hub@example.com>")
+# The app download links the welcome email carries, as platform=url pairs
+# (APP_DOWNLOAD_LINKS="iOS=https://...,Android=https://...").
+APP_DOWNLOAD_LINKS = env.dict(
+    "APP_DOWNLOAD_LINKS",
+    default={
+        "iOS": "https://apps.apple.com/app/hub-ai/id000000000",
+        "Android": "https://play.google.com/store/apps/details?id=example.hub.ai",
+        "Desktop": "https://example.com/download",
+    },
+)
+# Tenant health reaches the customer (FACTS.md): HARD at once, MEDIUM once the check
+# has failed this many times in a row; one notice per alert episode.
+HEALTH_CUSTOMER_MEDIUM_AFTER = env.int("HEALTH_CUSTOMER_MEDIUM_AFTER", default=3)
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 EMAIL_FILE_PATH = env.str("EMAIL_FILE_PATH", default=str(BASE_DIR / "var" / "mail"))
 PROVISIONING_DEADLINE_SECONDS = env.int("PROVISIONING_DEADLINE_SECONDS", default=30 * 60)

@@ -64,3 +64,8 @@ def backup_hub_database() -> dict[str, Any]:
 @shared_task(name="monitoring.prune_history")
 def prune_history() -> dict[str, Any]:
     return _check("prune_history")
+
+
+@shared_task(name="monitoring.send_health_notices")
+def send_health_notices() -> dict[str, Any]:
+    return _check("health_notices")

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from monitoring.services.backup import check_hub_backup
+from monitoring.services.customer_notices import health_notices_send
 from monitoring.services.health import (
     check_backups,
     check_containers,
@@ -30,6 +31,7 @@ CHECKS: dict[str, Callable[[], dict[str, Any]]] = {
     "stuck_work": check_stuck_work,
     "hub_backup": check_hub_backup,
     "prune_history": heartbeat_history_prune,
+    "health_notices": health_notices_send,
 }
 
 
