@@ -13,10 +13,10 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from hub.alerts import admin as alerts_admin  # noqa: F401 - registers the alert and notification admins
-from hub.notices import admin as notices_admin  # noqa: F401 - registers the customer notices' admin
 from hub.audit import audit_record
 from hub.errors import DomainError
 from hub.models import AuditEvent, Job
+from hub.notices import admin as notices_admin  # noqa: F401 - registers the customer notices' admin
 from hub.pipeline.models import JobStatus
 from hub.pipeline.selectors import step_timeline
 from hub.pipeline.services import job_cancel, job_retry

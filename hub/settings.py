@@ -250,6 +250,12 @@ PROVIDER_RATE_LIMITS = {
         env.float("CLOUDFLARE_RATE_PERIOD", default=300.0),
         env.int("CLOUDFLARE_RATE_BURST", default=200),
     ),
+    # Netcup publishes no limit for its SCP webservice; this keeps the Hub polite.
+    "netcup": (
+        env.int("NETCUP_RATE_LIMIT", default=600),
+        env.float("NETCUP_RATE_PERIOD", default=3600.0),
+        env.int("NETCUP_RATE_BURST", default=30),
+    ),
 }
 # A provider's 5xx is sent again PROVIDER_SERVER_ERROR_RETRIES times, waiting about
 # PROVIDER_SERVER_ERROR_BACKOFF * 2**n seconds (equal jitter) before the n-th resend.
@@ -320,6 +326,11 @@ EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=20)
 # --- Providers and provisioning ------------------------------------------------------
 HCLOUD_TOKEN = env.str("HCLOUD_TOKEN", default="")
 HCLOUD_API_ENDPOINT = env.str("HCLOUD_API_ENDPOINT", default="https://api.hetzner.cloud/v1")
+# Netcup's SCP webservice (SOAP): the snapshots of contract servers. The password is the
+# webservice password set in the SCP, not the panel login's.
+NETCUP_SCP_ENDPOINT = env.str("NETCUP_SCP_ENDPOINT", default="https://www.servercontrolpanel.de/WSEndUser")
+NETCUP_SCP_LOGIN = env.str("NETCUP_SCP_LOGIN", default="")
+NETCUP_SCP_PASSWORD = env.str("NETCUP_SCP_PASSWORD", default="")
 HCLOUD_SSH_KEY_NAME = env.str("HCLOUD_SSH_KEY_NAME", default="hub")
 # Servers bought on Hetzner listen on 22; the sandbox's hosts cannot all do that.
 HCLOUD_SSH_PORT = env.int("HCLOUD_SSH_PORT", default=22)
@@ -473,6 +484,12 @@ HUB_BACKUP_TIMEOUT = env.int("HUB_BACKUP_TIMEOUT", default=3600)
 HUB_BACKUP_KEEP_DAILY = env.int("HUB_BACKUP_KEEP_DAILY", default=14)
 HUB_BACKUP_KEEP_WEEKLY = env.int("HUB_BACKUP_KEEP_WEEKLY", default=8)
 HUB_BACKUP_KEEP_MONTHLY = env.int("HUB_BACKUP_KEEP_MONTHLY", default=3)
+# Daily provider snapshots of every tenant's server (provisioning/services/snapshots.py):
+# how many to keep per tenant, after how long without one staff are alerted, and how
+# many a run (every 15 minutes) takes at most.
+SNAPSHOT_KEEP = env.int("SNAPSHOT_KEEP", default=3)
+SNAPSHOT_MISSING_HOURS = env.int("SNAPSHOT_MISSING_HOURS", default=36)
+SNAPSHOT_MAX_PER_RUN = env.int("SNAPSHOT_MAX_PER_RUN", default=100)
 HEARTBEAT_HISTORY_RETENTION_DAYS = env.int("HEARTBEAT_HISTORY_RETENTION_DAYS", default=30)
 HEARTBEAT_HISTORY_PRUNE_BATCH = env.int("HEARTBEAT_HISTORY_PRUNE_BATCH", default=10_000)
 

@@ -69,3 +69,8 @@ def prune_history() -> dict[str, Any]:
 @shared_task(name="monitoring.send_health_notices")
 def send_health_notices() -> dict[str, Any]:
     return _check("health_notices")
+
+
+@shared_task(name="monitoring.take_snapshots")
+def take_snapshots() -> dict[str, Any]:
+    return _check("snapshots")

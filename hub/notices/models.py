@@ -19,9 +19,7 @@ class CustomerNotice(models.Model):
     subject = models.CharField(max_length=200)
     body = models.TextField()
     dedup_key = models.CharField(max_length=300, unique=True)
-    status = models.CharField(
-        max_length=10, choices=CustomerNoticeStatus.choices, default=CustomerNoticeStatus.PENDING
-    )
+    status = models.CharField(max_length=10, choices=CustomerNoticeStatus.choices, default=CustomerNoticeStatus.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -19,6 +19,7 @@ from monitoring.services.runs import CheckResult, check_run
 from monitoring.services.stuck import check_stuck_work
 from provisioning.services.pool_replenish import pool_replenish
 from provisioning.services.reconcile import reconcile_servers
+from provisioning.services.snapshots import snapshots_run
 
 CHECKS: dict[str, Callable[[], dict[str, Any]]] = {
     "heartbeats": check_heartbeats,
@@ -32,6 +33,7 @@ CHECKS: dict[str, Callable[[], dict[str, Any]]] = {
     "hub_backup": check_hub_backup,
     "prune_history": heartbeat_history_prune,
     "health_notices": health_notices_send,
+    "snapshots": snapshots_run,
 }
 
 
