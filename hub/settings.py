@@ -490,6 +490,13 @@ HUB_BACKUP_KEEP_MONTHLY = env.int("HUB_BACKUP_KEEP_MONTHLY", default=3)
 SNAPSHOT_KEEP = env.int("SNAPSHOT_KEEP", default=3)
 SNAPSHOT_MISSING_HOURS = env.int("SNAPSHOT_MISSING_HOURS", default=36)
 SNAPSHOT_MAX_PER_RUN = env.int("SNAPSHOT_MAX_PER_RUN", default=100)
+# The restore drill (monitoring/services/restore_drill.py, weekly by beat): how many
+# tenants' latest backups it restores, where (a scratch directory, emptied after each),
+# how much of the repository's data `restic check` reads, and each restic call's limit.
+RESTORE_DRILL_SAMPLE = env.int("RESTORE_DRILL_SAMPLE", default=3)
+RESTORE_DRILL_SCRATCH_DIR = env.str("RESTORE_DRILL_SCRATCH_DIR", default=str(BASE_DIR / "var" / "restore-drills"))
+RESTORE_DRILL_CHECK_SUBSET = env.str("RESTORE_DRILL_CHECK_SUBSET", default="5%")
+RESTORE_DRILL_TIMEOUT = env.int("RESTORE_DRILL_TIMEOUT", default=3600)
 HEARTBEAT_HISTORY_RETENTION_DAYS = env.int("HEARTBEAT_HISTORY_RETENTION_DAYS", default=30)
 HEARTBEAT_HISTORY_PRUNE_BATCH = env.int("HEARTBEAT_HISTORY_PRUNE_BATCH", default=10_000)
 

@@ -74,3 +74,8 @@ def send_health_notices() -> dict[str, Any]:
 @shared_task(name="monitoring.take_snapshots")
 def take_snapshots() -> dict[str, Any]:
     return _check("snapshots")
+
+
+@shared_task(name="monitoring.restore_drill")
+def restore_drill() -> dict[str, Any]:
+    return _check("restore_drill")

@@ -15,6 +15,7 @@ from monitoring.services.health import (
     check_tls,
 )
 from monitoring.services.history import heartbeat_history_prune
+from monitoring.services.restore_drill import restore_drills_run
 from monitoring.services.runs import CheckResult, check_run
 from monitoring.services.stuck import check_stuck_work
 from provisioning.services.pool_replenish import pool_replenish
@@ -34,6 +35,7 @@ CHECKS: dict[str, Callable[[], dict[str, Any]]] = {
     "prune_history": heartbeat_history_prune,
     "health_notices": health_notices_send,
     "snapshots": snapshots_run,
+    "restore_drill": restore_drills_run,
 }
 
 
