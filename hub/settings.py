@@ -480,6 +480,10 @@ ORDER_STATUS_DEADLINES = {
 # 3 monthly); the upload command gets the file's path as its last argument.
 HUB_BACKUP_DIR = env.str("HUB_BACKUP_DIR", default=str(BASE_DIR / "var" / "backups"))
 HUB_BACKUP_UPLOAD_COMMAND = env.str("HUB_BACKUP_UPLOAD_COMMAND", default="")
+# An age public key (age1...): each backup also holds the Hub's SSH key and field keys,
+# encrypted to it. Its identity (AGE-SECRET-KEY-1...) is kept apart from the Hub (the
+# operators' password manager and a sealed paper copy): it is needed only to restore.
+HUB_BACKUP_RECIPIENT = env.str("HUB_BACKUP_RECIPIENT", default="")
 HUB_BACKUP_TIMEOUT = env.int("HUB_BACKUP_TIMEOUT", default=3600)
 HUB_BACKUP_KEEP_DAILY = env.int("HUB_BACKUP_KEEP_DAILY", default=14)
 HUB_BACKUP_KEEP_WEEKLY = env.int("HUB_BACKUP_KEEP_WEEKLY", default=8)
@@ -492,11 +496,13 @@ SNAPSHOT_MISSING_HOURS = env.int("SNAPSHOT_MISSING_HOURS", default=36)
 SNAPSHOT_MAX_PER_RUN = env.int("SNAPSHOT_MAX_PER_RUN", default=100)
 # The restore drill (monitoring/services/restore_drill.py, weekly by beat): how many
 # tenants' latest backups it restores, where (a scratch directory, emptied after each),
-# how much of the repository's data `restic check` reads, and each restic call's limit.
+# how much of the repository's data `restic check` reads, and each restic call's limit
+# (the whole drill runs in one monitoring task: sample x 3 calls must stay under
+# CELERY_TASK_SOFT_TIME_LIMIT).
 RESTORE_DRILL_SAMPLE = env.int("RESTORE_DRILL_SAMPLE", default=3)
 RESTORE_DRILL_SCRATCH_DIR = env.str("RESTORE_DRILL_SCRATCH_DIR", default=str(BASE_DIR / "var" / "restore-drills"))
 RESTORE_DRILL_CHECK_SUBSET = env.str("RESTORE_DRILL_CHECK_SUBSET", default="5%")
-RESTORE_DRILL_TIMEOUT = env.int("RESTORE_DRILL_TIMEOUT", default=3600)
+RESTORE_DRILL_TIMEOUT = env.int("RESTORE_DRILL_TIMEOUT", default=600)
 HEARTBEAT_HISTORY_RETENTION_DAYS = env.int("HEARTBEAT_HISTORY_RETENTION_DAYS", default=30)
 HEARTBEAT_HISTORY_PRUNE_BATCH = env.int("HEARTBEAT_HISTORY_PRUNE_BATCH", default=10_000)
 

@@ -62,6 +62,8 @@ class HubBackup(models.Model):
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
     path = models.CharField(max_length=500, blank=True, default="")
+    # The Hub's keys, age-encrypted to HUB_BACKUP_RECIPIENT (empty: not set, not backed up).
+    keys_path = models.CharField(max_length=500, blank=True, default="")
     size_bytes = models.PositiveBigIntegerField(default=0)
     sha256 = models.CharField(max_length=64, blank=True, default="")
     uploaded = models.BooleanField(default=False)
