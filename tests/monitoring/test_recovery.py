@@ -31,7 +31,7 @@ from provisioning.services.remote import run_on_server
 from sandbox.control import Sandbox, free_port
 from tenants.models import BackupRepository, Tenant
 from tenants.services import backup_repository_ensure
-from tests.conftest import ROOT, test_database_url
+from tests import conftest
 from tests.monitoring.conftest import make_tenants
 from tests.monitoring.test_hub_backup import admin_conn
 
@@ -167,10 +167,10 @@ def test_only_tenants_with_a_repository_are_drilled(target: Sandbox, tmp_path: P
 def verify_restored_hub(database: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """`hub_verify_restore` in a process of its own, on the restored database with the
     given keys only (nothing of this test process's settings)."""
-    base = test_database_url().rsplit("/", 1)[0]
+    base = conftest.test_database_url().rsplit("/", 1)[0]
     return subprocess.run(
         [sys.executable, "manage.py", "hub_verify_restore", "--tenants", "1"],
-        cwd=ROOT,
+        cwd=conftest.ROOT,
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "hub.settings_test", "DATABASE_URL": f"{base}/{database}", **env},
         capture_output=True,
         text=True,
