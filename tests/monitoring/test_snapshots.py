@@ -275,3 +275,28 @@ def test_netcup_refuses_a_wrong_login(netcup: NetcupEmulator) -> None:
     assert failed.state == SnapshotState.FAILED
     assert "login failed" in failed.error
     assert netcup_snapshots(netcup, server.provider_id) == []
+
+
+def test_the_tenants_admin_page_lists_its_snapshots_read_only(client: Any) -> None:
+    from django.contrib.auth import get_user_model
+
+    server = Server.objects.create(provider=ServerProvider.HETZNER, region="eu", ipv4="203.0.113.7")
+    tenant = tenant_on(server)
+    Snapshot.objects.create(
+        tenant=tenant,
+        server=server,
+        provider="HETZNER",
+        day=DAY.date(),
+        label="hub-tenant-x",
+        provider_image_id="987654",
+        state=SnapshotState.AVAILABLE,
+    )
+    staff = get_user_model().objects.create_superuser("snapadmin", "s@example.com", "pw")
+    client.force_login(staff)
+
+    page = client.get(f"/admin/tenants/tenant/{tenant.pk}/change/")
+
+    assert page.status_code == 200
+    body = page.content.decode()
+    assert "provider snapshots" in body.lower() and "987654" in body
+    assert 'name="snapshots-0-provider_image_id"' not in body, "read-only: no form field"
