@@ -17,6 +17,7 @@ from hub.audit import audit_record
 from hub.errors import DomainError
 from hub.freeze import FREEZE_ROW, fleet_freeze_set
 from hub.models import AuditEvent, FleetFreeze, Job
+from hub.notices import admin as notices_admin  # noqa: F401 - registers the customer notices' admin
 from hub.pipeline.models import JobStatus
 from hub.pipeline.selectors import step_timeline
 from hub.pipeline.services import job_cancel, job_retry

@@ -1,6 +1,7 @@
 from django.db import models
 
 from hub.alerts.models import Alert, AlertSeverity, AlertStatus, Notification, NotificationChannel, NotificationStatus
+from hub.notices.models import CustomerNotice, CustomerNoticeStatus
 from hub.pipeline.models import Job, JobStatus, Step, StepKind, StepStatus
 from hub.selfwatch.models import PeriodicJobSuccess
 
@@ -10,6 +11,8 @@ __all__ = [
     "AlertSeverity",
     "AlertStatus",
     "AuditEvent",
+    "CustomerNotice",
+    "CustomerNoticeStatus",
     "FleetFreeze",
     "Job",
     "JobStatus",

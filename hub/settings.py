@@ -284,6 +284,12 @@ PROVIDER_RATE_LIMITS = {
         env.float("CLOUDFLARE_RATE_PERIOD", default=300.0),
         env.int("CLOUDFLARE_RATE_BURST", default=200),
     ),
+    # Netcup publishes no limit for its SCP webservice; this keeps the Hub polite.
+    "netcup": (
+        env.int("NETCUP_RATE_LIMIT", default=600),
+        env.float("NETCUP_RATE_PERIOD", default=3600.0),
+        env.int("NETCUP_RATE_BURST", default=30),
+    ),
 }
 # A provider's 5xx is sent again PROVIDER_SERVER_ERROR_RETRIES times, waiting about
 # PROVIDER_SERVER_ERROR_BACKOFF * 2**n seconds (equal jitter) before the n-th resend.
@@ -354,6 +360,11 @@ EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=20)
 # --- Providers and provisioning ------------------------------------------------------
 HCLOUD_TOKEN = env.str("HCLOUD_TOKEN", default="")
 HCLOUD_API_ENDPOINT = env.str("HCLOUD_API_ENDPOINT", default="https://api.hetzner.cloud/v1")
+# Netcup's SCP webservice (SOAP): the snapshots of contract servers. The password is the
+# webservice password set in the SCP, not the panel login's.
+NETCUP_SCP_ENDPOINT = env.str("NETCUP_SCP_ENDPOINT", default="https://www.servercontrolpanel.de/WSEndUser")
+NETCUP_SCP_LOGIN = env.str("NETCUP_SCP_LOGIN", default="")
+NETCUP_SCP_PASSWORD = env.str("NETCUP_SCP_PASSWORD", default="")
 HCLOUD_SSH_KEY_NAME = env.str("HCLOUD_SSH_KEY_NAME", default="hub")
 # Servers bought on Hetzner listen on 22; the sandbox's hosts cannot all do that.
 HCLOUD_SSH_PORT = env.int("HCLOUD_SSH_PORT", default=22)
@@ -384,6 +395,19 @@ HUB_SSH_PRIVATE_KEY_PATH = env.str("HUB_SSH_PRIVATE_KEY_PATH", default=str(BASE_
 HUB_ADMIN_EMAIL = env.str("HUB_ADMIN_EMAIL", default="ops@example.com")
 STAFF_EMAILS = env.list("STAFF_EMAILS", default=["ops@example.com"])
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Hub <hub@example.com>")
+# The app download links the welcome email carries, as platform=url pairs
+# (APP_DOWNLOAD_LINKS="iOS=https://...,Android=https://...").
+APP_DOWNLOAD_LINKS = env.dict(
+    "APP_DOWNLOAD_LINKS",
+    default={
+        "iOS": "https://apps.apple.com/app/hub-ai/id000000000",
+        "Android": "https://play.google.com/store/apps/details?id=example.hub.ai",
+        "Desktop": "https://example.com/download",
+    },
+)
+# Tenant health reaches the customer (FACTS.md): HARD at once, MEDIUM once the check
+# has failed this many times in a row; one notice per alert episode.
+HEALTH_CUSTOMER_MEDIUM_AFTER = env.int("HEALTH_CUSTOMER_MEDIUM_AFTER", default=3)
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 EMAIL_FILE_PATH = env.str("EMAIL_FILE_PATH", default=str(BASE_DIR / "var" / "mail"))
 PROVISIONING_DEADLINE_SECONDS = env.int("PROVISIONING_DEADLINE_SECONDS", default=30 * 60)
@@ -509,10 +533,29 @@ ORDER_STATUS_DEADLINES = {
 # 3 monthly); the upload command gets the file's path as its last argument.
 HUB_BACKUP_DIR = env.str("HUB_BACKUP_DIR", default=str(BASE_DIR / "var" / "backups"))
 HUB_BACKUP_UPLOAD_COMMAND = env.str("HUB_BACKUP_UPLOAD_COMMAND", default="")
+# An age public key (age1...): each backup also holds the Hub's SSH key and field keys,
+# encrypted to it. Its identity (AGE-SECRET-KEY-1...) is kept apart from the Hub (the
+# operators' password manager and a sealed paper copy): it is needed only to restore.
+HUB_BACKUP_RECIPIENT = env.str("HUB_BACKUP_RECIPIENT", default="")
 HUB_BACKUP_TIMEOUT = env.int("HUB_BACKUP_TIMEOUT", default=3600)
 HUB_BACKUP_KEEP_DAILY = env.int("HUB_BACKUP_KEEP_DAILY", default=14)
 HUB_BACKUP_KEEP_WEEKLY = env.int("HUB_BACKUP_KEEP_WEEKLY", default=8)
 HUB_BACKUP_KEEP_MONTHLY = env.int("HUB_BACKUP_KEEP_MONTHLY", default=3)
+# Daily provider snapshots of every tenant's server (provisioning/services/snapshots.py):
+# how many to keep per tenant, after how long without one staff are alerted, and how
+# many a run (every 15 minutes) takes at most.
+SNAPSHOT_KEEP = env.int("SNAPSHOT_KEEP", default=3)
+SNAPSHOT_MISSING_HOURS = env.int("SNAPSHOT_MISSING_HOURS", default=36)
+SNAPSHOT_MAX_PER_RUN = env.int("SNAPSHOT_MAX_PER_RUN", default=100)
+# The restore drill (monitoring/services/restore_drill.py, weekly by beat): how many
+# tenants' latest backups it restores, where (a scratch directory, emptied after each),
+# how much of the repository's data `restic check` reads, and each restic call's limit
+# (the whole drill runs in one monitoring task: sample x 3 calls must stay under
+# CELERY_TASK_SOFT_TIME_LIMIT).
+RESTORE_DRILL_SAMPLE = env.int("RESTORE_DRILL_SAMPLE", default=3)
+RESTORE_DRILL_SCRATCH_DIR = env.str("RESTORE_DRILL_SCRATCH_DIR", default=str(BASE_DIR / "var" / "restore-drills"))
+RESTORE_DRILL_CHECK_SUBSET = env.str("RESTORE_DRILL_CHECK_SUBSET", default="5%")
+RESTORE_DRILL_TIMEOUT = env.int("RESTORE_DRILL_TIMEOUT", default=600)
 HEARTBEAT_HISTORY_RETENTION_DAYS = env.int("HEARTBEAT_HISTORY_RETENTION_DAYS", default=30)
 HEARTBEAT_HISTORY_PRUNE_BATCH = env.int("HEARTBEAT_HISTORY_PRUNE_BATCH", default=10_000)
 

@@ -1,6 +1,7 @@
 from celery import shared_task
 
 from hub.alerts.tasks import requeue_notifications, send_notification, send_notifications
+from hub.notices.tasks import send_customer_notice
 from hub.pipeline.tasks import reap, run_step
 from hub.workers import CANARY_TASK, canary_consumed
 
@@ -11,4 +12,12 @@ def canary(hostname: str) -> None:
     canary_consumed(hostname)
 
 
-__all__ = ["canary", "reap", "requeue_notifications", "run_step", "send_notification", "send_notifications"]
+__all__ = [
+    "canary",
+    "reap",
+    "requeue_notifications",
+    "run_step",
+    "send_customer_notice",
+    "send_notification",
+    "send_notifications",
+]

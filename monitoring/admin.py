@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from hub.admin_actions import ReadOnlyAdmin
-from monitoring.models import CheckRun, HubBackup, HubPresence
+from monitoring.models import CheckRun, HubBackup, HubPresence, RestoreDrill
 
 
 @admin.register(CheckRun)
@@ -20,5 +20,13 @@ class HubPresenceAdmin(ReadOnlyAdmin):
 
 @admin.register(HubBackup)
 class HubBackupAdmin(ReadOnlyAdmin):
-    list_display = ("started_at", "status", "path", "size_bytes", "uploaded", "finished_at", "error")
+    list_display = ("started_at", "status", "path", "keys_path", "size_bytes", "uploaded", "finished_at", "error")
     list_filter = ("status",)
+
+
+@admin.register(RestoreDrill)
+class RestoreDrillAdmin(ReadOnlyAdmin):
+    list_display = ("id", "tenant", "outcome", "backup_id", "backup_time", "files_restored", "started_at")
+    list_filter = ("outcome",)
+    search_fields = ("=tenant__id", "tenant__domain", "backup_id")
+    list_select_related = ("tenant",)

@@ -62,6 +62,8 @@ class HubBackup(models.Model):
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
     path = models.CharField(max_length=500, blank=True, default="")
+    # The Hub's keys, age-encrypted to HUB_BACKUP_RECIPIENT (empty: not set, not backed up).
+    keys_path = models.CharField(max_length=500, blank=True, default="")
     size_bytes = models.PositiveBigIntegerField(default=0)
     sha256 = models.CharField(max_length=64, blank=True, default="")
     uploaded = models.BooleanField(default=False)
@@ -72,3 +74,28 @@ class HubBackup(models.Model):
 
     def __str__(self) -> str:
         return f"hub backup {self.started_at:%Y-%m-%d %H:%M} ({self.status})"
+
+
+class RestoreDrillOutcome(models.TextChoices):
+    PASSED = "PASSED", "passed"
+    FAILED = "FAILED", "failed"
+
+
+class RestoreDrill(models.Model):
+    """One tenant's latest backup restored into a scratch area and checked."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="restore_drills")
+    # restic's id of the snapshot restored (empty when none could be found).
+    backup_id = models.CharField(max_length=64, blank=True, default="")
+    backup_time = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=10, choices=RestoreDrillOutcome.choices)
+    files_restored = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"restore drill of tenant {self.tenant_id} ({self.outcome})"

@@ -69,3 +69,18 @@ def prune_history() -> dict[str, Any]:
 @shared_task(name="monitoring.check_hub_selfwatch")
 def check_hub_selfwatch() -> dict[str, Any]:
     return _check("hub_selfwatch")
+
+
+@shared_task(name="monitoring.send_health_notices")
+def send_health_notices() -> dict[str, Any]:
+    return _check("health_notices")
+
+
+@shared_task(name="monitoring.take_snapshots")
+def take_snapshots() -> dict[str, Any]:
+    return _check("snapshots")
+
+
+@shared_task(name="monitoring.restore_drill")
+def restore_drill() -> dict[str, Any]:
+    return _check("restore_drill")

@@ -11,10 +11,11 @@ from hub.admin_actions import ReadOnlyAdmin
 from hub.errors import DomainError
 from hub.pipeline.models import JOB_ACTIVE_STATUSES
 from hub.pipeline.selectors import step_timeline
-from provisioning.models import Order, OrderStatus, PoolPurchase, Server, ServerStatus
+from provisioning.models import Order, OrderStatus, PoolPurchase, Server, ServerStatus, Snapshot
 from provisioning.services.dns import WAITING_FOR_NAMESERVERS
 from provisioning.services.orders import order_assign_server, order_cancel, order_retry
 from provisioning.services.pool import server_prepare_again, server_quarantine, server_release_to_pool
+from tenants.admin import TenantAdmin
 
 TIMELINE_LOG_TAIL = 4000
 
@@ -281,3 +282,27 @@ class PoolPurchaseAdmin(ReadOnlyAdmin):
     list_display = ("idempotency_key", "region", "tier", "status", "server", "attempts", "created_at", "error")
     list_select_related = ("server",)
     list_filter = ("status", "region", "tier")
+
+
+class SnapshotInline(admin.TabularInline):
+    """The tenant's provider snapshots, newest first, on its admin page (read-only)."""
+
+    model = Snapshot
+    fields = ("day", "state", "provider", "provider_image_id", "server", "attempts", "available_at", "error")
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+    ordering = ["-day", "-id"]
+    verbose_name_plural = "provider snapshots (daily, 3 kept)"
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+# The tenant's page lives on the floor below, which cannot know provisioning's models:
+# provisioning adds its inline to it.
+TenantAdmin.inlines = [*TenantAdmin.inlines, SnapshotInline]

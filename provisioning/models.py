@@ -227,3 +227,37 @@ class PoolPurchase(models.Model):
 
     def can_buy(self) -> bool:
         return self.status in PURCHASE_OPEN_STATUSES
+
+
+class SnapshotState(models.TextChoices):
+    CREATING = "CREATING", "creating"
+    AVAILABLE = "AVAILABLE", "available"
+    FAILED = "FAILED", "failed"
+    DELETED = "DELETED", "deleted"
+
+
+class Snapshot(models.Model):
+    """A daily provider snapshot of a tenant's server. `label` names the tenant and the
+    day; the image at the provider carries the same in its labels, so a retried call
+    finds the image an earlier one made instead of making a second."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="snapshots")
+    server = models.ForeignKey(Server, null=True, blank=True, on_delete=models.SET_NULL, related_name="snapshots")
+    provider = models.CharField(max_length=20, choices=ServerProvider.choices)
+    day = models.DateField()
+    label = models.CharField(max_length=100)
+    provider_image_id = models.CharField(max_length=100, blank=True, default="")
+    state = models.CharField(max_length=10, choices=SnapshotState.choices, default=SnapshotState.CREATING)
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    available_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-day", "-id"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "day"], name="snapshot_one_per_tenant_and_day")]
+        indexes = [models.Index(fields=["state", "day"])]
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.state})"

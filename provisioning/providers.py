@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from hub.pipeline.spec import PermanentStepError
-from provisioning.integrations import hetzner
+from provisioning.integrations import hetzner, netcup
 from provisioning.models import Server, ServerProvider
 
 
@@ -33,6 +33,22 @@ class ServerProviderBackend(Protocol):
     def snapshot(self, server: Server, *, description: str) -> str:
         """Take a snapshot (before a wipe or a move); returns its id."""
 
+    def snapshot_take(self, server: Server, *, name: str, labels: dict[str, str]) -> ProviderSnapshot:
+        """The server's snapshot with these labels: found when an earlier call made it,
+        made otherwise. Never two for the same labels."""
+
+    def snapshot_status(self, server: Server | None, *, image_id: str) -> str:
+        """ "creating", "available" or "missing"."""
+
+    def snapshot_delete(self, server: Server | None, *, image_id: str) -> bool:
+        """Delete it; False when it was already gone."""
+
+
+@dataclass(frozen=True)
+class ProviderSnapshot:
+    image_id: str
+    status: str  # "creating", "available"
+
 
 class HetznerBackend:
     def allocate(self, *, name: str, tier: str, region: str, labels: dict[str, str], ssh_public_key: str) -> Allocation:
@@ -47,6 +63,16 @@ class HetznerBackend:
 
     def snapshot(self, server: Server, *, description: str) -> str:
         return hetzner.server_snapshot(provider_id=server.provider_id, description=description)
+
+    def snapshot_take(self, server: Server, *, name: str, labels: dict[str, str]) -> ProviderSnapshot:
+        image = hetzner.snapshot_create(provider_id=server.provider_id, description=name, labels=labels)
+        return ProviderSnapshot(image.image_id, image.status)
+
+    def snapshot_status(self, server: Server | None, *, image_id: str) -> str:
+        return hetzner.snapshot_status(image_id=image_id)
+
+    def snapshot_delete(self, server: Server | None, *, image_id: str) -> bool:
+        return hetzner.snapshot_delete(image_id=image_id)
 
 
 class NetcupBackend:
@@ -63,7 +89,27 @@ class NetcupBackend:
         return "running" if server.host_key else "unknown"
 
     def snapshot(self, server: Server, *, description: str) -> str:
-        raise PermanentStepError("Netcup snapshots are taken in the customer control panel, not through the Hub")
+        return self.snapshot_take(server, name=description, labels={}).image_id
+
+    # Snapshots go through the SCP webservice, by the vserver's name; a snapshot has a
+    # name and no labels, so the Hub's label is its name (the image id here).
+    @staticmethod
+    def _vserver(server: Server | None) -> str:
+        name = (server.provider_id or server.name) if server is not None else ""
+        if not name:
+            raise PermanentStepError("a Netcup server without its vserver name: set the server's provider id")
+        return name
+
+    def snapshot_take(self, server: Server, *, name: str, labels: dict[str, str]) -> ProviderSnapshot:
+        description = ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or name
+        made = netcup.snapshot_create(vserver=self._vserver(server), name=name, description=description)
+        return ProviderSnapshot(made.name, made.state)
+
+    def snapshot_status(self, server: Server | None, *, image_id: str) -> str:
+        return netcup.snapshot_state(vserver=self._vserver(server), name=image_id)
+
+    def snapshot_delete(self, server: Server | None, *, image_id: str) -> bool:
+        return netcup.snapshot_delete(vserver=self._vserver(server), name=image_id)
 
 
 BACKENDS: dict[str, ServerProviderBackend] = {

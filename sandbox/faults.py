@@ -65,6 +65,9 @@ class HttpFault:
     code: str | None = None
     message: str | None = None
     delay: float = 0.0
+    # Serve the request, then close the connection without answering: the caller
+    # never learns that it worked (a lost answer).
+    drop_answer: bool = False
 
     def matches(self, method: str, path: str) -> bool:
         if self.method and self.method.upper() != method:
@@ -88,6 +91,7 @@ class HttpFault:
             code=data.get("code"),
             message=data.get("message"),
             delay=float(data.get("delay", 0.0)),
+            drop_answer=bool(data.get("drop_answer", False)),
         )
 
 
@@ -119,7 +123,14 @@ class FaultPlan:
     def pending(self) -> list[dict[str, Any]]:
         with self._lock:
             return [
-                {"status": f.status, "count": f.count, "method": f.method, "path": f.path, "retry_after": f.retry_after}
+                {
+                    "status": f.status,
+                    "count": f.count,
+                    "method": f.method,
+                    "path": f.path,
+                    "retry_after": f.retry_after,
+                    "drop_answer": f.drop_answer,
+                }
                 for f in self.faults
             ]
 

@@ -1,7 +1,7 @@
 """A Hetzner Cloud API emulator that the unmodified `hcloud` client drives through
 `HCLOUD_API_ENDPOINT`: servers (each one a real sandbox host), actions, SSH keys,
-labels and the catalogue lookups, with the real API's error codes and RateLimit-*
-headers."""
+labels, snapshots (create_image, listed by label and type, deleted) and the catalogue
+lookups, with the real API's error codes and RateLimit-* headers."""
 
 from __future__ import annotations
 
@@ -361,6 +361,44 @@ class Server:
         }
 
 
+@dataclass
+class Snapshot:
+    id: int
+    type: str
+    description: str
+    labels: dict[str, str]
+    created: float
+    ready_at: float
+    server_id: int
+    server_name: str
+    disk_size: float
+    os_flavor: str
+    os_version: str
+
+    def payload(self) -> dict[str, Any]:
+        available = time.time() >= self.ready_at
+        return {
+            "id": self.id,
+            "type": self.type,
+            "status": "available" if available else "creating",
+            "name": None,
+            "description": self.description,
+            "image_size": 0.42 if available else None,
+            "disk_size": self.disk_size,
+            "created": now_iso(self.created),
+            "created_from": {"id": self.server_id, "name": self.server_name},
+            "bound_to": self.server_id if self.type == "backup" else None,
+            "os_flavor": self.os_flavor,
+            "os_version": self.os_version,
+            "rapid_deploy": False,
+            "protection": {"delete": False},
+            "deprecated": None,
+            "deleted": None,
+            "labels": self.labels,
+            "architecture": "x86",
+        }
+
+
 def _dns_ptr(ip: str) -> str:
     return "static." + ".".join(reversed(ip.split("."))) + ".clients.your-server.de"
 
@@ -404,6 +442,8 @@ class HetznerEmulator(EmulatorServer):
         self.servers: dict[int, Server] = {}
         self.actions: dict[int, Action] = {}
         self.ssh_keys: dict[int, dict[str, Any]] = {}
+        # Snapshots and backups made from servers (the system images are IMAGES).
+        self.images: dict[int, Snapshot] = {}
         self._ids = 1000
         self._fake_ip = ipaddress.IPv4Address("203.0.113.10")
 
@@ -469,6 +509,8 @@ class HetznerEmulator(EmulatorServer):
                 action_id = _int_id(parts[3])
                 if method == "GET" and action_id is not None:
                     return Response(200, {"action": self._action(action_id).payload()})
+                if method == "POST" and parts[3] == "create_image":
+                    return self.create_image(server, request)
                 if method == "POST":
                     return self.power_action(server, parts[3])
         if resource == "actions":
@@ -478,7 +520,9 @@ class HetznerEmulator(EmulatorServer):
                 return Response(200, {"action": self._action(ident).payload()})
         if resource == "ssh_keys":
             return self.route_ssh_keys(request, parts, ident)
-        if resource in ("server_types", "locations", "images") and method == "GET":
+        if resource == "images":
+            return self.route_images(request, ident, len(parts))
+        if resource in ("server_types", "locations") and method == "GET":
             return self.route_catalogue(request, resource, ident, len(parts))
         raise error("not_found", "not found")
 
@@ -486,10 +530,8 @@ class HetznerEmulator(EmulatorServer):
         items: list[dict[str, Any]]
         if resource == "server_types":
             items, singular = SERVER_TYPES, "server_type"
-        elif resource == "locations":
-            items, singular = LOCATIONS, "location"
         else:
-            items, singular = [image_payload(i) for i in IMAGES], "image"
+            items, singular = LOCATIONS, "location"
         if depth == 2:
             for item in items:
                 if item["id"] == ident:
@@ -704,6 +746,78 @@ class HetznerEmulator(EmulatorServer):
         if statuses:
             payloads = [p for p in payloads if p["status"] in statuses]
         return self.paginate(request, "actions", payloads)
+
+    # --- images: the system images, and the snapshots made from servers ---------------
+
+    def _all_images(self) -> list[dict[str, Any]]:
+        with self.lock:
+            made = [image.payload() for image in sorted(self.images.values(), key=lambda i: i.id)]
+        return [image_payload(i) for i in IMAGES] + made
+
+    def route_images(self, request: Request, ident: int | None, depth: int) -> Response:
+        method = request.method
+        if depth == 1 and method == "GET":
+            items = self._all_images()
+            types = request.query.get("type")
+            if types:
+                unknown = set(types) - {"system", "snapshot", "backup", "app"}
+                if unknown:
+                    raise error("invalid_input", f"invalid type: {sorted(unknown)}")
+                items = [i for i in items if i["type"] in types]
+            for param in ("name", "architecture", "status"):
+                value = request.param(param)
+                if value:
+                    items = [i for i in items if i.get(param) == value]
+            selector = request.param("label_selector")
+            if selector:
+                predicate = parse_label_selector(selector)
+                items = [i for i in items if predicate(i["labels"])]
+            return self.paginate(request, "images", items)
+        if depth == 2:
+            found = next((i for i in self._all_images() if i["id"] == ident), None)
+            if found is None:
+                raise error("not_found", f"image with ID '{ident}' not found")
+            if method == "GET":
+                return Response(200, {"image": found})
+            if method == "DELETE":
+                if found["type"] not in ("snapshot", "backup"):
+                    raise error("forbidden", "only images of type snapshot and backup can be deleted")
+                with self.lock:
+                    self.images.pop(found["id"], None)
+                return Response(204)
+        raise error("not_found", "not found")
+
+    def create_image(self, server: Server, request: Request) -> Response:
+        """POST /servers/{id}/actions/create_image: a snapshot of the server's disk,
+        `creating` until its action finishes, then `available`."""
+        body = request.body if isinstance(request.body, dict) else {}
+        image_type = body.get("type") or "snapshot"
+        if image_type not in ("snapshot", "backup"):
+            raise error("invalid_input", "invalid input in field 'type'", _field_details("type", "invalid"))
+        description = body.get("description")
+        if description is not None and not isinstance(description, str):
+            raise error("invalid_input", "invalid input in field 'description'", _field_details("description", "x"))
+        labels = validate_labels(body.get("labels"))
+        image_id = self._next_id()
+        action = self._new_action("create_image", server.id)
+        action.resources.append({"id": image_id, "type": "image"})
+        snapshot = Snapshot(
+            id=image_id,
+            type=image_type,
+            description=description or f"{server.name}-{now_iso()}",
+            labels=labels,
+            created=time.time(),
+            ready_at=action.ready_at,
+            server_id=server.id,
+            server_name=server.name,
+            disk_size=float(server.server_type["disk"]),
+            os_flavor=str(server.image.get("os_flavor", "unknown")),
+            os_version=str(server.image.get("os_version", "")),
+        )
+        with self.lock:
+            self.images[image_id] = snapshot
+        action.done.set()
+        return Response(201, {"image": snapshot.payload(), "action": action.payload()})
 
     # --- ssh keys -------------------------------------------------------------------
 

@@ -61,6 +61,11 @@ class Response:
     status: int
     payload: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    # Close the connection instead of answering (the request was served).
+    dropped: bool = False
+    # An answer that is not JSON (a SOAP emulator's XML): sent as it is.
+    raw: bytes | None = None
+    content_type: str = "application/json"
 
 
 class EmulatorServer(ThreadingHTTPServer):
@@ -146,6 +151,10 @@ class EmulatorServer(ThreadingHTTPServer):
         allowed, remaining = self.bucket.take()
         headers = self.rate_headers(remaining)
         fault = self.faults.take(request.method, request.path)
+        if fault is not None and fault.drop_answer:
+            served = self._serve(request)
+            served.dropped = True
+            return served
         if fault is not None:
             if fault.delay:
                 time.sleep(fault.delay)
@@ -158,15 +167,18 @@ class EmulatorServer(ThreadingHTTPServer):
             retry_after = max(1, int(self.bucket.seconds_until(1) + 0.999))
             headers = {**headers, "Retry-After": str(retry_after)}
             return Response(429, self.error_payload(429, error.code, error.message, None), headers)
-        try:
-            response = self.route(request)
-        except ApiError as exc:
-            response = Response(exc.status, self.error_payload(exc.status, exc.code, exc.message, exc.details))
-        except Exception:
-            logger.exception("%s: %s %s failed", self.name, request.method, request.path)
-            response = Response(500, self.error_payload(500, "server_error", "internal error in the emulator", None))
+        response = self._serve(request)
         response.headers = {**headers, **response.headers}
         return response
+
+    def _serve(self, request: Request) -> Response:
+        try:
+            return self.route(request)
+        except ApiError as exc:
+            return Response(exc.status, self.error_payload(exc.status, exc.code, exc.message, exc.details))
+        except Exception:
+            logger.exception("%s: %s %s failed", self.name, request.method, request.path)
+            return Response(500, self.error_payload(500, "server_error", "internal error in the emulator", None))
 
     def record(self, request: Request, status: int) -> None:
         entry = {
@@ -198,7 +210,9 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
         request = Request(self.command, split.path, parse_qs(split.query, keep_blank_values=True), None, headers)
-        if raw:
+        if raw and "xml" in headers.get("content-type", ""):
+            request.body = raw.decode(errors="replace")
+        elif raw:
             try:
                 request.body = json.loads(raw)
             except ValueError:
@@ -215,12 +229,18 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(response)
 
     def _send(self, response: Response) -> None:
-        body = b"" if response.payload is None else json.dumps(response.payload).encode()
+        if response.dropped:
+            self.close_connection = True
+            return
+        if response.raw is not None:
+            body = response.raw
+        else:
+            body = b"" if response.payload is None else json.dumps(response.payload).encode()
         self.send_response(response.status)
         for key, value in response.headers.items():
             self.send_header(key, value)
-        if response.payload is not None:
-            self.send_header("Content-Type", "application/json")
+        if response.payload is not None or response.raw is not None:
+            self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if body and self.command != "HEAD":

@@ -12,10 +12,12 @@ from typing import cast
 from django.conf import settings
 from hcloud import APIException, Client
 from hcloud.actions.domain import ActionFailedException, ActionTimeoutException
-from hcloud.images import Image
+from hcloud.images import BoundImage, Image
 from hcloud.locations import Location
 from hcloud.server_types import ServerType
 from hcloud.servers import BoundServer
+from hcloud.servers import Server as ServerRef
+from requests import RequestException
 
 from hub.integrations.http import ProviderAdapter
 from hub.integrations.ratelimit import provider_bucket
@@ -204,3 +206,72 @@ def server_snapshot(*, provider_id: str, description: str) -> str:
     except APIException as exc:
         raise translate(exc) from exc
     return str(response.image.id)
+
+
+@dataclass(frozen=True)
+class ProviderImage:
+    image_id: str
+    status: str  # "creating", "available", or "missing"
+    labels: dict[str, str]
+
+
+def _as_provider_image(image: BoundImage) -> ProviderImage:
+    return ProviderImage(image_id=str(image.id), status=str(image.status), labels=dict(image.labels or {}))
+
+
+def snapshots_with_labels(labels: dict[str, str]) -> list[ProviderImage]:
+    try:
+        found = client().images.get_all(label_selector=label_selector(labels), type=["snapshot"])
+    except APIException as exc:
+        raise translate(exc) from exc
+    except RequestException as exc:
+        raise ProviderError(f"hetzner: {type(exc).__name__}: {exc}") from exc
+    return [_as_provider_image(image) for image in found]
+
+
+def snapshot_create(*, provider_id: str, description: str, labels: dict[str, str]) -> ProviderImage:
+    """The server's snapshot carrying these labels: the one an earlier call made (found
+    by its labels, so a retry after a lost answer makes no second image), else a new one."""
+    labels = {**labels, MANAGED_LABEL[0]: MANAGED_LABEL[1]}
+    existing = snapshots_with_labels(labels)
+    if existing:
+        return existing[0]
+    try:
+        response = client().servers.create_image(
+            ServerRef(id=int(provider_id)), description=description, type="snapshot", labels=labels
+        )
+    except APIException as exc:
+        raise translate(exc) from exc
+    except RequestException as exc:
+        # The answer may be lost after the image was made: look once more before failing.
+        logger.warning("hetzner: create_image for server %s got no answer (%s); looking it up", provider_id, exc)
+        existing = snapshots_with_labels(labels)
+        if existing:
+            return existing[0]
+        raise ProviderError(f"hetzner: {type(exc).__name__}: {exc}") from exc
+    return _as_provider_image(response.image)
+
+
+def snapshot_status(*, image_id: str) -> str:
+    try:
+        image = client().images.get_by_id(int(image_id))
+    except APIException as exc:
+        if exc.code == "not_found":
+            return "missing"
+        raise translate(exc) from exc
+    except RequestException as exc:
+        raise ProviderError(f"hetzner: {type(exc).__name__}: {exc}") from exc
+    return str(image.status)
+
+
+def snapshot_delete(*, image_id: str) -> bool:
+    """Delete the snapshot; one already gone counts as deleted (False)."""
+    try:
+        client().images.delete(Image(id=int(image_id)))
+    except APIException as exc:
+        if exc.code == "not_found":
+            return False
+        raise translate(exc) from exc
+    except RequestException as exc:
+        raise ProviderError(f"hetzner: {type(exc).__name__}: {exc}") from exc
+    return True

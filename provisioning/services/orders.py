@@ -13,6 +13,7 @@ from hub.audit import audit_record, status_move
 from hub.db.locks import xact_lock
 from hub.errors import DomainError, NotFound
 from hub.models import AlertSeverity
+from hub.notices.services import customer_notice_queue
 from hub.pipeline.models import Job, JobStatus
 from hub.pipeline.services import job_cancel, job_retry, job_start
 from hub.pipeline.transitions import step_wake
@@ -261,6 +262,7 @@ def order_job_finished(job: Job) -> None:
         order_set_status(order, OrderStatus.CANCELLED, reason=job.error or "cancelled")
     elif job.status == JobStatus.ROLLED_BACK:
         order_set_status(order, OrderStatus.ROLLED_BACK, reason=job.error)
+        order_rolled_back_tell(order, job=job)
     else:
         order_set_status(order, OrderStatus.FAILED, reason=job.error or "a compensation failed")
         alert_raise(
@@ -270,3 +272,32 @@ def order_job_finished(job: Job) -> None:
             severity=AlertSeverity.HARD,
             message=f"order {order.pk} ({order.domain}): rollback incomplete, resources may be left: {job.error}",
         )
+
+
+def order_rolled_back_tell(order: Order, *, job: Job) -> None:
+    """A paid order that rolled back: staff get an alert (counted, not opened again,
+    while it is open) and the customer one notice per order (its dedup key). An order
+    whose customer was already told why (nameservers never delegated) is not told twice."""
+    reason = job.error or "the setup failed"
+    alert_raise(
+        subject_type="order",
+        subject_id=order.pk,
+        kind="order_rolled_back",
+        severity=AlertSeverity.MEDIUM,
+        message=f"order {order.pk} ({order.domain}) rolled back: {reason}"[:2000],
+    )
+    if order.nameservers_expired_notice_sent_at is not None:
+        return
+    customer_notice_queue(
+        kind="order_rolled_back",
+        subject_type="order",
+        subject_id=order.pk,
+        email=order.customer_email,
+        subject=f"We could not set up your server for {order.domain}",
+        body=(
+            f"We could not finish setting up your server for {order.domain}, so everything prepared\n"
+            "for it was removed again and nothing of it keeps running. Our team has been told and\n"
+            "will contact you; you do not need to order again. Reply to this email with any question.\n"
+        ),
+        dedup_key=f"order:{order.pk}:rolled_back",
+    )

@@ -125,9 +125,11 @@ def test_the_schedule_is_in_the_database_and_every_task_exists() -> None:
     from hub.celery import app
 
     tasks = {t.name: t for t in PeriodicTask.objects.filter(name__startswith="monitoring ")}
-    assert len(tasks) == 12
+    assert len(tasks) == 15
     assert all(t.queue == "monitoring" and t.enabled for t in tasks.values())
     assert tasks["monitoring hub database backup"].crontab.hour == "3"
+    assert tasks["monitoring server snapshots"].interval.every == 900
+    assert tasks["monitoring restore drill"].crontab.day_of_week == "0"
     assert tasks["monitoring heartbeats"].interval.every == 30
     assert tasks["monitoring hub self-watch"].interval.every == 60
     app.loader.import_default_modules()

@@ -12,6 +12,7 @@ import paramiko
 import pytest
 import requests
 import yaml
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
@@ -143,6 +144,10 @@ def test_order_with_a_pool_server_reaches_fulfilled(
         message="the welcome email",
     )
     assert order.welcome_sent_at is not None or Order.objects.get(pk=order.pk).welcome_sent_at is not None
+    welcome = next(p.read_text() for p in mail_dir.iterdir() if f"acme-one.{ZONE} is ready" in p.read_text())
+    # it carries the tenant's tool addresses and the app download links
+    assert f"https://files.acme-one.{ZONE}/" in welcome and f"https://blog.acme-one.{ZONE}/" in welcome
+    assert all(url in welcome for url in settings.APP_DOWNLOAD_LINKS.values())
     # The order turns FULFILLED inside the last step; the engine records the step
     # (and the job) right after.
     job = wait_for(

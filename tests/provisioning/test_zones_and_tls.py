@@ -14,7 +14,7 @@ import requests
 from django.contrib.auth import get_user_model
 from django.test import Client, override_settings
 
-from hub.models import Alert
+from hub.models import Alert, CustomerNotice
 from hub.pipeline.models import Job
 from provisioning.models import Order, OrderStatus, Server, ServerStatus
 from provisioning.pipelines.order import script_env
@@ -219,6 +219,9 @@ def test_an_order_whose_nameservers_never_come_rolls_back_and_leaves_nothing(
     alert = Alert.objects.get(subject_type="order", subject_id=str(order.pk), kind="dns_nameservers_not_delegated")
     assert "acme-late.example" in alert.message
     assert Server.objects.get(pk=server.pk).status == ServerStatus.AVAILABLE
+    # told once, by the nameserver notice: the rollback's own notice is not sent on top
+    assert Alert.objects.filter(subject_type="order", subject_id=str(order.pk), kind="order_rolled_back").exists()
+    assert not CustomerNotice.objects.filter(subject_type="order", subject_id=str(order.pk)).exists()
 
 
 # --- certificates by DNS-01, no credential on the server --------------------------------
