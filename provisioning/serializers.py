@@ -3,7 +3,9 @@ from typing import Any
 
 from rest_framework import serializers
 
+from hub.api.fields import StrictCharField, StrictIntegerField, StrictSerializer
 from hub.pipeline.models import Step
+from hub.pipeline.serializers import JobOutputSerializer
 from provisioning import catalog
 from provisioning.models import Order, OrderMode, Region, Server, ServerProvider, Tier
 from tenants.models import Tenant
@@ -154,3 +156,33 @@ class AcmeChallengeOutputSerializer(serializers.Serializer):
 class AcmeChallengeRemovedSerializer(serializers.Serializer):
     name = serializers.CharField()
     removed = serializers.IntegerField(help_text="records deleted (0: it was already gone)")
+
+
+class TenantMigrateInputSerializer(StrictSerializer):
+    """Where to: one AVAILABLE server (`server`), or any pool server of a provider."""
+
+    server = StrictIntegerField(required=False, min_value=1)
+    provider = serializers.ChoiceField(choices=ServerProvider.choices, required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if ("server" in attrs) == ("provider" in attrs):
+            raise serializers.ValidationError('give either "server" (an id) or "provider" (e.g. "NETCUP")')
+        return attrs
+
+
+class TenantJobOutputSerializer(serializers.Serializer):
+    """A tenant's job as the backup/recover/migrate endpoints answer: the job (poll
+    `jobs/{id}/`) and, for a move, its row."""
+
+    tenant = serializers.IntegerField()
+    job = JobOutputSerializer()
+    move = serializers.IntegerField(allow_null=True)
+    kind = serializers.CharField()
+
+
+class TenantRecoverInputSerializer(StrictSerializer):
+    reason = StrictCharField(required=False, max_length=500, allow_blank=True)
+
+
+class TenantBackupInputSerializer(StrictSerializer):
+    """No fields: the tenant's own backup, now."""
