@@ -164,6 +164,11 @@ class TenantMigrateInputSerializer(StrictSerializer):
     server = StrictIntegerField(required=False, min_value=1)
     provider = serializers.ChoiceField(choices=ServerProvider.choices, required=False)
 
+    def validate_server(self, value: int) -> int:
+        if not Server.objects.filter(pk=value).exists():
+            raise serializers.ValidationError(f"server {value} does not exist")
+        return value
+
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if ("server" in attrs) == ("provider" in attrs):
             raise serializers.ValidationError('give either "server" (an id) or "provider" (e.g. "NETCUP")')

@@ -117,7 +117,7 @@ def take_server(ctx: StepContext) -> dict[str, Any]:
     the provider asked for, if any), else one bought at Hetzner (not for a migration
     to Netcup: contract servers come from staff)."""
     with transaction.atomic():
-        move = TenantMove.objects.select_for_update().select_related("tenant").get(job_id=ctx.job_id)
+        move = TenantMove.objects.select_for_update(of=("self",)).select_related("tenant").get(job_id=ctx.job_id)
         if move.target_server_id:
             ctx.log(f"server {move.target_server_id} already taken")
             return {"target_server_id": move.target_server_id}

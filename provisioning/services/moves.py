@@ -35,7 +35,7 @@ OVERFLOW_CHECK = "provisioning.overflow_check"
 
 
 def _locked_tenant(tenant_id: int) -> Tenant:
-    tenant = Tenant.objects.select_for_update().select_related("server").filter(pk=tenant_id).first()
+    tenant = Tenant.objects.select_for_update(of=("self",)).select_related("server").filter(pk=tenant_id).first()
     if tenant is None:
         raise NotFound(f"tenant {tenant_id} does not exist")
     return tenant
