@@ -28,6 +28,8 @@ from bench.provisioning import FAST, ZONE
 RECOVERY_GOAL = 1.5
 DOWNTIME_GOAL = 60.0
 TOOLS = ["nextcloud", "ghost"]
+# The slowest steps of each run, for the notes.
+STEPS: dict[str, str] = {}
 JOB_ENDS = ("SUCCEEDED", "ROLLED_BACK", "FAILED", "CANCELLED")
 
 
@@ -44,6 +46,17 @@ def _wait_job(job_id: int, timeout: float) -> Any:
         steps = [(s.name, s.status, s.error[-200:]) for s in job.steps.exclude(status="SUCCEEDED")]
         raise RuntimeError(f"{job.pipeline} job {job.pk} ended {job.status}: {job.error} {steps}")
     return job
+
+
+def _slowest_steps(job_id: int, count: int = 6) -> str:
+    from hub.pipeline.models import Step
+
+    steps = [
+        (s.name, (s.finished_at - s.started_at).total_seconds())
+        for s in Step.objects.filter(job_id=job_id, started_at__isnull=False, finished_at__isnull=False)
+    ]
+    steps.sort(key=lambda item: -item[1])
+    return ", ".join(f"{name} {seconds:.1f} s" for name, seconds in steps[:count])
 
 
 def _provision(timeout: float) -> tuple[int, float]:
@@ -64,7 +77,8 @@ def _provision(timeout: float) -> tuple[int, float]:
     )
     if done.status != "FULFILLED":
         raise RuntimeError(f"order {order.pk} {done.status}: {done.failure_reason}")
-    assert done.tenant_id is not None
+    assert done.tenant_id is not None and done.job_id is not None
+    STEPS["fresh"] = _slowest_steps(done.job_id)
     return done.tenant_id, time.monotonic() - started
 
 
@@ -95,6 +109,7 @@ def _moves(box: Any, timeout: float) -> dict[str, float]:
     assert move.job_id is not None
     _wait_job(move.job_id, timeout)
     recovery = time.monotonic() - started
+    STEPS["recovery"] = _slowest_steps(move.job_id)
 
     host = box.hosts[0]
     Server.objects.create(
@@ -111,6 +126,7 @@ def _moves(box: Any, timeout: float) -> dict[str, float]:
     assert move.job_id is not None
     _wait_job(move.job_id, timeout)
     migration = time.monotonic() - started
+    STEPS["migration"] = _slowest_steps(move.job_id)
     move = TenantMove.objects.get(pk=move.pk)
     return {
         "fresh": fresh,
@@ -143,8 +159,7 @@ def run(quick: bool) -> Result:
         port = free_port()
         env = bench_env(
             **box.env,
-            **FAST,
-            AGENT_HEARTBEAT_INTERVAL="2",
+            **{**FAST, "AGENT_HEARTBEAT_INTERVAL": "2"},
             HUB_PUBLIC_URL=f"http://127.0.0.1:{port}",
             EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",
             EMAIL_FILE_PATH=str(VAR / "mail"),
@@ -188,6 +203,7 @@ def run(quick: bool) -> Result:
         f"tools {', '.join(TOOLS)}; no added waits in the stand-ins; agent heartbeat every 2 s; "
         "the Hub web, the worker, the sshd hosts and restic all share the same 2 cores"
     )
+    result.notes.extend(f"slowest steps, {what}: {steps}" for what, steps in STEPS.items())
     if quick:
         result.notes.append("quick mode: same run, shorter timeouts")
     return result

@@ -47,7 +47,7 @@ def wait_report(ctx: StepContext) -> dict[str, Any]:
                 f"the agent did not report the backup of {last_run:%H:%M:%S} "
                 f"within {settings.BACKUP_NOW_REPORT_WAIT_SECONDS}s"
             )
-        raise StepDeferred(f"waiting for the agent's report ({waited:.0f}s so far)", delay=1.0)
+        raise StepDeferred(f"waiting for the agent's report ({waited:.0f}s so far)", delay=0.25)
     ctx.log(f"backup {report.last_run:%Y-%m-%d %H:%M:%S} in the history: {report.outcome}")
     failure = ctx.context.get("backup_failure")
     if failure:

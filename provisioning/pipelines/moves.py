@@ -262,7 +262,7 @@ def _wait_command(ctx: StepContext, command_id: str, *, what: str) -> None:
     waited = (timezone.now() - command.created_at).total_seconds()
     if waited > settings.MOVE_COMMAND_WAIT_SECONDS:
         raise PermanentStepError(f"the agent did not answer within {settings.MOVE_COMMAND_WAIT_SECONDS}s ({what})")
-    raise StepDeferred(f"waiting for the agent to {what} ({waited:.0f}s so far)", delay=1.0)
+    raise StepDeferred(f"waiting for the agent to {what} ({waited:.0f}s so far)", delay=0.25)
 
 
 def enter_maintenance(ctx: StepContext) -> dict[str, Any]:
@@ -412,7 +412,7 @@ def wait_agent_registered(ctx: StepContext) -> dict[str, Any]:
     waited = time.time() - float(ctx.context.get("agent_wait_started") or time.time())
     if waited > settings.PROVISIONING_AGENT_WAIT_SECONDS:
         raise PermanentStepError(f"the agent did not register within {settings.PROVISIONING_AGENT_WAIT_SECONDS}s")
-    raise StepDeferred(f"waiting for the target's agent to register ({waited:.0f}s so far)", delay=1.0)
+    raise StepDeferred(f"waiting for the target's agent to register ({waited:.0f}s so far)", delay=0.25)
 
 
 # --- 5. the data --------------------------------------------------------------------
@@ -508,7 +508,7 @@ def wait_target_heartbeat(ctx: StepContext) -> dict[str, Any]:
             waited = (timezone.now() - move.switched_at).total_seconds()
             if waited > settings.MOVE_HEARTBEAT_WAIT_SECONDS:
                 raise PermanentStepError(f"no heartbeat from the target within {settings.MOVE_HEARTBEAT_WAIT_SECONDS}s")
-            raise StepDeferred(f"waiting for a heartbeat from the target ({waited:.0f}s so far)", delay=1.0)
+            raise StepDeferred(f"waiting for a heartbeat from the target ({waited:.0f}s so far)", delay=0.25)
         downtime = (
             (tenant.last_heartbeat_at - move.maintenance_started_at).total_seconds()
             if move.maintenance_started_at
