@@ -54,6 +54,7 @@ def _slowest_steps(job_id: int, count: int = 6) -> str:
     steps = [
         (s.name, (s.finished_at - s.started_at).total_seconds())
         for s in Step.objects.filter(job_id=job_id, started_at__isnull=False, finished_at__isnull=False)
+        if s.started_at and s.finished_at
     ]
     steps.sort(key=lambda item: -item[1])
     return ", ".join(f"{name} {seconds:.1f} s" for name, seconds in steps[:count])

@@ -101,6 +101,8 @@ class ServerOutputSerializer(serializers.ModelSerializer):
             "labels",
             "touched",
             "host_key_recorded_at",
+            "contract_start",
+            "contract_end",
             "created_at",
         ]
         read_only_fields = fields
@@ -117,11 +119,17 @@ class ServerInputSerializer(serializers.Serializer):
     root_key = serializers.CharField(
         max_length=16384, required=False, default="", write_only=True, trim_whitespace=False
     )
+    # A Netcup server's contract (12 months, bought by staff).
+    contract_start = serializers.DateField(required=False, allow_null=True, default=None)
+    contract_end = serializers.DateField(required=False, allow_null=True, default=None)
 
     def validate(self, attrs: dict) -> dict:
         unknown = set(self.initial_data) - set(self.fields)
         if unknown:
             raise serializers.ValidationError({name: "unknown field" for name in sorted(unknown)})
+        start, end = attrs.get("contract_start"), attrs.get("contract_end")
+        if start and end and end <= start:
+            raise serializers.ValidationError({"contract_end": "must be after contract_start"})
         return attrs
 
 

@@ -281,13 +281,26 @@ def _overflow_migrate(*, now: datetime, actor: str) -> OverflowRun:
     return OverflowRun(started=started)
 
 
-def overflow_report() -> list[dict[str, object]]:
+@dataclass(frozen=True)
+class OverflowRow:
+    tenant: Tenant
+    extra_eur_per_month: float
+    # A free Netcup server of its region and tier: the next check moves it (at night).
+    contract_server_free: bool
+
+
+def overflow_report() -> list[OverflowRow]:
     """The admin's list: each overflow tenant and what it costs above a contract server."""
+    free = set(
+        Server.objects.filter(provider=ServerProvider.NETCUP, status=ServerStatus.AVAILABLE)
+        .values_list("region", "tier")
+        .distinct()
+    )
     return [
-        {
-            "tenant": tenant,
-            "server": tenant.server,
-            "extra_eur_per_month": overflow_extra_cost(tenant),
-        }
+        OverflowRow(
+            tenant=tenant,
+            extra_eur_per_month=overflow_extra_cost(tenant),
+            contract_server_free=(tenant.region, tenant.plan) in free,
+        )
         for tenant in overflow_tenants()
     ]

@@ -3,6 +3,8 @@ quarantining one that was touched, registering Netcup contract servers."""
 
 from __future__ import annotations
 
+from datetime import date
+
 from django.db import transaction
 
 from hub.audit import audit_record, status_move
@@ -43,6 +45,8 @@ def server_register(
     ssh_port: int,
     name: str = "",
     root_key: str = "",
+    contract_start: date | None = None,
+    contract_end: date | None = None,
     actor: str,
 ) -> Server:
     """Staff register a Netcup contract server; the pool-preparation job makes it ready."""
@@ -56,6 +60,8 @@ def server_register(
         ssh_port=ssh_port,
         name=name,
         root_key=root_key,
+        contract_start=contract_start,
+        contract_end=contract_end,
         status=ServerStatus.PREPARING,
     )
     audit_record(

@@ -71,6 +71,7 @@ def tenant_on_hetzner(sandbox: Sandbox, name: str) -> tuple[Tenant, SandboxHost]
     """A tenant provisioned with the pool empty: on a server bought at Hetzner."""
     order = wait_order(place(name), (OrderStatus.FULFILLED, OrderStatus.ROLLED_BACK, OrderStatus.FAILED))
     assert order.status == OrderStatus.FULFILLED, order.failure_reason
+    assert order.tenant_id is not None
     tenant = Tenant.objects.select_related("server").get(pk=order.tenant_id)
     assert tenant.server is not None and tenant.server.provider == ServerProvider.HETZNER
     host = sandbox.host(tenant.server.ipv4)
@@ -128,7 +129,7 @@ def test_backup_now_then_recover_a_lost_hetzner_server_with_the_worker_killed_ha
     backup_job = wait_job(answer.json()["job"]["id"])
     assert backup_job.status == JobStatus.SUCCEEDED, backup_job.error
     report = BackupReport.objects.get(pk=backup_job.context["backup_report_id"])
-    assert report.tenant_id == tenant.pk and report.outcome == "SUCCESS"
+    assert report.tenant_id == tenant.pk and report.outcome == "SUCCESS" and report.remote_sync is not None
     assert report.remote_sync == {"status": "success", "uploaded_mb": report.remote_sync["uploaded_mb"]}
 
     # the server is lost
@@ -147,19 +148,21 @@ def test_backup_now_then_recover_a_lost_hetzner_server_with_the_worker_killed_ha
     )
     assert answer.status_code == 202, answer.content
     move = TenantMove.objects.get(pk=answer.json()["move"])
-    assert move.kind == MoveKind.RECOVER and move.job_id == answer.json()["job"]["id"]
+    job_id = move.job_id
+    assert move.kind == MoveKind.RECOVER and job_id is not None and job_id == answer.json()["job"]["id"]
     wait_for(
-        lambda: Job.objects.get(pk=move.job_id).steps.get(name="wait_server_ready").status == StepStatus.RUNNING,
+        lambda: Job.objects.get(pk=job_id).steps.get(name="wait_server_ready").status == StepStatus.RUNNING,
         timeout=60,
         message="the recovery waiting for its new server",
     )
     doomed.kill()
     rescuer = worker("rescuer")
-    job = wait_job(move.job_id, reap=True)
+    job = wait_job(job_id, reap=True)
     rescuer.stop()
 
     assert job.status == JobStatus.SUCCEEDED, job.error
     move.refresh_from_db()
+    assert move.target_server is not None
     assert [s["id"] for s in hetzner_servers(sandbox, move=str(move.pk))] == [int(move.target_server.provider_id)]
     assert Server.objects.filter(labels__move=str(move.pk)).count() == 1, "exactly one new server"
     assert_lives_on(sandbox, hub_settings, tenant, old_key)
@@ -208,7 +211,7 @@ def test_migrate_from_hetzner_to_netcup_after_a_failed_restore_left_the_source_s
         assert heartbeat_status(hub_settings, old_key) == 200
         assert (
             not AgentCredential.objects.filter(tenant=tenant, revoked_at=None)
-            .exclude(pk__in=TenantMove.objects.get(job=failed).source_credential_ids)
+            .exclude(pk__in=TenantMove.objects.get(job=failed).source_credential_ids or [])
             .exists()
         ), "the first target's agent key is revoked"
 
@@ -283,10 +286,12 @@ def test_the_monthly_check_migrates_the_eligible_overflow_tenants_within_the_cap
     def moved() -> list[str]:
         return sorted(TenantMove.objects.values_list("tenant__domain", flat=True))
 
-    report = {row["tenant"].domain: row["extra_eur_per_month"] for row in overflow_report()}
+    report = {row.tenant.domain: row.extra_eur_per_month for row in overflow_report()}
     assert report[f"oldest.{ZONE}"] == pytest.approx(15.59 - 14.50)
     assert report[f"scale.{ZONE}"] == pytest.approx(29.09 - 26.00)
     assert f"contract.{ZONE}" not in report
+    page = staff().get("/admin/provisioning/tenantmove/").content.decode()
+    assert f"oldest.{ZONE}" in page and "Tenants on Hetzner overflow (5;" in page
 
     night = {"eu": "0-24", "us": "0-0"}
     with override_settings(OVERFLOW_MIGRATIONS_MAX=2, OVERFLOW_NIGHT_HOURS=night):
