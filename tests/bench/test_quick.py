@@ -114,3 +114,11 @@ def test_concurrent_provisioning_fulfils_every_order(quick: dict[str, Any]) -> N
     assert fulfilled and all(r["passed"] for r in fulfilled), fulfilled
     assert float(row(data, "one order alone (threads)")["value"].split()[0]) > 0
     ratio_value(data, "2 orders / one order")
+
+
+def test_tenant_moves_recover_and_migrate_the_tenant_and_measure_the_downtime(quick: dict[str, Any]) -> None:
+    data = result(quick, "tenant_moves")
+    assert float(row(data, "fresh provisioning (Hetzner, pool empty)")["value"].split()[0]) > 0
+    downtime = row(data, "downtime (maintenance -> first heartbeat from the target)")["value"]
+    assert float(downtime.split()[0]) > 0
+    assert ratio_value(data, "recovery / fresh") > 0
