@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from hub.alerts.services import alert_raise
+from hub.alerts.services import alert_raise, alert_resolve
 from hub.audit import audit_record
 from hub.db.locks import single_flight
 from hub.errors import DomainError, NotFound
@@ -182,6 +182,9 @@ def move_job_finished(job: Job) -> None:
         },
     )
     if job.status == JobStatus.SUCCEEDED:
+        # The tenant was moved after all (a retried or a later move): staff need not act.
+        for kind in (MoveKind.RECOVER, MoveKind.MIGRATE):
+            alert_resolve(subject_type="tenant", subject_id=move.tenant_id, kind=f"tenant_{kind.lower()}_failed")
         return
     switched = move.switched_at is not None
     alert_raise(

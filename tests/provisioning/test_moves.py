@@ -18,7 +18,7 @@ from django.test import Client, override_settings
 from django.utils import timezone
 
 from hub.freeze import fleet_freeze_set
-from hub.models import AuditEvent
+from hub.models import Alert, AlertSeverity, AlertStatus, AuditEvent
 from hub.pipeline.models import Job, JobStatus, StepStatus
 from hub.pipeline.reaper import pipeline_reap
 from provisioning.models import MoveKind, OrderStatus, Server, ServerProvider, ServerStatus, TenantMove
@@ -198,6 +198,9 @@ def test_migrate_from_hetzner_to_netcup_after_a_failed_restore_left_the_source_s
 
         assert failed.status == JobStatus.ROLLED_BACK, failed.error
         assert "restore" in failed.error
+        alert = Alert.objects.get(subject_type="tenant", subject_id=str(tenant.pk), kind="tenant_migrate_failed")
+        assert alert.status == AlertStatus.OPEN and alert.severity == AlertSeverity.MEDIUM
+        assert f"stays on server {source.pk}" in alert.message
         tenant.refresh_from_db()
         assert tenant.status == TenantStatus.ACTIVE and tenant.server_id == source.pk
         assert a_records(sandbox, tenant.domain) == {(tenant.domain, source.ipv4), (f"*.{tenant.domain}", source.ipv4)}
@@ -225,6 +228,8 @@ def test_migrate_from_hetzner_to_netcup_after_a_failed_restore_left_the_source_s
         running.stop()
 
     assert job.status == JobStatus.SUCCEEDED, job.error
+    alert.refresh_from_db()
+    assert alert.status == AlertStatus.RESOLVED, "the later migration made it: staff need not act"
     move = TenantMove.objects.get(job=job)
     assert move.target_server_id == second.pk
     assert_lives_on(sandbox, hub_settings, tenant, old_key)
