@@ -9,6 +9,9 @@ component, image, previous_image, previous_version (and rollback_healthy).
 restart payload: {"component": str} or {} for every container.
 suspend / resume payload: {} (every container but the agent's own).
 diagnostics payload: {}; its result carries the report under "details".
+maintenance payload: {"enter": bool, "tag": str}: entering stops every container but
+the agent's and the databases' (they stay up for the final backup's dumps), so nothing
+writes while the tenant moves; leaving starts what entering stopped.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ from agent.docker import (
 from agent.storage import read_json, write_json
 
 log = logging.getLogger(__name__)
+
+# Compose services that hold a tool's data: they keep running in maintenance, for the dumps.
+DATABASE_SERVICES = frozenset({"postgres", "mysql", "mariadb", "redis"})
 
 # The Hub keeps at most 32768 characters of output; the end of a log says the most.
 MAX_OUTPUT = 32_000
@@ -81,6 +87,7 @@ class Executor:
         self.sleep = sleep
         self.images_file = config.state_dir / "images.json"
         self.suspended_file = config.state_dir / "suspended.json"
+        self.maintenance_file = config.state_dir / "maintenance.json"
 
     def execute(self, command_type: str, payload: dict[str, Any]) -> dict[str, Any]:
         handler = {
@@ -89,6 +96,7 @@ class Executor:
             "suspend": self.suspend,
             "resume": self.resume,
             "diagnostics": self.diagnostics,
+            "maintenance": self.maintenance,
         }.get(command_type)
         if handler is None:
             return failed(f"unknown command type {command_type!r}")
@@ -294,6 +302,37 @@ class Executor:
         if errors:
             return failed("\n".join(errors), containers=names)
         return succeeded(f"started {', '.join(names) or 'nothing'}", containers=names)
+
+    def maintenance(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(payload.get("enter"), bool):
+            return failed("maintenance needs 'enter': true or false")
+        if not payload["enter"]:
+            record = read_json(self.maintenance_file)
+            names = list(record.get("containers", [])) if isinstance(record, dict) else []
+            errors = []
+            for name in names:
+                try:
+                    self.docker.start(name)
+                except DockerError as exc:
+                    errors.append(str(exc))
+            Path(self.maintenance_file).unlink(missing_ok=True)
+            if errors:
+                return failed("\n".join(errors), containers=names)
+            return succeeded(f"out of maintenance; started {', '.join(names) or 'nothing'}", containers=names)
+        writers = [
+            c
+            for c in self._containers()
+            if c.state == "running"
+            and not self._protected(c)
+            and c.labels.get("com.docker.compose.service") not in DATABASE_SERVICES
+        ]
+        already = (read_json(self.maintenance_file) or {}).get("containers", [])
+        names = sorted(set(already) | {c.name for c in writers})
+        # Written first: a crash halfway must still let leaving find every container.
+        write_json(self.maintenance_file, {"containers": names})
+        for container in writers:
+            self.docker.stop(container.name)
+        return succeeded(f"in maintenance; stopped {', '.join(c.name for c in writers) or 'nothing'}", containers=names)
 
     def diagnostics(self, payload: dict[str, Any]) -> dict[str, Any]:
         report: dict[str, Any] = dict(self.diagnostics_source())

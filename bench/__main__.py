@@ -13,7 +13,7 @@ import time
 import traceback
 from pathlib import Path
 
-BENCHMARKS = ("heartbeat", "overhead", "checks", "rollout", "provisioning", "baseline", "redis_restart", "streams")
+BENCHMARKS = ("heartbeat", "overhead", "checks", "rollout", "provisioning", "baseline", "redis_restart", "streams", "tenant_moves")
 
 
 def cpu_yardstick(steps: int = 10_000_000) -> float:

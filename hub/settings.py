@@ -482,6 +482,27 @@ PROVISIONING_COMPENSATION_ATTEMPTS = env.int("PROVISIONING_COMPENSATION_ATTEMPTS
 # The one-time token the agent registers with (the issue: expires in 24 h).
 PROVISIONING_REGISTRATION_TOKEN_TTL = env.int("PROVISIONING_REGISTRATION_TOKEN_TTL", default=24 * 3600)
 
+# --- Tenant moves: backup now, recover, migrate, the monthly overflow check --------
+# How long backup-now waits for the agent to report the run it made.
+BACKUP_NOW_REPORT_WAIT_SECONDS = env.int("BACKUP_NOW_REPORT_WAIT_SECONDS", default=300)
+# How long a move waits for the agent to answer its maintenance command, and for the
+# first heartbeat from the target after the switch.
+MOVE_COMMAND_WAIT_SECONDS = env.int("MOVE_COMMAND_WAIT_SECONDS", default=300)
+MOVE_HEARTBEAT_WAIT_SECONDS = env.int("MOVE_HEARTBEAT_WAIT_SECONDS", default=600)
+MOVE_DEADLINE_SECONDS = env.int("MOVE_DEADLINE_SECONDS", default=60 * 60)
+# The monthly overflow check: at most this many migrations of Hetzner tenants to free
+# Netcup servers running at once, started only in the region's night hours (local
+# "start-end" hours, end excluded; "0-24": any time).
+OVERFLOW_MIGRATIONS_MAX = env.int("OVERFLOW_MIGRATIONS_MAX", default=3)
+OVERFLOW_NIGHT_HOURS = {
+    "eu": env.str("OVERFLOW_NIGHT_HOURS_EU", default="1-5"),
+    "us": env.str("OVERFLOW_NIGHT_HOURS_US", default="1-5"),
+}
+OVERFLOW_REGION_TIMEZONES = {"eu": "Europe/Berlin", "us": "America/New_York"}
+# EUR per month (FACTS.md): a Netcup contract server and Hetzner's monthly cap, per tier.
+NETCUP_MONTHLY_EUR = {"lite": 8.50, "build": 14.50, "scale": 26.00, "enterprise": 48.00}
+HETZNER_MONTHLY_EUR = {"lite": 8.24, "build": 15.59, "scale": 29.09, "enterprise": 58.15}
+
 # --- Monitoring ----------------------------------------------------------------------
 # Alert routing: SOFT shows in the admin only, MEDIUM also emails STAFF_EMAILS, HARD
 # also posts {"text": ...} to this Slack-compatible webhook (empty: no webhook).

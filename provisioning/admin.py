@@ -11,8 +11,9 @@ from hub.admin_actions import ReadOnlyAdmin
 from hub.errors import DomainError
 from hub.pipeline.models import JOB_ACTIVE_STATUSES
 from hub.pipeline.selectors import step_timeline
-from provisioning.models import Order, OrderStatus, PoolPurchase, Server, ServerStatus, Snapshot
+from provisioning.models import Order, OrderStatus, PoolPurchase, Server, ServerStatus, Snapshot, TenantMove
 from provisioning.services.dns import WAITING_FOR_NAMESERVERS
+from provisioning.services.moves import overflow_report
 from provisioning.services.orders import order_assign_server, order_cancel, order_retry
 from provisioning.services.pool import server_prepare_again, server_quarantine, server_release_to_pool
 from tenants.admin import TenantAdmin
@@ -223,7 +224,19 @@ class OrderAdmin(admin.ModelAdmin):
 
 @admin.register(Server)
 class ServerAdmin(admin.ModelAdmin):
-    list_display = ["id", "name", "provider", "region", "tier", "ipv4", "ssh_port", "status", "touched"]
+    list_display = [
+        "id",
+        "name",
+        "provider",
+        "region",
+        "tier",
+        "ipv4",
+        "ssh_port",
+        "status",
+        "touched",
+        "contract_start",
+        "contract_end",
+    ]
     list_filter = ["status", "provider", "region", "tier"]
     search_fields = ["=id", "ipv4", "name", "provider_id"]
     actions = ["quarantine", "release_to_pool", "prepare_again"]
@@ -306,3 +319,39 @@ class SnapshotInline(admin.TabularInline):
 # The tenant's page lives on the floor below, which cannot know provisioning's models:
 # provisioning adds its inline to it.
 TenantAdmin.inlines = [*TenantAdmin.inlines, SnapshotInline]
+
+
+@admin.register(TenantMove)
+class TenantMoveAdmin(ReadOnlyAdmin):
+    """Recoveries and migrations, with the migration's downtime; above the list, the
+    tenants still on Hetzner overflow and what each costs above a contract server."""
+
+    list_display = (
+        "id",
+        "kind",
+        "tenant",
+        "source_server",
+        "target_server",
+        "job_status",
+        "downtime_seconds",
+        "created_at",
+        "switched_at",
+        "finished_at",
+    )
+    list_select_related = ("tenant", "source_server", "target_server", "job")
+    list_filter = ("kind",)
+    search_fields = ("=tenant__id", "tenant__domain")
+    change_list_template = "admin/provisioning/tenantmove/change_list.html"
+
+    @admin.display(description="job")
+    def job_status(self, move: TenantMove) -> str:
+        return f"#{move.job_id} {move.job.status}" if move.job else "-"
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        rows = overflow_report()
+        extra_context = {
+            **(extra_context or {}),
+            "overflow": rows,
+            "overflow_total": round(sum(row.extra_eur_per_month for row in rows), 2),
+        }
+        return super().changelist_view(request, extra_context)

@@ -1,5 +1,5 @@
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -8,8 +8,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from hub.errors import NotFound
+from hub.pipeline.models import Job
+from hub.pipeline.selectors import jobs_with_steps
 from provisioning.integrations.cloudflare import CloudflareRefused, DnsProviderError
-from provisioning.models import Order, Server
+from provisioning.models import Order, Server, TenantMove
 from provisioning.selectors import orders_with_steps
 from provisioning.serializers import (
     AcmeChallengeInputSerializer,
@@ -19,6 +22,10 @@ from provisioning.serializers import (
     OrderOutputSerializer,
     ServerInputSerializer,
     ServerOutputSerializer,
+    TenantBackupInputSerializer,
+    TenantJobOutputSerializer,
+    TenantMigrateInputSerializer,
+    TenantRecoverInputSerializer,
 )
 from provisioning.services.acme import (
     ChallengeForbidden,
@@ -26,6 +33,7 @@ from provisioning.services.acme import (
     acme_challenge_put,
     acme_challenge_remove,
 )
+from provisioning.services.moves import backup_now_start, tenant_migrate_start, tenant_recover_start
 from provisioning.services.orders import order_cancel, order_create, order_retry
 from provisioning.services.pool import server_register
 from tenants.apis import AGENT_ERRORS, ERROR, AgentApi
@@ -157,3 +165,57 @@ class AgentAcmeChallengeApi(AgentApi):
         removed = self._call(request, acme_challenge_remove, payload.validated_data)
         name = f"_acme-challenge.{payload.validated_data['domain'].rstrip('.').removeprefix('*.')}"
         return Response(AcmeChallengeRemovedSerializer({"name": name, "removed": removed}).data)
+
+
+# --- a tenant's backup now, recovery and migration ------------------------------------
+
+
+def _tenant_id(pk: str) -> int:
+    """Ids are matched as strings (a malformed one gets the API's JSON 404)."""
+    if not pk.isdigit() or len(pk) > 18:
+        raise NotFound(f"tenant {pk[:40]!r} does not exist")
+    return int(pk)
+
+
+def _tenant_job(tenant_id: int, job: Job, move: TenantMove | None) -> dict[str, Any]:
+    job = jobs_with_steps().get(pk=job.pk)
+    return TenantJobOutputSerializer(
+        {"tenant": tenant_id, "job": job, "move": move.pk if move else None, "kind": job.pipeline}
+    ).data
+
+
+class TenantBackupApi(APIView):
+    @extend_schema(request=TenantBackupInputSerializer, responses={202: TenantJobOutputSerializer})
+    def post(self, request: Request, pk: str) -> Response:
+        TenantBackupInputSerializer(data=request.data).is_valid(raise_exception=True)
+        tenant_id = _tenant_id(pk)
+        job = backup_now_start(tenant_id=tenant_id, actor=request.user.get_username())
+        return Response(_tenant_job(tenant_id, job, None), status=status.HTTP_202_ACCEPTED)
+
+
+class TenantRecoverApi(APIView):
+    @extend_schema(request=TenantRecoverInputSerializer, responses={202: TenantJobOutputSerializer})
+    def post(self, request: Request, pk: str) -> Response:
+        payload = TenantRecoverInputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        tenant_id = _tenant_id(pk)
+        move = tenant_recover_start(tenant_id=tenant_id, actor=request.user.get_username(), **payload.validated_data)
+        assert move.job is not None  # started with the move
+        return Response(_tenant_job(tenant_id, move.job, move), status=status.HTTP_202_ACCEPTED)
+
+
+class TenantMigrateApi(APIView):
+    @extend_schema(request=TenantMigrateInputSerializer, responses={202: TenantJobOutputSerializer})
+    def post(self, request: Request, pk: str) -> Response:
+        payload = TenantMigrateInputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        tenant_id = _tenant_id(pk)
+        move = tenant_migrate_start(
+            tenant_id=tenant_id,
+            actor=request.user.get_username(),
+            server_id=data.get("server"),
+            provider=data.get("provider", ""),
+        )
+        assert move.job is not None  # started with the move
+        return Response(_tenant_job(tenant_id, move.job, move), status=status.HTTP_202_ACCEPTED)

@@ -67,6 +67,9 @@ class Server(models.Model):
     bought_for_order = models.ForeignKey(
         "provisioning.Order", null=True, blank=True, on_delete=models.SET_NULL, related_name="bought_servers"
     )
+    # A Netcup server's 12-month contract (staff enter it when they register the server).
+    contract_start = models.DateField(null=True, blank=True)
+    contract_end = models.DateField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -261,3 +264,41 @@ class Snapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.label} ({self.state})"
+
+
+class MoveKind(models.TextChoices):
+    RECOVER = "RECOVER", "recover (the server is lost)"
+    MIGRATE = "MIGRATE", "migrate (to another server)"
+
+
+class TenantMove(models.Model):
+    """A tenant put on another server: recovered from its backups when its server is
+    lost, or migrated from a living one. Its job (subject: the tenant) does the work;
+    this row holds what the steps must find again after a worker died: the target
+    server taken or bought, the source's agent keys, and the times of the switch."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="moves")
+    kind = models.CharField(max_length=10, choices=MoveKind.choices)
+    job = models.OneToOneField("hub.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="tenant_move")
+    source_server = models.ForeignKey(Server, on_delete=models.PROTECT, related_name="moves_out")
+    target_server = models.ForeignKey(Server, null=True, blank=True, on_delete=models.PROTECT, related_name="moves_in")
+    # What staff asked for (migrate): this very server, or any pool server of a provider.
+    wanted_server = models.ForeignKey(Server, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    wanted_provider = models.CharField(max_length=20, blank=True, default="")
+    reason = models.CharField(max_length=500, blank=True, default="")
+    # The agent keys that worked before the move: revoked at the switch, kept on a rollback.
+    # (None until the handover recorded them.)
+    source_credential_ids = models.JSONField(null=True, blank=True, default=None)
+    maintenance_started_at = models.DateTimeField(null=True, blank=True)
+    switched_at = models.DateTimeField(null=True, blank=True)
+    target_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Maintenance start to the first heartbeat from the target (a migration).
+    downtime_seconds = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind.lower()} of tenant {self.tenant_id} (move {self.pk})"

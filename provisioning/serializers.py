@@ -3,7 +3,9 @@ from typing import Any
 
 from rest_framework import serializers
 
+from hub.api.fields import StrictCharField, StrictIntegerField, StrictSerializer
 from hub.pipeline.models import Step
+from hub.pipeline.serializers import JobOutputSerializer
 from provisioning import catalog
 from provisioning.models import Order, OrderMode, Region, Server, ServerProvider, Tier
 from tenants.models import Tenant
@@ -99,6 +101,8 @@ class ServerOutputSerializer(serializers.ModelSerializer):
             "labels",
             "touched",
             "host_key_recorded_at",
+            "contract_start",
+            "contract_end",
             "created_at",
         ]
         read_only_fields = fields
@@ -115,11 +119,17 @@ class ServerInputSerializer(serializers.Serializer):
     root_key = serializers.CharField(
         max_length=16384, required=False, default="", write_only=True, trim_whitespace=False
     )
+    # A Netcup server's contract (12 months, bought by staff).
+    contract_start = serializers.DateField(required=False, allow_null=True, default=None)
+    contract_end = serializers.DateField(required=False, allow_null=True, default=None)
 
     def validate(self, attrs: dict) -> dict:
         unknown = set(self.initial_data) - set(self.fields)
         if unknown:
             raise serializers.ValidationError({name: "unknown field" for name in sorted(unknown)})
+        start, end = attrs.get("contract_start"), attrs.get("contract_end")
+        if start and end and end <= start:
+            raise serializers.ValidationError({"contract_end": "must be after contract_start"})
         return attrs
 
 
@@ -154,3 +164,38 @@ class AcmeChallengeOutputSerializer(serializers.Serializer):
 class AcmeChallengeRemovedSerializer(serializers.Serializer):
     name = serializers.CharField()
     removed = serializers.IntegerField(help_text="records deleted (0: it was already gone)")
+
+
+class TenantMigrateInputSerializer(StrictSerializer):
+    """Where to: one AVAILABLE server (`server`), or any pool server of a provider."""
+
+    server = StrictIntegerField(required=False, min_value=1)
+    provider = serializers.ChoiceField(choices=ServerProvider.choices, required=False)
+
+    def validate_server(self, value: int) -> int:
+        if not Server.objects.filter(pk=value).exists():
+            raise serializers.ValidationError(f"server {value} does not exist")
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if ("server" in attrs) == ("provider" in attrs):
+            raise serializers.ValidationError('give either "server" (an id) or "provider" (e.g. "NETCUP")')
+        return attrs
+
+
+class TenantJobOutputSerializer(serializers.Serializer):
+    """A tenant's job as the backup/recover/migrate endpoints answer: the job (poll
+    `jobs/{id}/`) and, for a move, its row."""
+
+    tenant = serializers.IntegerField()
+    job = JobOutputSerializer()
+    move = serializers.IntegerField(allow_null=True)
+    kind = serializers.CharField()
+
+
+class TenantRecoverInputSerializer(StrictSerializer):
+    reason = StrictCharField(required=False, max_length=500, allow_blank=True)
+
+
+class TenantBackupInputSerializer(StrictSerializer):
+    """No fields: the tenant's own backup, now."""

@@ -16,6 +16,8 @@ from django.utils.safestring import SafeString
 
 from hub.errors import DomainError
 from hub.models import Alert, AlertStatus
+from hub.pipeline.models import Job
+from hub.pipeline.selectors import step_timeline
 from tenants.command_payloads import command_payload_errors
 from tenants.models import (
     AgentCredential,
@@ -51,6 +53,11 @@ class CommandInline(admin.TabularInline):
     show_change_link = True
 
 
+def _last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1][-200:] if lines else ""
+
+
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
     list_display = ["id", "domain", "status", "region", "plan", "is_internal", "last_heartbeat_at", "agent_version"]
@@ -61,6 +68,7 @@ class TenantAdmin(admin.ModelAdmin):
     readonly_fields = [
         "heartbeat_summary",
         "open_alerts",
+        "jobs_timeline",
         "queue_command",
         "status",
         "created_at",
@@ -99,6 +107,44 @@ class TenantAdmin(admin.ModelAdmin):
             f"{age} s ago; disk {tenant.disk_percent}%, memory {tenant.memory_percent}%, load {tenant.load}; "
             f"{len(tenant.containers or [])} containers" + (f", unhealthy: {', '.join(unhealthy)}" if unhealthy else "")
         )
+
+    @admin.display(description="backups and moves")
+    def jobs_timeline(self, tenant: Tenant) -> SafeString | str:
+        """The tenant's latest jobs (backup now, recover, migrate) with their steps, as
+        an order's page shows its timeline; the page shows each step's state when loaded."""
+        jobs = list(Job.objects.filter(subject_type="tenant", subject_id=str(tenant.pk)).order_by("-id")[:3])
+        if not jobs:
+            return "none"
+        parts = []
+        for job in jobs:
+            steps = format_html_join(
+                "",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                (
+                    (
+                        step.name + (f" (undo {step.compensates.name})" if step.compensates else ""),
+                        step.status,
+                        step.attempts,
+                        f"{step.duration_seconds:.1f} s" if step.duration_seconds is not None else "",
+                        _last_line(step.error or step.log),
+                    )
+                    for step in step_timeline(job_id=job.pk)
+                ),
+            )
+            parts.append(
+                format_html(
+                    '<div class="tenant-job"><a href="{}"><b>{}</b> #{}</a>: {} {}'
+                    "<table><tr><th>step</th><th>status</th><th>attempts</th><th>took</th><th>last line</th></tr>"
+                    "{}</table></div>",
+                    reverse("admin:hub_job_change", args=[job.pk]),
+                    job.pipeline,
+                    job.pk,
+                    job.status,
+                    job.error[:300],
+                    steps,
+                )
+            )
+        return format_html_join("", "{}", ((part,) for part in parts))
 
     @admin.display(description="open alerts")
     def open_alerts(self, tenant: Tenant) -> SafeString | str:

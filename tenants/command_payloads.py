@@ -27,4 +27,6 @@ def command_payload_errors(*, type: str, payload: Any) -> list[str]:
         component = payload["component"]
         if not isinstance(component, str) or not NAME_RE.match(component):
             errors.append("restart's 'component' must be a component name")
+    elif type == CommandType.MAINTENANCE and not isinstance(payload.get("enter"), bool):
+        errors.append("maintenance needs 'enter': true (stop writing) or false (serve again)")
     return errors

@@ -20,6 +20,8 @@ class TenantStatus(models.TextChoices):
     PROVISIONING = "PROVISIONING", "provisioning"
     ACTIVE = "ACTIVE", "active"
     SUSPENDED = "SUSPENDED", "suspended"
+    # Being moved to another server: its tools stopped writing for the final backup.
+    MAINTENANCE = "MAINTENANCE", "maintenance"
     DEPROVISIONING = "DEPROVISIONING", "deprovisioning"
     DEPROVISIONED = "DEPROVISIONED", "deprovisioned"
 
@@ -29,14 +31,20 @@ TENANT_TRANSITIONS: dict[str, frozenset[str]] = {
     TenantStatus.PROVISIONING: frozenset(
         {TenantStatus.ACTIVE, TenantStatus.DEPROVISIONING, TenantStatus.DEPROVISIONED}
     ),
-    TenantStatus.ACTIVE: frozenset({TenantStatus.SUSPENDED, TenantStatus.DEPROVISIONING}),
+    TenantStatus.ACTIVE: frozenset({TenantStatus.SUSPENDED, TenantStatus.MAINTENANCE, TenantStatus.DEPROVISIONING}),
+    TenantStatus.MAINTENANCE: frozenset({TenantStatus.ACTIVE, TenantStatus.DEPROVISIONING}),
     TenantStatus.SUSPENDED: frozenset({TenantStatus.ACTIVE, TenantStatus.DEPROVISIONING}),
     TenantStatus.DEPROVISIONING: frozenset({TenantStatus.DEPROVISIONED}),
     TenantStatus.DEPROVISIONED: frozenset(),
 }
 
 # A tenant in one of these has a server and (once registered) a live agent.
-TENANT_LIVE_STATUSES = (TenantStatus.PROVISIONING, TenantStatus.ACTIVE, TenantStatus.SUSPENDED)
+TENANT_LIVE_STATUSES = (
+    TenantStatus.PROVISIONING,
+    TenantStatus.ACTIVE,
+    TenantStatus.SUSPENDED,
+    TenantStatus.MAINTENANCE,
+)
 TENANT_TERMINAL_STATUSES = (TenantStatus.DEPROVISIONED,)
 
 
@@ -87,7 +95,7 @@ class Tenant(models.Model):
         return self.status in TENANT_LIVE_STATUSES
 
     def can_activate(self) -> bool:
-        return TenantStatus.ACTIVE in TENANT_TRANSITIONS[self.status] and self.status != TenantStatus.SUSPENDED
+        return self.status == TenantStatus.PROVISIONING
 
     def can_suspend(self) -> bool:
         return TenantStatus.SUSPENDED in TENANT_TRANSITIONS[self.status]
@@ -134,6 +142,9 @@ class RegistrationToken(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
     used_at = models.DateTimeField(null=True, blank=True)
+    # A second agent of the tenant (on the server it moves to): registering with this
+    # token leaves the first agent's keys working until the move switches over.
+    keeps_other_keys = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-id"]
@@ -244,6 +255,7 @@ class CommandType(models.TextChoices):
     DIAGNOSTICS = "diagnostics", "collect diagnostics"
     SUSPEND = "suspend", "suspend"
     RESUME = "resume", "resume"
+    MAINTENANCE = "maintenance", "enter or leave maintenance"
 
 
 class CommandStatus(models.TextChoices):

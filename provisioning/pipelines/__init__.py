@@ -1,5 +1,6 @@
 """The provisioning pipelines: an order from payment to a running tenant, a new pool
-server from PREPARING to AVAILABLE, and a tenant's deprovisioning."""
+server from PREPARING to AVAILABLE, a tenant's deprovisioning, its backup now, and its
+move to another server (recovery of a lost server, migration of a living one)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,17 @@ from hub.pipeline.spec import Pipeline, RetryPolicy, StepAction, StepCompensatio
 from provisioning.integrations.cloudflare import DnsProviderError
 from provisioning.integrations.hetzner import ProviderError
 from provisioning.integrations.ssh import ScriptFailed, SshError
-from provisioning.pipeline_names import DEPROVISION_TENANT, PREPARE_SERVER, PROVISION_ORDER
-from provisioning.pipelines import deprovision, order, prepare
+from provisioning.pipeline_names import (
+    BACKUP_TENANT,
+    DEPROVISION_TENANT,
+    MIGRATE_TENANT,
+    PREPARE_SERVER,
+    PROVISION_ORDER,
+    RECOVER_TENANT,
+)
+from provisioning.pipelines import backup, deprovision, moves, order, prepare
 from provisioning.services import dns
+from provisioning.services.moves import move_job_finished
 from provisioning.services.orders import order_job_finished
 
 SETUP_SCRIPTS = (
@@ -145,3 +154,89 @@ register(
         ),
     )
 )
+
+register(
+    Pipeline(
+        name=BACKUP_TENANT,
+        queue="provisioning",
+        steps=(
+            StepSpec(
+                name="run_backup",
+                action=backup.run_backup,
+                retry=_retry(settings.PROVISIONING_SCRIPT_ATTEMPTS),
+                timeout=settings.PROVISIONING_SCRIPT_TIMEOUT + 60,
+            ),
+            StepSpec(name="wait_report", action=backup.wait_report, retry=_retry(3)),
+        ),
+    )
+)
+
+
+def _move_script_step(name: str) -> StepSpec:
+    return StepSpec(
+        name=f"setup_{name}",
+        action=moves.run_setup_script(name),
+        retry=_retry(settings.PROVISIONING_SCRIPT_ATTEMPTS),
+        timeout=settings.PROVISIONING_SCRIPT_TIMEOUT + 60,
+    )
+
+
+def _move_steps(*, migrate: bool) -> tuple[StepSpec, ...]:
+    """Recovery and migration: the same steps, a migration with maintenance and a
+    final backup of the living source before the target's agent comes."""
+    script_timeout = settings.PROVISIONING_SCRIPT_TIMEOUT + 60
+    before_switch = (
+        StepSpec(name="pin_releases", action=moves.pin_releases, retry=_retry(3)),
+        _undoable_step("take_server", moves.take_server, moves.release_target, retry=_retry(5), timeout=900),
+        StepSpec(name="wait_server_ready", action=moves.wait_server_ready, retry=_retry(5), timeout=900),
+        *(_move_script_step(name) for name in BEFORE_AGENT),
+        *(
+            (
+                _undoable_step("enter_maintenance", moves.enter_maintenance, moves.leave_maintenance, retry=_retry(3)),
+                StepSpec(
+                    name="final_backup",
+                    action=moves.final_backup,
+                    retry=_retry(settings.PROVISIONING_SCRIPT_ATTEMPTS),
+                    timeout=script_timeout,
+                ),
+            )
+            if migrate
+            else ()
+        ),
+        _undoable_step(
+            "agent_handover",
+            moves.agent_handover,
+            moves.revoke_target_agent,
+            retry=_retry(settings.PROVISIONING_SCRIPT_ATTEMPTS),
+            timeout=settings.PROVISIONING_SCRIPT_TIMEOUT,
+        ),
+        StepSpec(name="wait_agent_registered", action=moves.wait_agent_registered, retry=_retry(3)),
+        *(_move_script_step(name) for name in ("06-tls", "07-backups", "08-hardening")),
+        StepSpec(
+            name="restore",
+            action=moves.restore,
+            retry=_retry(settings.PROVISIONING_SCRIPT_ATTEMPTS),
+            timeout=script_timeout,
+        ),
+        _move_script_step("09-tools"),
+    )
+    after_switch = (
+        _undoable_step("switch", moves.switch, moves.point_dns_back, retry=_retry(5)),
+        # Past the switch the tenant lives on the target: these retry long, never undo.
+        StepSpec(name="wait_target_heartbeat", action=moves.wait_target_heartbeat, retry=_undo_retry()),
+        StepSpec(name="release_source", action=moves.release_source, retry=_undo_retry(), timeout=script_timeout),
+        StepSpec(name="finish", action=moves.finish, retry=_undo_retry()),
+    )
+    return before_switch + after_switch
+
+
+for _name, _migrate in ((RECOVER_TENANT, False), (MIGRATE_TENANT, True)):
+    register(
+        Pipeline(
+            name=_name,
+            queue="provisioning",
+            deadline=timedelta(seconds=settings.MOVE_DEADLINE_SECONDS),
+            on_finish=move_job_finished,
+            steps=_move_steps(migrate=_migrate),
+        )
+    )

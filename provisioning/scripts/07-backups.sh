@@ -175,28 +175,38 @@ while (( $# )); do
   esac
 done
 umask 077
-info="$("$BIN/hub-restic" snapshots --json "$snapshot")"
-id="$(jq -r '.[0].id // empty' <<<"$info")"
-if [[ -z "$id" ]]; then
-  echo "restore: no snapshot $snapshot in the repository" >&2
+work="$ROOT/var/backups/hub/restore.$$"
+trap 'rm -rf "$work"' EXIT
+# One pass over the repository (each restic run opens it again: its key, its index, an
+# SFTP session): the whole snapshot into a work directory beside the data, from where
+# each piece is moved into place (a rename on the same filesystem, no second copy).
+rm -rf "$work"
+mkdir -p "$work"
+said="$("$BIN/hub-restic" restore "$snapshot" --target "$work" 2>&1)" || {
+  echo "restore: snapshot $snapshot: ${said##*$'\n'}" >&2
+  exit 1
+}
+# "restoring <Snapshot 1a2b3c4d of [paths] at TIME by user@host> to DIR"
+id="$(sed -n 's/^restoring <Snapshot \([0-9a-f]*\) .*/\1/p' <<<"$said" | head -n 1)"
+echo "restoring from snapshot ${id:-$snapshot} ($(sed -n 's/^restoring <Snapshot [0-9a-f]* of .* at \(.*\) by .*/\1/p' <<<"$said" | head -n 1))"
+# The snapshot's paths carry the root of the server that made it (a sandbox host's, or /).
+found="$(find "$work" -path '*/var/backups/hub/dumps/manifest.json' -print -quit)"
+if [[ -z "$found" ]]; then
+  echo "restore: snapshot ${id:-$snapshot} holds no manifest of a Hub backup" >&2
   exit 1
 fi
-# The snapshot's paths carry the root of the server that made it (a sandbox host's, or /).
-dumps="$(jq -r '.[0].paths[] | select(endswith("/var/backups/hub/dumps"))' <<<"$info")"
+dumps="${found#"$work"}"
+dumps="${dumps%/manifest.json}"
 from="${dumps%/var/backups/hub/dumps}"
-manifest="$("$BIN/hub-restic" dump "$id" "$dumps/manifest.json")"
+manifest="$(cat "$found")"
 if (( ${#tools[@]} == 0 )); then
   mapfile -t tools < <(jq -r '.tools | keys[]' <<<"$manifest")
 fi
-work="$ROOT/var/backups/hub/restore.$$"
-trap 'rm -rf "$work"' EXIT
-echo "restoring ${tools[*]} from snapshot ${id:0:8} ($(jq -r '.[0].time' <<<"$info"))"
+echo "restoring ${tools[*]}"
 
 # take PATH DESTINATION: PATH (a directory in the snapshot) becomes DESTINATION's content.
 take() {
-  rm -rf "$work"
-  mkdir -p "$work" "$2"
-  "$BIN/hub-restic" restore "$id" --target "$work" --include "$1" -q
+  mkdir -p "$2"
   find "$2" -mindepth 1 -delete
   if [[ -d "$work$1" ]]; then
     find "$work$1" -mindepth 1 -maxdepth 1 -exec mv -t "$2" {} +
@@ -239,13 +249,13 @@ for tool in "${tools[@]}"; do
         load='MYSQL_PWD="$MYSQL_ROOT_PASSWORD" exec mysql -uroot' ;;
       *) echo "restore: no way to load a $service dump" >&2; exit 1 ;;
     esac
-    for _ in $(seq 1 60); do
+    for _ in $(seq 1 240); do
       if docker compose -f "$compose" exec -T "$service" sh -c "$ready" >/dev/null 2>&1; then
         break
       fi
-      sleep 2
+      sleep 0.5
     done
-    "$BIN/hub-restic" dump "$id" "$from$file" | docker compose -f "$compose" exec -T "$service" sh -c "$load" >/dev/null
+    docker compose -f "$compose" exec -T "$service" sh -c "$load" < "$work$from$file" >/dev/null
     echo "$tool: $service database reloaded"
   done < <(jq -r '.databases | to_entries[] | [.key, .value] | @tsv' <<<"$entry")
   docker compose -f "$compose" up -d

@@ -3,6 +3,8 @@ quarantining one that was touched, registering Netcup contract servers."""
 
 from __future__ import annotations
 
+from datetime import date
+
 from django.db import transaction
 
 from hub.audit import audit_record, status_move
@@ -18,16 +20,16 @@ def server_set_status(server: Server, new_status: str, *, actor: str = "system",
     status_move(server, new_status, actor=actor, reason=reason, transitions=SERVER_TRANSITIONS)
 
 
-def server_take_available(*, region: str, tier: str) -> Server | None:
-    """An AVAILABLE server of the region and tier, locked so that concurrent orders
-    never share one (SKIP LOCKED: a racing order takes the next one, not this one).
-    Call inside a transaction."""
-    server = (
-        Server.objects.select_for_update(skip_locked=True)
-        .filter(region=region, tier=tier, status=ServerStatus.AVAILABLE)
-        .order_by("id")
-        .first()
+def server_take_available(*, region: str, tier: str, provider: str | None = None) -> Server | None:
+    """An AVAILABLE server of the region and tier (and provider, if given), locked so
+    that concurrent orders never share one (SKIP LOCKED: a racing order takes the next
+    one, not this one). Call inside a transaction."""
+    candidates = Server.objects.select_for_update(skip_locked=True).filter(
+        region=region, tier=tier, status=ServerStatus.AVAILABLE
     )
+    if provider:
+        candidates = candidates.filter(provider=provider)
+    server = candidates.order_by("id").first()
     if server is not None:
         server_set_status(server, ServerStatus.ALLOCATED, reason="allocated to an order")
     return server
@@ -43,6 +45,8 @@ def server_register(
     ssh_port: int,
     name: str = "",
     root_key: str = "",
+    contract_start: date | None = None,
+    contract_end: date | None = None,
     actor: str,
 ) -> Server:
     """Staff register a Netcup contract server; the pool-preparation job makes it ready."""
@@ -56,6 +60,8 @@ def server_register(
         ssh_port=ssh_port,
         name=name,
         root_key=root_key,
+        contract_start=contract_start,
+        contract_end=contract_end,
         status=ServerStatus.PREPARING,
     )
     audit_record(

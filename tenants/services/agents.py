@@ -51,16 +51,21 @@ def _key_caches_invalidate() -> None:
 
 @transaction.atomic
 def registration_token_issue(
-    *, tenant_id: int, actor: str, ttl_seconds: int | None = None
+    *, tenant_id: int, actor: str, ttl_seconds: int | None = None, keeps_other_keys: bool = False
 ) -> tuple[RegistrationToken, str]:
-    """A one-time token for the tenant's agent. The plaintext is returned here, once."""
+    """A one-time token for the tenant's agent. The plaintext is returned here, once.
+    `keeps_other_keys`: for a second agent while the tenant moves (the first one keeps
+    its keys until the move revokes them)."""
     tenant = Tenant.objects.get(pk=tenant_id)
     if not tenant.can_register_agent():
         raise DomainError(f"tenant {tenant.pk} is {tenant.status}; its agent cannot register", code="tenant_not_live")
     plaintext = registration_token_generate()
     ttl = ttl_seconds if ttl_seconds is not None else settings.AGENT_REGISTRATION_TOKEN_TTL
     token = RegistrationToken.objects.create(
-        tenant=tenant, token_hash=secret_digest(plaintext), expires_at=timezone.now() + timedelta(seconds=ttl)
+        tenant=tenant,
+        token_hash=secret_digest(plaintext),
+        expires_at=timezone.now() + timedelta(seconds=ttl),
+        keeps_other_keys=keeps_other_keys,
     )
     audit_record(
         actor=actor,
@@ -75,7 +80,8 @@ def registration_token_issue(
 @transaction.atomic
 def agent_register(*, token: str, hostname: str, agent_version: str) -> tuple[Tenant, str]:
     """Trade a registration token for an API key. The token works once; keys of an
-    earlier registration (a reinstalled agent) stop working."""
+    earlier registration (a reinstalled agent) stop working, unless the token was
+    issued for the server a moving tenant goes to (the move revokes them itself)."""
     now = timezone.now()
     record = (
         RegistrationToken.objects.select_for_update()
@@ -88,7 +94,9 @@ def agent_register(*, token: str, hostname: str, agent_version: str) -> tuple[Te
     record.used_at = now
     record.save(update_fields=["used_at"])
     tenant = record.tenant
-    revoked = AgentCredential.objects.filter(tenant=tenant, revoked_at=None).update(revoked_at=now, updated_at=now)
+    revoked = 0
+    if not record.keeps_other_keys:
+        revoked = AgentCredential.objects.filter(tenant=tenant, revoked_at=None).update(revoked_at=now, updated_at=now)
     key = api_key_generate()
     AgentCredential.objects.create(tenant=tenant, key_prefix=key.prefix, key_hash=key.digest)
     old = {"agent_hostname": tenant.agent_hostname, "agent_version": tenant.agent_version}

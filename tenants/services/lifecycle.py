@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from hub.audit import audit_record, status_move
 from hub.errors import DomainError
-from tenants.models import TENANT_TRANSITIONS, CommandType, RegistrationToken, Tenant, TenantStatus
+from tenants.models import TENANT_TRANSITIONS, Command, CommandType, RegistrationToken, Tenant, TenantStatus
 from tenants.services.agents import agent_key_revoke
 from tenants.services.commands import command_queue
 
@@ -128,3 +128,58 @@ def agent_access_revoke(*, tenant_id: int, actor: str, reason: str) -> None:
     tenant = Tenant.objects.select_for_update().get(pk=tenant_id)
     if tenant.status == TenantStatus.PROVISIONING:
         _move(tenant, TenantStatus.DEPROVISIONED, actor=actor, reason=reason)
+
+
+@transaction.atomic
+def tenant_maintenance_enter(*, tenant_id: int, actor: str, reason: str, tag: str) -> str:
+    """MAINTENANCE plus the agent's `maintenance` command (its tools stop writing; their
+    databases keep answering for the final backup). Returns the command's id; a second
+    call with the same `tag` finds the command the first one queued."""
+    return _maintenance(tenant_id=tenant_id, actor=actor, reason=reason, tag=tag, enter=True)
+
+
+@transaction.atomic
+def tenant_maintenance_leave(*, tenant_id: int, actor: str, reason: str, tag: str, tell_agent: bool = True) -> str:
+    """ACTIVE again plus the command that starts the tools again (same `tag` rule).
+    Without `tell_agent` (the tenant now serves from another server, whose agent
+    stopped nothing) only the status moves; returns ''."""
+    return _maintenance(tenant_id=tenant_id, actor=actor, reason=reason, tag=tag, enter=False, tell_agent=tell_agent)
+
+
+def _maintenance(*, tenant_id: int, actor: str, reason: str, tag: str, enter: bool, tell_agent: bool = True) -> str:
+    tenant = Tenant.objects.select_for_update().get(pk=tenant_id)
+    wanted, other = (
+        (TenantStatus.MAINTENANCE, TenantStatus.ACTIVE) if enter else (TenantStatus.ACTIVE, TenantStatus.MAINTENANCE)
+    )
+    if tenant.status not in (wanted, other):
+        raise DomainError(f"tenant {tenant.pk} is {tenant.status}; maintenance is for an active tenant")
+    payload = {"enter": enter, "tag": tag}
+    existing = Command.objects.filter(tenant=tenant, type=CommandType.MAINTENANCE, payload=payload).first()
+    if tenant.status == other:
+        _move(tenant, wanted, actor=actor, reason=reason)
+    if not tell_agent:
+        return ""
+    if existing is not None:
+        return str(existing.pk)
+    command = command_queue(tenant_id=tenant.pk, type=CommandType.MAINTENANCE, payload=payload, actor=actor)
+    return str(command.pk)
+
+
+@transaction.atomic
+def tenant_server_switch(*, tenant_id: int, server_id: int, actor: str, reason: str) -> Tenant:
+    """The tenant now lives on another server (after a recovery or a migration)."""
+    tenant = Tenant.objects.select_for_update().get(pk=tenant_id)
+    if tenant.server_id == server_id:
+        return tenant
+    audit_record(
+        actor=actor,
+        action="tenant.server",
+        object_type="tenant",
+        object_id=tenant.pk,
+        old=tenant.server_id,
+        new=server_id,
+        reason=reason,
+    )
+    tenant.server_id = server_id
+    tenant.save(update_fields=["server"])
+    return tenant

@@ -129,6 +129,23 @@ def test_suspend_stops_everything_and_resume_starts_it_again(executor: Executor,
     assert {c["state"] for c in container_states(host_root).values()} == {"running"}
 
 
+def test_maintenance_stops_the_writers_keeps_the_databases_and_leaving_starts_them(
+    executor: Executor, host_root: Path
+) -> None:
+    entered = executor.execute("maintenance", {"enter": True, "tag": "move-1"})
+    again = executor.execute("maintenance", {"enter": True, "tag": "move-1"})
+    states_in = {n: c["state"] for n, c in container_states(host_root).items()}
+    left = executor.execute("maintenance", {"enter": False, "tag": "move-1"})
+
+    assert entered["status"] == again["status"] == left["status"] == "succeeded"
+    # the tool stops writing; its database stays up for the final backup's dump
+    assert states_in == {CHATWOOT: "exited", "chat-redis-1": "running"}
+    assert again["details"]["containers"] == [CHATWOOT], "a second enter remembers what the first stopped"
+    assert {c["state"] for c in container_states(host_root).values()} == {"running"}
+    assert left["details"]["containers"] == [CHATWOOT]
+    assert executor.execute("maintenance", {})["status"] == "failed"
+
+
 def test_suspend_spares_the_agent_itself(executor: Executor, docker_cli: Any, host_root: Path) -> None:
     docker_cli("run", "-d", "--name", "hub-agent", "registry.example/hub-agent:0.1")
 

@@ -129,3 +129,11 @@ def test_event_streams_reach_every_open_stream_and_time_commit_to_client(quick: 
     )
     assert float(row(data, "commit -> client p95")["value"].split()[0]) > 0
     ratio_value(data, "ingest with / without 20 idle streams")
+
+
+def test_tenant_moves_recover_and_migrate_the_tenant_and_measure_the_downtime(quick: dict[str, Any]) -> None:
+    data = result(quick, "tenant_moves")
+    assert float(row(data, "fresh provisioning (Hetzner, pool empty)")["value"].split()[0]) > 0
+    downtime = row(data, "downtime (maintenance -> first heartbeat from the target)")["value"]
+    assert float(downtime.split()[0]) > 0
+    assert ratio_value(data, "recovery / fresh") > 0

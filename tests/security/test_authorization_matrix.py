@@ -119,6 +119,11 @@ ENDPOINTS: dict[tuple[str, str], Row] = {
     ("/api/v1/tenants/{id}/commands/", "POST"): Row(STAFF, 201, obj="tenant", body=lambda w: {"type": "diagnostics"}),
     ("/api/v1/tenants/{id}/registration-token/", "POST"): Row(STAFF, 201, obj="tenant", body=EMPTY),
     ("/api/v1/tenants/{id}/revoke-keys/", "POST"): Row(STAFF, 200, obj="tenant"),
+    # The world's tenants have no server: nothing to back up or move (the real runs are
+    # in tests/provisioning/test_moves.py).
+    ("/api/v1/tenants/{id}/backup/", "POST"): Row(STAFF, 409, obj="tenant", body=EMPTY),
+    ("/api/v1/tenants/{id}/recover/", "POST"): Row(STAFF, 409, obj="tenant", body=EMPTY),
+    ("/api/v1/tenants/{id}/migrate/", "POST"): Row(STAFF, 409, obj="tenant", body=lambda w: {"provider": "NETCUP"}),
     ("/api/v1/releases/", "GET"): Row(STAFF, 200),
     ("/api/v1/releases/", "POST"): Row(
         STAFF,
