@@ -129,5 +129,7 @@ def test_the_schedule_is_in_the_database_and_every_task_exists() -> None:
     assert all(t.queue == "monitoring" and t.enabled for t in tasks.values())
     assert tasks["monitoring hub database backup"].crontab.hour == "3"
     assert tasks["monitoring heartbeats"].interval.every == 30
+    history = tasks["monitoring heartbeat history prune"].crontab
+    assert (history.minute, history.hour) == ("30", "*")
     app.loader.import_default_modules()
     assert {t.task for t in tasks.values()} <= set(app.tasks)
