@@ -13,7 +13,7 @@ import time
 import traceback
 from pathlib import Path
 
-BENCHMARKS = ("heartbeat", "overhead", "checks", "rollout", "provisioning")
+BENCHMARKS = ("heartbeat", "overhead", "checks", "rollout", "history", "provisioning")
 
 
 def cpu_yardstick(steps: int = 10_000_000) -> float:
