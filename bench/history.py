@@ -26,10 +26,12 @@ def _fill(tenants: int, now: datetime) -> tuple[int, int, float]:
     two days) of rollups, one per tenant and day, written by INSERT ... SELECT."""
     from django.db import connection
 
-    from tenants.services.history import RAW, ROLLUPS, heartbeat_partitions_ensure
+    from hub.db.partitions import partitions_ensure
+    from tenants.services.history import RAW, ROLLUPS
 
     started = time.perf_counter()
-    heartbeat_partitions_ensure(first=now - timedelta(days=ROLLUP_DAYS), last=now)
+    partitions_ensure(RAW, first=now - timedelta(hours=RAW_HOURS), last=now)
+    partitions_ensure(ROLLUPS, first=now - timedelta(days=ROLLUP_DAYS), last=now)
     raw = rollups = 0
     with connection.cursor() as cursor:
         for hour in range(1, RAW_HOURS + 1):
