@@ -13,7 +13,18 @@ import time
 import traceback
 from pathlib import Path
 
-BENCHMARKS = ("heartbeat", "overhead", "checks", "rollout", "provisioning", "baseline", "redis_restart", "streams", "tenant_moves")
+BENCHMARKS = (
+    "heartbeat",
+    "overhead",
+    "checks",
+    "rollout",
+    "provisioning",
+    "baseline",
+    "redis_restart",
+    "streams",
+    "tenant_moves",
+    "history",
+)
 
 
 def cpu_yardstick(steps: int = 10_000_000) -> float:

@@ -16,8 +16,10 @@ from typing import Any
 
 from bench.common import Result, fresh_database
 
-GOAL_SECONDS = 1.0
-PHASES = ("open", "count", "resolve")
+GOAL_SECONDS = 2.0
+# open, count and resolve are an alert storm (every tenant failing, then every one
+# healed); quiet is the steady state: the healed fleet checked again.
+PHASES = ("open", "count", "resolve", "quiet")
 # The checks whose work depends on the fleet. pool_replenish and reconcile_servers
 # talk to the Hetzner API and scale with servers, hub_backup runs pg_dump: none of them
 # reads the tenants.
@@ -92,67 +94,80 @@ def _failing_fleet(count: int) -> int:
     """`count` ACTIVE tenants, each failing every tenant check, with a failed backup
     report, a heartbeat sample past retention, and an order stuck in DNS_PENDING."""
     from django.utils import timezone
+    from psycopg.types.json import Jsonb
 
+    from hub.db.bulksql import copy_model_rows, ids_reserve
     from monitoring.models import HubPresence
     from provisioning.models import Order, OrderStatus
     from tenants.models import BackupReport, HeartbeatSample, Tenant, TenantStatus
+    from tenants.services.history import heartbeat_partitions_ensure
 
     now = timezone.now()
     HubPresence.objects.update_or_create(
         pk=1, defaults={"beat_seen_at": now, "resumed_at": now - timedelta(days=1), "outage_reason": ""}
     )
-    tenants = Tenant.objects.bulk_create(
-        [
-            Tenant(
-                domain=f"t{i}.bench.test",
-                status=TenantStatus.ACTIVE,
-                registered_at=now - timedelta(days=3),
-                heartbeat_interval=60,
-                last_heartbeat_at=now - timedelta(minutes=10),
-                disk_percent=95.0,
-                memory_percent=97.0,
-                containers=[{"name": "ghost", "state": "exited", "health": None}],
-                tls_expires_at=now + timedelta(days=3),
+    # Written with COPY: at 100,000 tenants bulk_create alone would take minutes.
+    tenant_ids = ids_reserve(Tenant, count)
+    copy_model_rows(
+        Tenant,
+        ids=tenant_ids,
+        columns=(
+            "domain",
+            "status",
+            "registered_at",
+            "heartbeat_interval",
+            "last_heartbeat_at",
+            "disk_percent",
+            "memory_percent",
+            "containers",
+            "tls_expires_at",
+        ),
+        rows=(
+            (
+                f"t{i}.bench.test",
+                TenantStatus.ACTIVE.value,
+                now - timedelta(days=3),
+                60,
+                now - timedelta(minutes=10),
+                95.0,
+                97.0,
+                Jsonb([{"name": "ghost", "state": "exited", "health": None}]),
+                now + timedelta(days=3),
             )
             for i in range(count)
-        ],
-        batch_size=5000,
+        ),
     )
     # One tenant still heartbeats: with none at all, the Hub's intake would count as down.
-    Tenant.objects.filter(pk=tenants[0].pk).update(last_heartbeat_at=now)
-    BackupReport.objects.bulk_create(
-        [
-            BackupReport(
-                tenant=t,
-                report_id=f"00000000-0000-0000-0000-{t.pk:012d}",
-                last_run=now - timedelta(hours=3),
-                duration_seconds=1,
-                databases={"ghost": {"status": "failed"}},
-                outcome="FAILED",
+    Tenant.objects.filter(pk=tenant_ids[0]).update(last_heartbeat_at=now)
+    copy_model_rows(
+        BackupReport,
+        columns=("tenant_id", "report_id", "last_run", "duration_seconds", "databases", "outcome"),
+        rows=(
+            (
+                pk,
+                f"00000000-0000-0000-0000-{pk:012d}",
+                now - timedelta(hours=3),
+                1,
+                Jsonb({"ghost": {"status": "failed"}}),
+                "FAILED",
             )
-            for t in tenants
-        ],
-        batch_size=5000,
+            for pk in tenant_ids
+        ),
     )
-    HeartbeatSample.objects.bulk_create(
-        [
-            HeartbeatSample(
-                tenant=t,
-                received_at=now - timedelta(days=400),
-                disk_percent=1.0,
-                memory_percent=1.0,
-                load=0.0,
-                uptime_seconds=1,
-            )
-            for t in tenants
-        ],
-        batch_size=5000,
+    # A sample of every tenant past the raw history's retention, in a partition of its own.
+    old = now - timedelta(days=400)
+    heartbeat_partitions_ensure(first=old, last=old)
+    copy_model_rows(
+        HeartbeatSample,
+        columns=("tenant_id", "received_at", "disk_percent", "memory_percent", "load", "uptime_seconds"),
+        rows=((pk, old, 1.0, 1.0, 0.0, 1) for pk in tenant_ids),
     )
-    Order.objects.bulk_create(
-        [Order(domain=f"o{i}.bench.test", status=OrderStatus.DNS_PENDING) for i in range(count)], batch_size=5000
+    copy_model_rows(
+        Order,
+        columns=("domain", "status", "status_changed_at"),
+        rows=((f"o{i}.bench.test", OrderStatus.DNS_PENDING.value, now - timedelta(hours=5)) for i in range(count)),
     )
-    Order.objects.update(status_changed_at=now - timedelta(hours=5))
-    return int(tenants[0].pk)
+    return tenant_ids[0]
 
 
 def _heal() -> None:
@@ -241,7 +256,7 @@ def _with_deadlines(func: Callable[[], Any]) -> Any:
 
 
 def run(quick: bool) -> Result:
-    small, large = (20, 200) if quick else (1_000, 10_000)
+    small, large = (20, 200) if quick else (1_000, 100_000)
     names = (*TENANT_CHECKS, ORDER_CHECK, HISTORY_CHECK)
     result = Result(
         f"fleet checks: each check over {small:,} and {large:,} failing tenants (open, count, resolve their alerts)"
@@ -256,17 +271,13 @@ def run(quick: bool) -> Result:
         worst = max(big.seconds)
         slowest = max(slowest, worst)
         phases = " / ".join(f"{s * 1000:.0f}" for s in big.seconds)
-        result.add(f"{name}: ms at {large:,} (open/count/resolve)", phases, f"< {GOAL_SECONDS * 1000:.0f}", worst < 1)
+        result.add(
+            f"{name}: ms at {large:,} (open/count/resolve/quiet)",
+            phases,
+            f"< {GOAL_SECONDS * 1000:.0f} each",
+            worst < GOAL_SECONDS,
+        )
         equal = big.queries == little.queries
-        if name == HISTORY_CHECK:
-            # Deletes in batches of HEARTBEAT_HISTORY_PRUNE_BATCH rows on purpose: its
-            # statements grow with the rows past retention, not with the fleet.
-            result.add(
-                f"{name}: queries {small:,} vs {large:,}",
-                f"{_q(little.queries)} vs {_q(big.queries)}",
-                "1 per batch",
-            )
-            continue
         all_equal = all_equal and equal
         result.add(
             f"{name}: queries {small:,} vs {large:,}", f"{_q(little.queries)} vs {_q(big.queries)}", "equal", equal

@@ -26,14 +26,17 @@ from bench.common import (
 )
 
 GOAL_RPS = 1500.0
-GOAL_P99_MS = 50.0
-GOAL_SHARE = 0.40
+GOAL_P99_MS = 25.0
+GOAL_SHARE = 0.60
+# The first seconds after the web process starts, every key a miss in its cache.
+GOAL_COLD_SHARE = 0.80
 WRK = os.environ.get("BENCH_WRK", "wrk")
 LUA = Path(__file__).resolve().parent / "heartbeat.lua"
 # Gunicorn as on a 2-core host: a process per core, a few threads each (Redis waits).
 WEB_WORKERS = int(os.environ.get("BENCH_WEB_WORKERS", "2"))
 WEB_THREADS = int(os.environ.get("BENCH_WEB_THREADS", "4"))
 CONNECTIONS = int(os.environ.get("BENCH_WRK_CONNECTIONS", "16"))
+ROUNDS = int(os.environ.get("BENCH_HEARTBEAT_ROUNDS", "3"))
 
 
 @dataclass
@@ -196,34 +199,57 @@ def run(quick: bool) -> Result:
         try:
             web = start_gunicorn("heartbeat-web", port=port, workers=WEB_WORKERS, threads=WEB_THREADS, env=env)
             base = f"http://127.0.0.1:{port}"
+            # Cold: from the moment the web process answers, as after every deploy.
+            cpu_before = cpu_seconds(web)
+            cold = load(f"{base}/api/v1/agent/heartbeat", seconds=seconds, keys_file=keys_file, mode="heartbeat")
+            cold_cpu = cpu_seconds(web) - cpu_before
             # Warm-up: every web worker loads its key cache and connections.
             warm = (
                 load(f"{base}/api/v1/agent/heartbeat", seconds=warmup, keys_file=keys_file, mode="heartbeat")
                 if warmup
                 else Load(requests=0, seconds=0.0, errors=0, p50_ms=0.0, p99_ms=0.0)
             )
-            cpu_before = cpu_seconds(web)
-            heartbeat = load(f"{base}/api/v1/agent/heartbeat", seconds=seconds, keys_file=keys_file, mode="heartbeat")
-            heartbeat_cpu = cpu_seconds(web) - cpu_before
-            if warmup:
-                load(f"{base}/bench/trivial", seconds=warmup, keys_file=keys_file, mode="trivial")
-            cpu_before = cpu_seconds(web)
-            trivial = load(f"{base}/bench/trivial", seconds=seconds, keys_file=keys_file, mode="trivial")
-            trivial_cpu = cpu_seconds(web) - cpu_before
+            # Heartbeats and the trivial view alternate, ROUNDS times: the machine is
+            # shared, so the ratio is taken within each round and its median reported.
+            rounds: list[tuple[Load, float, Load, float]] = []
+            for index in range(ROUNDS if not quick else 1):
+                cpu_before = cpu_seconds(web)
+                heartbeat = load(
+                    f"{base}/api/v1/agent/heartbeat", seconds=seconds, keys_file=keys_file, mode="heartbeat"
+                )
+                heartbeat_cpu = cpu_seconds(web) - cpu_before
+                if warmup and index == 0:
+                    load(f"{base}/bench/trivial", seconds=warmup, keys_file=keys_file, mode="trivial")
+                cpu_before = cpu_seconds(web)
+                trivial = load(f"{base}/bench/trivial", seconds=seconds, keys_file=keys_file, mode="trivial")
+                trivial_cpu = cpu_seconds(web) - cpu_before
+                rounds.append((heartbeat, heartbeat_cpu, trivial, trivial_cpu))
         finally:
             if web is not None:
                 web.stop()
-        accepted = warm.requests - warm.errors + heartbeat.requests - heartbeat.errors
+        accepted = (
+            cold.requests - cold.errors + warm.requests - warm.errors + sum(r[0].requests - r[0].errors for r in rounds)
+        )
         stored, tenants_seen, flush_s = _flush_and_count()
-    share = heartbeat.rps / trivial.rps if trivial.rps else 0.0
+    shares = [r[0].rps / r[2].rps if r[2].rps else 0.0 for r in rounds]
+    # The round whose ratio is the median stands for all of them in the table.
+    heartbeat, heartbeat_cpu, trivial, trivial_cpu = rounds[shares.index(sorted(shares)[len(shares) // 2])]
+    share = sorted(shares)[len(shares) // 2]
     result.add("heartbeats/s", f"{heartbeat.rps:,.0f}", f">= {GOAL_RPS:,.0f}", heartbeat.rps >= GOAL_RPS)
     result.add("heartbeat p50", f"{heartbeat.p50_ms:.1f} ms", "")
     result.add("heartbeat p99", f"{heartbeat.p99_ms:.1f} ms", f"< {GOAL_P99_MS:.0f} ms", heartbeat.p99_ms < GOAL_P99_MS)
     result.add("heartbeat errors", f"{heartbeat.errors} of {heartbeat.requests:,}", "0", heartbeat.errors == 0)
+    cold_share = cold.rps / heartbeat.rps if heartbeat.rps else 0.0
+    result.add(f"cold: heartbeats/s in the first {seconds} s", f"{cold.rps:,.0f}", "")
+    result.add("cold: p50 / p99", f"{cold.p50_ms:.1f} / {cold.p99_ms:.1f} ms", "")
+    result.add("cold: errors", f"{cold.errors} of {cold.requests:,}", "0", cold.errors == 0)
+    result.add("cold / warm", f"{cold_share:.0%}", f">= {GOAL_COLD_SHARE:.0%}", cold_share >= GOAL_COLD_SHARE)
+    result.add("cold: server CPU per heartbeat", f"{cold_cpu / max(1, cold.requests) * 1000:.2f} ms", "")
     result.add("trivial DRF view req/s", f"{trivial.rps:,.0f}", "")
     result.add("trivial p50 / p99", f"{trivial.p50_ms:.1f} / {trivial.p99_ms:.1f} ms", "")
     result.add("trivial errors", str(trivial.errors), "")
-    result.add("heartbeat / trivial", f"{share:.0%}", f">= {GOAL_SHARE:.0%}", share >= GOAL_SHARE)
+    result.add("heartbeat / trivial (median round)", f"{share:.0%}", f">= {GOAL_SHARE:.0%}", share >= GOAL_SHARE)
+    result.add("heartbeat / trivial, each round", ", ".join(f"{x:.0%}" for x in shares), "")
     # Server CPU per request does not depend on what else runs on the machine: it says
     # what the same server would do on cores of its own.
     heartbeat_ms = heartbeat_cpu / max(1, heartbeat.requests) * 1000
@@ -238,7 +264,7 @@ def run(quick: bool) -> Result:
     )
     # wrk counts the answers it read; requests still in flight when it stops (at most
     # one per connection per run) reach the server too, uncounted.
-    in_flight = 2 * CONNECTIONS
+    in_flight = (2 + len(rounds)) * CONNECTIONS
     result.add(
         "samples in Postgres after flush",
         f"{stored:,} of {accepted:,} counted by the load generator (+ <= {in_flight} in flight at its stop)",
@@ -248,7 +274,8 @@ def run(quick: bool) -> Result:
     result.add("tenants with last_heartbeat_at", f"{tenants_seen:,} of {tenants:,}", "")
     result.add("flush time", f"{flush_s:.2f} s", "")
     result.ratio = (
-        f"heartbeat / trivial view throughput = {share:.2f} ({heartbeat.rps:,.0f} / {trivial.rps:,.0f} req/s)"
+        f"heartbeat / trivial view throughput = {share:.2f} ({heartbeat.rps:,.0f} / {trivial.rps:,.0f} req/s); "
+        f"cold / warm heartbeats = {cold_share:.2f}"
     )
     result.notes.append(f"AGENT_THROTTLE_RATE={throttle}; load generator on the same 2 cores")
     return result

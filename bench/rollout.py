@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from bench.common import Result, fresh_database
 
-GOAL_SECONDS = 3.0
+GOAL_SECONDS = 2.0
 DIGEST = "@sha256:" + "b" * 64
 COMPONENT = "safety-wrapper"
 
@@ -86,7 +86,7 @@ def _dispatch(count: int) -> Dispatch:
 
 
 def run(quick: bool) -> Result:
-    small, large = (20, 200) if quick else (1_000, 10_000)
+    small, large = (20, 200) if quick else (1_000, 100_000)
     result = Result(f"rollout dispatch: rollout_start of one 100% stage over {small:,} and {large:,} tenants")
     with fresh_database():
         # Warm: imports, connection, the query plans' caches.
@@ -94,7 +94,12 @@ def run(quick: bool) -> Result:
         little = _dispatch(small)
         big = _dispatch(large)
     result.add(f"start time at {small:,}", f"{little.seconds * 1000:.0f} ms", "")
-    result.add(f"start time at {large:,}", f"{big.seconds * 1000:.0f} ms", f"< {GOAL_SECONDS:.0f} s", big.seconds < 3)
+    result.add(
+        f"start time at {large:,}",
+        f"{big.seconds * 1000:.0f} ms",
+        f"< {GOAL_SECONDS:.0f} s",
+        big.seconds < GOAL_SECONDS,
+    )
     cpu = f"{little.cpu_seconds * 1000:.0f} / {big.cpu_seconds * 1000:.0f} ms"
     result.add(f"Hub CPU at {small:,} / {large:,}", cpu, "")
     result.add(f"per tenant at {large:,}", f"{big.seconds / large * 1e6:.0f} us", "")

@@ -577,8 +577,13 @@ RESTORE_DRILL_SAMPLE = env.int("RESTORE_DRILL_SAMPLE", default=3)
 RESTORE_DRILL_SCRATCH_DIR = env.str("RESTORE_DRILL_SCRATCH_DIR", default=str(BASE_DIR / "var" / "restore-drills"))
 RESTORE_DRILL_CHECK_SUBSET = env.str("RESTORE_DRILL_CHECK_SUBSET", default="5%")
 RESTORE_DRILL_TIMEOUT = env.int("RESTORE_DRILL_TIMEOUT", default=600)
+# Heartbeat history (tenants/services/history.py): raw samples in hourly partitions,
+# 5-minute rollups in daily ones; retention drops whole partitions.
 HEARTBEAT_HISTORY_RETENTION_DAYS = env.int("HEARTBEAT_HISTORY_RETENTION_DAYS", default=30)
-HEARTBEAT_HISTORY_PRUNE_BATCH = env.int("HEARTBEAT_HISTORY_PRUNE_BATCH", default=10_000)
+HEARTBEAT_RAW_RETENTION_HOURS = env.int("HEARTBEAT_RAW_RETENTION_HOURS", default=24)
+HEARTBEAT_ROLLUP_SECONDS = env.int("HEARTBEAT_ROLLUP_SECONDS", default=300)
+HEARTBEAT_PARTITIONS_AHEAD_HOURS = env.int("HEARTBEAT_PARTITIONS_AHEAD_HOURS", default=6)
+HEARTBEAT_PARTITION_LOCK_TIMEOUT_MS = env.int("HEARTBEAT_PARTITION_LOCK_TIMEOUT_MS", default=100)
 
 # --- Rollouts ------------------------------------------------------------------------
 # Defaults of every new rollout; each is settable per rollout (the API, the admin).

@@ -157,10 +157,14 @@ class RegistrationToken(models.Model):
 
 
 class HeartbeatSample(models.Model):
-    """Heartbeat history, bulk-inserted by the flush. (tenant, received_at) is unique
-    so a flush that runs twice over the same buffer inserts each sample once."""
+    """Raw heartbeat history, kept HEARTBEAT_RAW_RETENTION_HOURS. Bulk-inserted by the
+    flush into a table partitioned by the hour (migration 0004, hub.db.partitions), so
+    old samples go a whole partition at a time. (tenant, received_at) is the key, so a
+    flush that runs twice over the same buffer inserts each sample once. No foreign key
+    in the database: partitions come and go without touching the tenants table."""
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="heartbeats")
+    pk = models.CompositePrimaryKey("tenant", "received_at")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="heartbeats", db_constraint=False)
     received_at = models.DateTimeField()
     disk_percent = models.FloatField()
     memory_percent = models.FloatField()
@@ -170,11 +174,51 @@ class HeartbeatSample(models.Model):
     tls_expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        managed = False
+        db_table = "tenants_heartbeatsample"
         ordering = ["-received_at"]
-        constraints = [models.UniqueConstraint(fields=["tenant", "received_at"], name="heartbeat_sample_once")]
 
     def __str__(self) -> str:
         return f"heartbeat {self.tenant_id} @ {self.received_at:%Y-%m-%d %H:%M:%S}"
+
+
+class HeartbeatRollup(models.Model):
+    """The downsampled history: one row per tenant and HEARTBEAT_ROLLUP_SECONDS bucket
+    (5 minutes), kept HEARTBEAT_HISTORY_RETENTION_DAYS, in a table partitioned by the
+    day. Written in the flush's own statement from exactly the samples it inserted, so
+    a sample is counted once however often the flush runs; sums and maxima merge."""
+
+    pk = models.CompositePrimaryKey("tenant", "bucket_start")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="heartbeat_rollups", db_constraint=False)
+    bucket_start = models.DateTimeField()
+    samples = models.IntegerField()
+    disk_sum = models.FloatField()
+    disk_max = models.FloatField()
+    memory_sum = models.FloatField()
+    memory_max = models.FloatField()
+    load_sum = models.FloatField()
+    load_max = models.FloatField()
+    uptime_min = models.BigIntegerField()
+
+    class Meta:
+        managed = False
+        db_table = "tenants_heartbeatrollup"
+        ordering = ["-bucket_start"]
+
+    def __str__(self) -> str:
+        return f"heartbeats {self.tenant_id} @ {self.bucket_start:%Y-%m-%d %H:%M} x{self.samples}"
+
+    @property
+    def disk_avg(self) -> float:
+        return self.disk_sum / self.samples
+
+    @property
+    def memory_avg(self) -> float:
+        return self.memory_sum / self.samples
+
+    @property
+    def load_avg(self) -> float:
+        return self.load_sum / self.samples
 
 
 class BackupOutcome(models.TextChoices):

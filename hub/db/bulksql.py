@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 
+from django.db.models import Model
+
 # A derived table, one row per element of the JSON array bound at its %s; each element
 # is a JSON array `r` whose items `columns` reads by position (r->>0 is the first, as text).
 JSON_ROWS = "(SELECT {columns} FROM json_array_elements(%s::json) AS r)"
@@ -25,3 +27,59 @@ JSON_ROWS = "(SELECT {columns} FROM json_array_elements(%s::json) AS r)"
 def json_rows(rows: Iterable[Sequence[object]]) -> str:
     """The rows as the JSON text JSON_ROWS reads."""
     return json.dumps([list(row) for row in rows], separators=(",", ":"))
+
+
+def copy_model_rows(
+    model: type[Model], *, columns: Sequence[str], rows: Iterable[Sequence[object]], ids: Sequence[int] | None = None
+) -> None:
+    """Write `rows` into `model`'s table with COPY (many times faster than bulk_create
+    for a fleet of fixtures: no model instances, no per-value preparation). `columns`
+    are attnames, each row holds their values ready for the database (a JSON value as
+    psycopg's Jsonb); every other field gets its default, prepared once, and auto_now
+    fields the current time. `ids`, when given, are the rows' primary keys (reserved
+    with `ids_reserve`); otherwise the table's sequence numbers them."""
+    from django.db import connection
+    from django.utils import timezone
+
+    now = timezone.now()
+    pk = model._meta.pk
+    fixed: dict[str, object] = {}
+    for model_field in model._meta.concrete_fields:
+        name = model_field.attname
+        if name in columns or model_field is pk:
+            continue
+        if getattr(model_field, "auto_now", False) or getattr(model_field, "auto_now_add", False):
+            value: object = now
+        elif model_field.has_default():
+            value = model_field.get_default()
+        elif model_field.null:
+            value = None
+        else:
+            raise ValueError(f"{model.__name__}.{name} has no default: give it a column")
+        fixed[name] = model_field.get_db_prep_save(value, connection)
+    column_of = {f.attname: f.column for f in model._meta.concrete_fields}
+    names = ([pk.column] if ids is not None else []) + [column_of[c] for c in (*columns, *fixed)]
+    tail = tuple(fixed.values())
+    quoted = ", ".join(f'"{n}"' for n in names)
+    statement = f'COPY "{model._meta.db_table}" ({quoted}) FROM STDIN'
+    with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
+        if ids is None:
+            for row in rows:
+                copy.write_row((*row, *tail))
+        else:
+            for pk_value, row in zip(ids, rows, strict=True):
+                copy.write_row((pk_value, *row, *tail))
+
+
+def ids_reserve(model: type[Model], count: int) -> list[int]:
+    """`count` fresh primary keys from `model`'s sequence, for rows written by COPY
+    that other rows must point at."""
+    from django.db import connection
+
+    table = model._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+            [table, model._meta.pk.column, count],
+        )
+        return [row[0] for row in cursor.fetchall()]

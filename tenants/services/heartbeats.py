@@ -6,28 +6,33 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 
 from hub.db.locks import try_xact_lock
+from hub.db.partitions import is_missing_partition
 from tenants import keycache, redis_store
 from tenants.keycache import AgentIdentity
 from tenants.models import (
     Command,
+    HeartbeatRollup,
     HeartbeatSample,
     Tenant,
 )
 from tenants.services.agents import AgentAuthError
 from tenants.services.commands import _commands_hand_out, commands_deliver
+from tenants.services.history import heartbeat_partitions_ensure, rollup_bucket_sql
 
 logger = logging.getLogger(__name__)
 
+
+T = TypeVar("T")
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -121,8 +126,7 @@ def _heartbeat_ingest_direct(
     if checked is None:
         raise AgentAuthError
     stored = {**sample, "at": received_at, "tls": datetime.fromisoformat(sample["tls"]) if sample["tls"] else None}
-    with transaction.atomic(), connection.cursor() as cursor:
-        _samples_write(cursor, [stored])
+    _with_partitions([stored], lambda: _samples_write_atomic([stored]))
     return HeartbeatReply(
         heartbeat_interval=checked.heartbeat_interval,
         commands=_commands_hand_out(tenant_id=checked.tenant_id)[0],
@@ -169,19 +173,41 @@ def _samples_write(cursor: Any, samples: list[dict[str, Any]]) -> int:
     skipped and an older sample never overwrites newer state. Returns tenants updated."""
     tenant_table = Tenant._meta.db_table
     sample_table = HeartbeatSample._meta.db_table
+    rollup_table = HeartbeatRollup._meta.db_table
+    bucket = rollup_bucket_sql("received_at")
     chunk_size = settings.HEARTBEAT_FLUSH_CHUNK
     for chunk in _chunks(samples, chunk_size):
+        # The samples this statement really inserted (a sample already stored is
+        # skipped) are the ones it adds to their rollups: each is counted once.
         cursor.execute(
             f"""
-            INSERT INTO {sample_table}
-                (tenant_id, received_at, disk_percent, memory_percent, load, uptime_seconds, containers,
-                 tls_expires_at)
-            SELECT v.tenant_id, v.received_at, v.disk, v.mem, v.load, v.up, v.containers, v.tls
-            FROM unnest(%s::bigint[], %s::timestamptz[], %s::float8[], %s::float8[], %s::float8[],
-                        %s::bigint[], %s::text[]::jsonb[], %s::timestamptz[])
-                 AS v(tenant_id, received_at, disk, mem, load, up, containers, tls)
-            JOIN {tenant_table} t ON t.id = v.tenant_id
-            ON CONFLICT (tenant_id, received_at) DO NOTHING
+            WITH inserted AS (
+                INSERT INTO {sample_table}
+                    (tenant_id, received_at, disk_percent, memory_percent, load, uptime_seconds, containers,
+                     tls_expires_at)
+                SELECT v.tenant_id, v.received_at, v.disk, v.mem, v.load, v.up, v.containers, v.tls
+                FROM unnest(%s::bigint[], %s::timestamptz[], %s::float8[], %s::float8[], %s::float8[],
+                            %s::bigint[], %s::text[]::jsonb[], %s::timestamptz[])
+                     AS v(tenant_id, received_at, disk, mem, load, up, containers, tls)
+                JOIN {tenant_table} t ON t.id = v.tenant_id
+                ON CONFLICT (tenant_id, received_at) DO NOTHING
+                RETURNING tenant_id, received_at, disk_percent, memory_percent, load, uptime_seconds
+            )
+            INSERT INTO {rollup_table} AS r
+                (tenant_id, bucket_start, samples, disk_sum, disk_max, memory_sum, memory_max, load_sum, load_max,
+                 uptime_min)
+            SELECT tenant_id, {bucket}, count(*), sum(disk_percent), max(disk_percent), sum(memory_percent),
+                   max(memory_percent), sum(load), max(load), min(uptime_seconds)
+            FROM inserted GROUP BY 1, 2
+            ON CONFLICT (tenant_id, bucket_start) DO UPDATE SET
+                samples = r.samples + EXCLUDED.samples,
+                disk_sum = r.disk_sum + EXCLUDED.disk_sum,
+                disk_max = greatest(r.disk_max, EXCLUDED.disk_max),
+                memory_sum = r.memory_sum + EXCLUDED.memory_sum,
+                memory_max = greatest(r.memory_max, EXCLUDED.memory_max),
+                load_sum = r.load_sum + EXCLUDED.load_sum,
+                load_max = greatest(r.load_max, EXCLUDED.load_max),
+                uptime_min = least(r.uptime_min, EXCLUDED.uptime_min)
             """,  # noqa: S608 - table names from model metadata, values bound
             [
                 [s["tenant"] for s in chunk],
@@ -230,17 +256,42 @@ def _samples_write(cursor: Any, samples: list[dict[str, Any]]) -> int:
     return updated
 
 
+def _samples_write_atomic(samples: list[dict[str, Any]]) -> int:
+    with transaction.atomic(), connection.cursor() as cursor:
+        return _samples_write(cursor, samples)
+
+
+def _with_partitions(samples: list[dict[str, Any]], write: Callable[[], T]) -> T:
+    """Run `write`; if a sample's hour has no partition yet (the maintenance makes them
+    ahead of time, so this is rare), make the partitions its samples need and run it
+    once more. The failed attempt rolled back whole, so nothing is written twice."""
+    try:
+        return write()
+    except IntegrityError as exc:
+        if not is_missing_partition(exc):
+            raise
+    times = [s["at"] for s in samples]
+    heartbeat_partitions_ensure(first=min(times), last=max(times))
+    return write()
+
+
 def heartbeat_flush() -> FlushResult:
-    """Write the buffered heartbeats to Postgres: the history in one INSERT and every
-    tenant's latest state in one UPDATE per chunk, whatever the size of the fleet.
-    Safe to run twice over the same buffer (see _samples_write)."""
+    """Write the buffered heartbeats to Postgres: the history and its rollups in one
+    statement and every tenant's latest state in one UPDATE per chunk, whatever the
+    size of the fleet. Safe to run twice over the same buffer (see _samples_write)."""
     samples = _parse_samples(redis_store.heartbeats_take())
     if not samples:
         return FlushResult(samples=0, tenants=0)
-    with transaction.atomic(), connection.cursor() as cursor:
-        if not try_xact_lock("tenants.heartbeat_flush"):
-            # Another flush is writing this very buffer; it will also clear it.
-            return FlushResult(samples=0, tenants=0)
-        updated = _samples_write(cursor, samples)
+
+    def write() -> int | None:
+        with transaction.atomic(), connection.cursor() as cursor:
+            if not try_xact_lock("tenants.heartbeat_flush"):
+                # Another flush is writing this very buffer; it will also clear it.
+                return None
+            return _samples_write(cursor, samples)
+
+    updated = _with_partitions(samples, write)
+    if updated is None:
+        return FlushResult(samples=0, tenants=0)
     redis_store.heartbeats_taken_done()
     return FlushResult(samples=len(samples), tenants=updated)

@@ -108,6 +108,15 @@ def test_rollout_dispatch_sends_every_tenant_an_update_in_constant_queries(quick
     assert ratio_value(data, "queries at 200 / at 20") == 1.0
 
 
+def test_heartbeat_history_flushes_every_sample_and_prunes_only_what_is_past_retention(quick: dict[str, Any]) -> None:
+    data = result(quick, "history")
+    assert row(data, "flush of one minute of the fleet")["passed"], row(data, "flush of one minute of the fleet")
+    kept = row(data, "kept: everything younger than retention")
+    assert kept["passed"], kept
+    assert row(data, "maintenance")["passed"], row(data, "maintenance")
+    assert "longest lock-holding statement" in data["ratio"]
+
+
 def test_concurrent_provisioning_fulfils_every_order(quick: dict[str, Any]) -> None:
     data = result(quick, "provisioning")
     fulfilled = [r for r in data["rows"] if r["name"].strip() == "fulfilled"]

@@ -18,6 +18,7 @@ from monitoring.models import CheckOutcome, CheckRun, HubPresence
 from monitoring.services.checks import check_execute
 from provisioning.models import Order, OrderStatus, Server, ServerProvider, ServerStatus
 from tenants.models import BackupReport, HeartbeatSample, Tenant
+from tenants.services.history import heartbeat_partitions_ensure
 from tests.factories import OrderFactory, ServerFactory, ago, healthy_fleet
 
 pytestmark = pytest.mark.django_db
@@ -214,8 +215,9 @@ def test_netcup_shortfall_says_how_many_of_which_plan() -> None:
         assert open_alerts("pool_netcup_shortfall") == {}
 
 
-def test_history_prune_deletes_only_past_retention_in_batches() -> None:
+def test_history_prune_drops_only_partitions_past_retention() -> None:
     (tenant,) = healthy_fleet(1)
+    heartbeat_partitions_ensure(first=ago(days=41), last=timezone.now())
     samples = [
         HeartbeatSample(
             tenant=tenant,
@@ -225,14 +227,14 @@ def test_history_prune_deletes_only_past_retention_in_batches() -> None:
             load=0,
             uptime_seconds=1,
         )
-        for i, days in enumerate([40] * 25 + [1] * 5)
+        for i, days in enumerate([40] * 25 + [0] * 5)
     ]
     HeartbeatSample.objects.bulk_create(samples)
 
-    with override_settings(HEARTBEAT_HISTORY_RETENTION_DAYS=30, HEARTBEAT_HISTORY_PRUNE_BATCH=10):
+    with override_settings(HEARTBEAT_RAW_RETENTION_HOURS=24):
         summary = run("prune_history")
 
-    assert (summary["deleted"], summary["batches"]) == (25, 3)
+    assert summary["dropped"] and not summary["skipped"]
     assert HeartbeatSample.objects.count() == 5
 
 

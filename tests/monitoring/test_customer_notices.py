@@ -14,7 +14,7 @@ from monitoring.services.customer_notices import health_notices_send
 from monitoring.services.health import check_heartbeats, check_resources
 from provisioning.models import Order
 from tenants.models import Tenant
-from tests.monitoring.conftest import make_tenants
+from tests.factories import healthy_fleet
 
 pytestmark = pytest.mark.django_db
 
@@ -33,7 +33,7 @@ def with_customer(tenant: Tenant) -> Tenant:
 
 
 def test_a_medium_problem_reaches_the_customer_after_three_failures_once_per_episode() -> None:
-    full, fine = (with_customer(t) for t in make_tenants(2))
+    full, fine = (with_customer(t) for t in healthy_fleet(2))
     Tenant.objects.filter(pk=full.pk).update(disk_percent=97.0)
 
     seen = []
@@ -61,8 +61,8 @@ def test_a_medium_problem_reaches_the_customer_after_three_failures_once_per_epi
 
 
 def test_a_hard_problem_reaches_the_customer_at_once_and_once() -> None:
-    (silent,) = (with_customer(t) for t in make_tenants(1))
-    make_tenants(3)  # the rest of the fleet heartbeats
+    (silent,) = (with_customer(t) for t in healthy_fleet(1))
+    healthy_fleet(3)  # the rest of the fleet heartbeats
     check_heartbeats()  # the Hub's first look starts the grace clock
     Tenant.objects.filter(pk=silent.pk).update(last_heartbeat_at=timezone.now() - timedelta(hours=2))
     HubPresence.objects.filter(pk=1).update(resumed_at=timezone.now() - timedelta(days=1))

@@ -132,5 +132,7 @@ def test_the_schedule_is_in_the_database_and_every_task_exists() -> None:
     assert tasks["monitoring restore drill"].crontab.day_of_week == "0"
     assert tasks["monitoring heartbeats"].interval.every == 30
     assert tasks["monitoring hub self-watch"].interval.every == 60
+    history = tasks["monitoring heartbeat history prune"].crontab
+    assert (history.minute, history.hour) == ("30", "*")
     app.loader.import_default_modules()
     assert {t.task for t in tasks.values()} <= set(app.tasks)

@@ -32,7 +32,7 @@ from sandbox.control import Sandbox, free_port
 from tenants.models import BackupRepository, Tenant
 from tenants.services import backup_repository_ensure
 from tests import conftest
-from tests.monitoring.conftest import make_tenants
+from tests.factories import healthy_fleet
 from tests.monitoring.test_hub_backup import admin_conn
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -97,7 +97,7 @@ def backed_up_tenant(sandbox: Sandbox, tmp_path: Path, name: str) -> tuple[Tenan
     """A tenant whose repository is made on the target the way provisioning makes it,
     holding one nightly snapshot as the tenant's server would write it (restic over SFTP
     with the tenant's own key)."""
-    (tenant,) = make_tenants(1)
+    (tenant,) = healthy_fleet(1)
     Tenant.objects.filter(pk=tenant.pk).update(domain=f"{name}.example.com")
     tenant.refresh_from_db()
     env = sandbox.env
@@ -157,7 +157,7 @@ def test_a_drill_over_a_corrupted_backup_raises_its_alert(target: Sandbox, tmp_p
 
 
 def test_only_tenants_with_a_repository_are_drilled(target: Sandbox, tmp_path: Path) -> None:
-    make_tenants(3)
+    healthy_fleet(3)
     assert restore_drills_run(sample=5) == {"drilled": 0, "failed": []}
 
 
@@ -202,7 +202,7 @@ def test_the_hub_restored_from_its_backup_reaches_a_tenant_and_reads_its_secrets
             name=f"netcup-{host.addr}",
             status=ServerStatus.ALLOCATED,
         )
-        (tenant,) = make_tenants(1, server=server)
+        (tenant,) = healthy_fleet(1, server=server)
         repository = backup_repository_ensure(
             tenant_id=tenant.pk, host=target.env["BACKUP_TARGET_HOST"], port=1, actor="test"
         )

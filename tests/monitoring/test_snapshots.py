@@ -29,7 +29,8 @@ from sandbox.faults import HttpFault
 from sandbox.netcup import NetcupEmulator
 from tenants.models import Tenant
 from tests.conftest import wait_for
-from tests.monitoring.conftest import ago, hetzner_buy, make_tenants
+from tests.factories import ago, healthy_fleet
+from tests.monitoring.conftest import hetzner_buy
 
 pytestmark = pytest.mark.django_db
 
@@ -54,7 +55,7 @@ def hetzner_server(name: str) -> Server:
 
 
 def tenant_on(server: Server) -> Tenant:
-    (tenant,) = make_tenants(1, server=server)
+    (tenant,) = healthy_fleet(1, server=server)
     return tenant
 
 
@@ -85,7 +86,7 @@ def create_image_calls(box: Sandbox) -> list[int]:
 
 def test_the_day_is_staggered_by_tenant() -> None:
     server = Server.objects.create(provider=ServerProvider.HETZNER, region="eu", ipv4="203.0.113.9")
-    tenants = make_tenants(240, server=server)
+    tenants = healthy_fleet(240, server=server)
     slots = {t.pk: snapshot_slot(t.pk) for t in tenants}
 
     # each hour of the day picks exactly the tenants whose slot falls in it, once

@@ -1,0 +1,226 @@
+"""Benchmark 6: heartbeat history at fleet scale. A fleet of 100,000 tenants; a day of
+raw samples and a month of 5-minute rollups written in bulk into their partitions;
+then one minute of the fleet's heartbeats flushed (history, rollups and state), and
+the hourly maintenance (partitions ahead, whole partitions past retention dropped)
+run while a writer keeps inserting into the live partition. The writer's statement
+times before and during the maintenance, and the longest DDL statement, say how long
+anything held a lock the live table's writers wait on."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+from bench.common import Result, database_url, fresh_database, percentile
+
+GOAL_LOCK_MS = 100.0
+RAW_HOURS = 26  # the retention's 24 and two more past it
+ROLLUP_DAYS = 32  # the retention's 30 and two more past it
+
+
+def _fill(tenants: int, now: datetime) -> tuple[int, int, float]:
+    """A day (and two hours) of raw samples, one per tenant and hour, and a month (and
+    two days) of rollups, one per tenant and day, written by INSERT ... SELECT."""
+    from django.db import connection
+
+    from hub.db.partitions import partitions_ensure
+    from tenants.services.history import RAW, ROLLUPS
+
+    started = time.perf_counter()
+    partitions_ensure(RAW, first=now - timedelta(hours=RAW_HOURS), last=now)
+    partitions_ensure(ROLLUPS, first=now - timedelta(days=ROLLUP_DAYS), last=now)
+    raw = rollups = 0
+    with connection.cursor() as cursor:
+        for hour in range(1, RAW_HOURS + 1):
+            start = RAW.floor(now - timedelta(hours=hour))
+            cursor.execute(
+                "INSERT INTO tenants_heartbeatsample SELECT id, %s + make_interval(secs => id %% 3600), 40, 60, 0.5,"
+                " 86400, '[]'::jsonb, NULL FROM tenants_tenant",
+                [start],
+            )
+            raw += cursor.rowcount
+        for day in range(1, ROLLUP_DAYS + 1):
+            start = ROLLUPS.floor(now - timedelta(days=day))
+            cursor.execute(
+                "INSERT INTO tenants_heartbeatrollup SELECT id, %s + make_interval(secs => (id %% 288) * 300), 5,"
+                " 200, 41, 300, 61, 2.5, 0.6, 86400 FROM tenants_tenant",
+                [start],
+            )
+            rollups += cursor.rowcount
+        cursor.execute("ANALYZE tenants_heartbeatsample, tenants_heartbeatrollup")
+    return raw, rollups, time.perf_counter() - started
+
+
+def _flush_one_minute(tenant_ids: list[int], now: datetime) -> tuple[float, int]:
+    """Every tenant's heartbeat of one minute, through the buffer and the flush."""
+    from tenants import redis_store
+    from tenants.services import heartbeat_flush
+    from tenants.services.heartbeats import _to_epoch_us
+
+    at = _to_epoch_us(now)
+    sample = {"disk": 41.0, "mem": 62.0, "load": 0.4, "up": 86400, "containers": [], "versions": {}, "tls": None}
+    client = redis_store.client()
+    for start in range(0, len(tenant_ids), 10_000):
+        client.rpush(
+            redis_store.HISTORY_KEY,
+            *(
+                json.dumps({**sample, "tenant": pk, "at": at + i})
+                for i, pk in enumerate(tenant_ids[start : start + 10_000])
+            ),
+        )
+    started = time.perf_counter()
+    flushed = heartbeat_flush()
+    return time.perf_counter() - started, flushed.samples
+
+
+class _Writer(threading.Thread):
+    """Inserts 500 samples into the live partition every 20 ms on a connection of its
+    own, timing every statement."""
+
+    def __init__(self, tenant_ids: list[int]) -> None:
+        super().__init__(daemon=True)
+        self.tenant_ids = tenant_ids
+        self.stop = threading.Event()
+        self.timings: list[tuple[float, float]] = []  # (start, seconds)
+        self.errors = 0
+
+    def run(self) -> None:
+        import psycopg
+
+        with psycopg.connect(database_url(), autocommit=True) as conn:
+            offset = 0
+            while not self.stop.is_set():
+                batch = self.tenant_ids[offset : offset + 500] or self.tenant_ids[:500]
+                offset = (offset + 500) % len(self.tenant_ids)
+                started = time.perf_counter()
+                try:
+                    conn.execute(
+                        "INSERT INTO tenants_heartbeatsample SELECT t, clock_timestamp(), 40, 60, 0.5, 86400,"
+                        " '[]'::jsonb, NULL FROM unnest(%s::bigint[]) AS t ON CONFLICT DO NOTHING",
+                        [batch],
+                    )
+                except psycopg.Error:
+                    self.errors += 1
+                self.timings.append((started, time.perf_counter() - started))
+                time.sleep(0.02)
+
+    def between(self, first: float, last: float) -> list[float]:
+        return [seconds for started, seconds in self.timings if first <= started <= last]
+
+
+def run(quick: bool) -> Result:
+    tenants = 2_000 if quick else 100_000
+    result = Result(
+        f"heartbeat history: {tenants:,} tenants, {RAW_HOURS} h of raw samples and {ROLLUP_DAYS} days of rollups, "
+        "one minute flushed, the hourly maintenance under a live writer"
+    )
+    from django.db import connection
+
+    from ops.simulation import fleet_simulate
+    from tenants.models import HeartbeatRollup, HeartbeatSample
+    from tenants.services.history import RAW, ROLLUPS, heartbeat_history_maintain
+
+    with fresh_database():
+        started = time.perf_counter()
+        tenant_ids = [agent.tenant_id for agent in fleet_simulate(count=tenants, actor="bench")]
+        simulate_s = time.perf_counter() - started
+        now = datetime.now(UTC)
+        raw, rollups, fill_s = _fill(tenants, now)
+        first_flush_s, flushed = _flush_one_minute(tenant_ids, now)
+        second_flush_s, _ = _flush_one_minute(tenant_ids, now + timedelta(seconds=60))
+        rollups_now = HeartbeatRollup.objects.filter(bucket_start__gte=now - timedelta(minutes=10)).count()
+
+        raw_cutoff = now - timedelta(hours=24)
+        rollup_cutoff = now - timedelta(days=30)
+        recent = now - timedelta(minutes=10)
+        kept_raw_before = HeartbeatSample.objects.filter(received_at__gte=raw_cutoff, received_at__lt=now).count()
+        kept_rollups_before = HeartbeatRollup.objects.filter(
+            bucket_start__gte=rollup_cutoff, bucket_start__lt=recent
+        ).count()
+
+        writer = _Writer(tenant_ids)
+        writer.start()
+        time.sleep(2.0)
+        maintain_started = time.perf_counter()
+        done = heartbeat_history_maintain(now=now)
+        maintain_s = time.perf_counter() - maintain_started
+        time.sleep(1.0)
+        writer.stop.set()
+        writer.join(timeout=30)
+        before = [s for t, s in writer.timings if t < maintain_started]
+        during = writer.between(maintain_started, maintain_started + maintain_s)
+
+        kept_raw_after = HeartbeatSample.objects.filter(received_at__gte=raw_cutoff, received_at__lt=now).count()
+        kept_rollups_after = HeartbeatRollup.objects.filter(
+            bucket_start__gte=rollup_cutoff, bucket_start__lt=recent
+        ).count()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_total_relation_size(%s::regclass)", [RAW.partition_name(now - timedelta(hours=2))]
+            )
+            (raw_partition_bytes,) = cursor.fetchone()
+            cursor.execute(
+                "SELECT pg_total_relation_size(%s::regclass)", [ROLLUPS.partition_name(now - timedelta(days=2))]
+            )
+            (rollup_partition_bytes,) = cursor.fetchone()
+
+    result.add("simulate_fleet", f"{tenants:,} tenants in {simulate_s:.1f} s", "< 60 s", simulate_s < 60)
+    result.add("history written in bulk", f"{raw:,} raw samples + {rollups:,} rollups in {fill_s:.1f} s", "", None)
+    result.add(
+        "flush of one minute of the fleet",
+        f"{flushed:,} samples: {first_flush_s:.2f} s (new buckets), {second_flush_s:.2f} s (merged)",
+        "",
+        flushed == tenants,
+    )
+    result.add("flush cost per sample", f"{second_flush_s / tenants * 1e6:.0f} us (history + rollup + state)", "")
+    result.add("rollup rows for those two minutes", f"{rollups_now:,}", "one per tenant and bucket", None)
+    result.add(
+        "maintenance",
+        f"{len(done.dropped)} partitions dropped, {len(done.created)} made, {len(done.skipped)} skipped "
+        f"in {maintain_s * 1000:.0f} ms",
+        "",
+        not done.skipped,
+    )
+    result.add(
+        "longest DDL statement (lock held)",
+        f"{done.longest_statement_ms:.1f} ms",
+        f"< {GOAL_LOCK_MS:.0f} ms",
+        done.longest_statement_ms < GOAL_LOCK_MS,
+    )
+    result.add(
+        "live writer: statement p50 / max before",
+        f"{statistics.median(before) * 1000:.1f} / {max(before) * 1000:.1f} ms ({len(before)} inserts)"
+        if before
+        else "n/a",
+        "",
+    )
+    result.add(
+        "live writer: max during maintenance",
+        f"{max(during) * 1000:.1f} ms ({len(during)} inserts, {writer.errors} errors)" if during else "no insert ran",
+        f"< {GOAL_LOCK_MS:.0f} ms",
+        (max(during) * 1000 < GOAL_LOCK_MS and writer.errors == 0) if during else None,
+    )
+    result.add(
+        "kept: everything younger than retention",
+        f"raw {kept_raw_after:,} of {kept_raw_before:,}; rollups {kept_rollups_after:,} of {kept_rollups_before:,}",
+        "all",
+        kept_raw_after == kept_raw_before and kept_rollups_after == kept_rollups_before,
+    )
+    result.add(
+        "one partition on disk",
+        f"raw {raw_partition_bytes / tenants:.0f} B/sample, rollups {rollup_partition_bytes / tenants:.0f} B/row",
+        "",
+    )
+    result.ratio = (
+        f"longest lock-holding statement {done.longest_statement_ms:.1f} ms; the live writer's slowest insert "
+        f"{(max(during) if during else 0) * 1000:.1f} ms during the maintenance against "
+        f"{(percentile(before, 99) if before else 0) * 1000:.1f} ms p99 before"
+    )
+    result.notes.append(
+        "raw samples are written one per tenant and hour (1/60 of the real rate) to keep the bench short: dropping a "
+        "partition unlinks its files, its time does not depend on its rows"
+    )
+    return result
