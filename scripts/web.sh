@@ -4,7 +4,8 @@
 # only what changed), then gunicorn with its own ASGI worker serving hub.asgi, which
 # answers the API, the admin (static files through WhiteNoise) and the event streams.
 # An open event stream is a coroutine waiting on Redis, not a thread, so idle streams
-# cost next to nothing; every other view runs as usual, synchronously, in a thread.
+# cost next to nothing; every other request goes to Django's WSGI handler in a pool of
+# WEB_THREADS threads (hub/asgi.py).
 #
 #   bash scripts/web.sh --bind 127.0.0.1:8000 [other gunicorn options]
 #
@@ -13,9 +14,8 @@
 # process, streams included; 1000), WEB_GRACEFUL_TIMEOUT (seconds a stopping worker
 # waits for its requests; 10), WEB_COLLECTSTATIC (0 skips it: an image that collected
 # at build time), WEB_CONTROL_SOCKET (gunicorn's control socket; none unless set, so
-# several web processes can run side by side). Under ASGI each request runs in a thread of its own, so persistent
-# database connections would pile up: DATABASE_CONN_MAX_AGE is 0 here, whatever the
-# other processes use (WEB_DATABASE_CONN_MAX_AGE overrides it).
+# # several web processes can run side by side), WEB_THREADS (threads per process for
+# everything but the streams; 8), each keeping its database connection.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,8 +31,6 @@ while (( $# )); do
     *) passthrough+=("$1"); shift ;;
   esac
 done
-
-export DATABASE_CONN_MAX_AGE="${WEB_DATABASE_CONN_MAX_AGE:-0}"
 
 control=(--no-control-socket)
 if [[ -n "${WEB_CONTROL_SOCKET:-}" ]]; then control=(--control-socket "$WEB_CONTROL_SOCKET"); fi
