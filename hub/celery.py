@@ -3,7 +3,9 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging, task_postrun, task_prerun
+from celery.signals import setup_logging, task_postrun, task_prerun, worker_shutting_down
+
+from hub.pipeline.stopping import mark_stopping
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hub.settings")
 
@@ -35,3 +37,9 @@ def close_old_database_connections(task: Any = None, **kwargs: Any) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@worker_shutting_down.connect
+def stop_running_on(**kwargs: Any) -> None:
+    """A worker shutting down runs no step past the one it is running (see hub.pipeline.stopping)."""
+    mark_stopping()

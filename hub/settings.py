@@ -364,6 +364,9 @@ PROVISIONING_SSH_CONNECT_TIMEOUT = env.float("PROVISIONING_SSH_CONNECT_TIMEOUT",
 # How long a bought server may take to answer SSH, and the agent to register.
 PROVISIONING_SSH_WAIT_SECONDS = env.int("PROVISIONING_SSH_WAIT_SECONDS", default=600)
 PROVISIONING_AGENT_WAIT_SECONDS = env.int("PROVISIONING_AGENT_WAIT_SECONDS", default=600)
+# The agent's registration wakes the step waiting for it; it looks by itself this often
+# only in case a wake was lost.
+PROVISIONING_AGENT_POLL_SECONDS = env.float("PROVISIONING_AGENT_POLL_SECONDS", default=10.0)
 # A MANUAL order waiting for staff looks again this often (the admin's assign wakes it at once).
 PROVISIONING_MANUAL_POLL_SECONDS = env.int("PROVISIONING_MANUAL_POLL_SECONDS", default=300)
 # Where a sandbox host's agent finds its code (the sandbox only; production ships an image).

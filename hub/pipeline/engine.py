@@ -10,14 +10,15 @@ at once.
 The usual step (in a running job, succeeding, followed by a pending step) is recorded
 by one hand-written statement, atomic on its own, that also claims the next step under
 a fresh lease (DESIGN.md: claim-next-in-record): the worker runs that step at once,
-with no message and no claim of its own, for up to PIPELINE_RUN_ON_SECONDS per task;
-past it the statement queues the next step instead and its message goes to the broker,
-whose delivery claims it with one more statement. A worker that dies with a step so
-claimed leaves it RUNNING with a lease that runs out, as any step it was running, and
-the reaper takes it back. The same locks are taken in the same order. Every other
-case (a job's first or last step, a lease to take back, a failure, a retry, a
-compensation, a stop asked) is refused by those statements, which then write nothing,
-and is decided by the full path, in a transaction with the job and step rows locked and read."""
+with no message and no claim of its own, for up to PIPELINE_RUN_ON_SECONDS per task
+and never once its worker is shutting down; past that the statement queues the next
+step instead and its message goes to the broker, whose delivery claims it with one
+more statement. A worker that dies with a step so claimed leaves it RUNNING with a
+lease that runs out, as any step it was running, and the reaper takes it back. The
+same locks are taken in the same order. Every other case (a job's first or last
+step, a lease to take back, a failure, a retry, a compensation, a stop asked) is
+refused by those statements, which then write nothing, and is decided by the full
+path, in a transaction with the job and step rows locked and read."""
 
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ from hub.pipeline.models import (
     StepStatus,
 )
 from hub.pipeline.spec import StepDeferred
+from hub.pipeline.stopping import worker_stopping
 from hub.pipeline.transitions import (
     ERROR_LIMIT,
     LOG_LIMIT,
@@ -60,7 +62,9 @@ from hub.pipeline.transitions import (
     finish_step_failed,
     history_entry,
     hold_deadline,
+    last_attempt,
     schedule_retry,
+    woken_during_attempt,
 )
 
 logger = logging.getLogger(__name__)
@@ -105,11 +109,11 @@ def execute_step(step_id: int) -> None:
     claim = claim_step(step_id)
     began = time.monotonic()
     while claim is not None:
-        run_on = time.monotonic() - began < settings.PIPELINE_RUN_ON_SECONDS
-        claim = _run_claimed(claim, claim_next=run_on)
+        claim = _run_claimed(claim, began=began)
 
 
-def _run_claimed(claim: Claim, *, claim_next: bool) -> Claim | None:
+def _run_claimed(claim: Claim, *, began: float) -> Claim | None:
+    """Run one claimed step and record it; the next step's claim when the record took one."""
     subject = logcontext.subject_ids(claim.context.subject_type, claim.context.subject_id)
     with logcontext.bind(job_id=claim.job_id, step_id=claim.step_id, **subject):
         keeper = lease_keeper()
@@ -124,7 +128,9 @@ def _run_claimed(claim: Claim, *, claim_next: bool) -> Claim | None:
         # and checking it would cost a round trip for nothing.
         if time.monotonic() - started > QUICK_ACTION_SECONDS or connection.errors_occurred:
             close_old_connections()
-        next_claim = record_outcome(claim, outcome, claim_next=claim_next)
+        # Decided once the action ended: a shutdown asked meanwhile hands the next step on.
+        run_on = time.monotonic() - began < settings.PIPELINE_RUN_ON_SECONDS and not worker_stopping()
+        next_claim = record_outcome(claim, outcome, claim_next=run_on)
         logger.info("%s step %s of %s: %s", claim.kind.lower(), claim.spec.name, claim.pipeline.name, outcome.kind)
     return next_claim
 
@@ -301,18 +307,20 @@ def _record_outcome_locked(claim: Claim, outcome: Outcome, now: datetime) -> Non
             step.attempts -= 1
             step.error = outcome.error[:ERROR_LIMIT]
             held = {"held_deadline": True} if outcome.hold_deadline else {}
-            previous = step.history[-1] if step.history else None
+            previous = last_attempt(step)
+            # What it waits on happened while it looked: it looks again at once.
+            delay = 0.0 if woken_during_attempt(step) else outcome.delay
             step.history = [
                 *step.history,
-                history_entry(step, now, "deferred", reason=outcome.error, wait=outcome.delay, **held),
+                history_entry(step, now, "deferred", reason=outcome.error, wait=delay, **held),
             ]
             step.save(update_fields=[*fields, "attempts"])
             if job.stop_requested_at:
                 finish_step_failed(step, job, now, outcome.error, already_saved=True)
                 return
             if outcome.hold_deadline and job.deadline_at is not None:
-                hold_deadline(job, step, previous, outcome.delay)
-            schedule_retry(step, job, now, outcome.delay)
+                hold_deadline(job, step, previous, delay)
+            schedule_retry(step, job, now, delay)
             return
 
         step.error = outcome.error[:ERROR_LIMIT]

@@ -50,14 +50,12 @@ def test_a_no_op_step_in_a_running_job_costs_one_statement(in_process_queue: Non
     # One delivery ran the whole job: each step's record claimed the next one, and no
     # message was published for any of them.
     assert broker.llen(IN_PROCESS_QUEUE) == messages
-    records = [q["sql"] for q in queries.captured_queries if "next_step" in q["sql"]]
-    claims = [q["sql"] for q in queries.captured_queries if "lease_expires_at = %(lease_expires_at)s" in q["sql"]]
     # The first step is claimed (the job starts); then each step is recorded by one
     # statement that claims the next; n6, the last, tries it, finds no next step and
     # ends the job by the full path. Between the records of n1 and n6 nothing else ran:
     # that one statement is all a step between the first and the last pays.
-    sql = [q["sql"] for q in queries.captured_queries]
-    records = [i for i, text in enumerate(sql) if "next_step" in text]
+    sql: list[str] = [q["sql"] for q in queries.captured_queries]
+    records: list[int] = [i for i, text in enumerate(sql) if "next_step" in text]
     claims = [text for text in sql if "lease_expires_at = %(lease_expires_at)s" in text]
     assert len(records) == 6 and len(claims) == 1
     assert [b - a for a, b in itertools.pairwise(records)] == [NOOP_STEP_STATEMENTS] * 5
