@@ -75,6 +75,8 @@ class Batch:
     # Each step's share of an order's wall time (from the previous step's end to its
     # own, so waits in the queue and for retries count), median over the orders.
     step_seconds: dict[str, float] = field(default_factory=dict)
+    # Orders whose `wait_agent_registered` was woken by the agent's registration.
+    woken: int = 0
 
 
 @dataclass
@@ -203,7 +205,11 @@ def _batch(count: int, label: str, timeout: float, meters: Meters) -> Batch:
     script_total = sum(
         (s.finished_at - s.started_at).total_seconds() for s in scripts if s.started_at and s.finished_at
     )
+    woken = Step.objects.filter(
+        name="wait_agent_registered", job__order__in=ids, history__contains=[{"outcome": "woken"}]
+    ).count()
     return Batch(
+        woken=woken,
         step_seconds=_step_shares(ids),
         orders=count,
         wall_seconds=wall,
@@ -387,6 +393,7 @@ def _costs(result: Result, batch: Batch) -> None:
         "",
     )
     result.add("  SSH handshakes per order", f"{batch.handshakes:.1f}", "")
+    result.add("  agent registrations that woke their step", f"{batch.woken} of {batch.orders}", "")
 
 
 def _median(values: list[float]) -> float:
