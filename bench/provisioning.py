@@ -379,7 +379,7 @@ def run(quick: bool) -> Result:
             f"prefork / threads wall time = {prefork.wall_seconds / threads.wall_seconds:.2f}x"
         )
     else:
-        result.notes.append("quick mode: no prefork run")
+        result.notes.append("no prefork run" + (" (quick mode)" if quick else " (BENCH_PROVISIONING_PREFORK=0)"))
     result.ratio = ratio
     result.notes.extend(f"failed: {failure}" for failure in failures[:5])
     result.notes.append("the Hub web, the worker, the sshd hosts and their scripts all share the same 2 cores")
