@@ -17,6 +17,9 @@ from hub.pipeline.registry import register
 from hub.pipeline.spec import Pipeline, StepSpec
 
 QUEUE = "bench"
+# The same pipelines on a queue whose worker sends every step through the broker
+# (PIPELINE_RUN_ON_SECONDS=0): the engine as it ran before claim-next-in-record.
+HOP_QUEUE = "bench-hop"
 STEP_COUNTS = (5, 20)
 
 
@@ -34,19 +37,20 @@ def _job_finished(job: Job) -> None:
         transaction.on_commit(lambda: _client().set(key, job.status, ex=600))
 
 
-def pipeline_name(steps: int) -> str:
-    return f"bench.noop{steps}"
+def pipeline_name(steps: int, *, hop: bool = False) -> str:
+    return f"bench.{'hop' if hop else 'noop'}{steps}"
 
 
 for _count in STEP_COUNTS:
-    register(
-        Pipeline(
-            name=pipeline_name(_count),
-            queue=QUEUE,
-            on_finish=_job_finished,
-            steps=tuple(StepSpec(name=f"noop{i}", action=_noop_step) for i in range(1, _count + 1)),
+    for _hop in (False, True):
+        register(
+            Pipeline(
+                name=pipeline_name(_count, hop=_hop),
+                queue=HOP_QUEUE if _hop else QUEUE,
+                on_finish=_job_finished,
+                steps=tuple(StepSpec(name=f"noop{i}", action=_noop_step) for i in range(1, _count + 1)),
+            )
         )
-    )
 
 
 @shared_task(name="bench.noop", ignore_result=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench.common import (
@@ -26,7 +26,7 @@ from bench.common import (
     wait_for,
 )
 
-GOAL_FACTOR = 1.5
+GOAL_FACTOR = 1.3
 ZONE = "hub-sandbox.test"
 # Stand-in calls, about one per provisioning script, that wait SCRIPT_SECONDS first, as
 # real package installs and image pulls make a script wait on the network.
@@ -72,6 +72,11 @@ class Batch:
     session_cpu: float = 0.0
     agent_cpu: float = 0.0
     handshakes: float = 0.0
+    # Each step's share of an order's wall time (from the previous step's end to its
+    # own, so waits in the queue and for retries count), median over the orders.
+    step_seconds: dict[str, float] = field(default_factory=dict)
+    # Orders whose `wait_agent_registered` was woken by the agent's registration.
+    woken: int = 0
 
 
 @dataclass
@@ -200,7 +205,12 @@ def _batch(count: int, label: str, timeout: float, meters: Meters) -> Batch:
     script_total = sum(
         (s.finished_at - s.started_at).total_seconds() for s in scripts if s.started_at and s.finished_at
     )
+    woken = Step.objects.filter(
+        name="wait_agent_registered", job__order__in=ids, history__contains=[{"outcome": "woken"}]
+    ).count()
     return Batch(
+        woken=woken,
+        step_seconds=_step_shares(ids),
         orders=count,
         wall_seconds=wall,
         order_seconds=sorted(done.values()),
@@ -212,6 +222,28 @@ def _batch(count: int, label: str, timeout: float, meters: Meters) -> Batch:
         agent_cpu=(agents_after - agents_before) / count,
         handshakes=(handshakes_after - handshakes_before) / count,
     )
+
+
+def _step_shares(order_ids: list[int]) -> dict[str, float]:
+    from hub.pipeline.models import Job, Step
+
+    shares: dict[str, list[float]] = {}
+    for job in Job.objects.filter(order__in=order_ids):
+        previous = job.created_at
+        for step in Step.objects.filter(job=job, kind="ACTION", finished_at__isnull=False).order_by("position"):
+            assert step.finished_at is not None
+            shares.setdefault(step.name, []).append((step.finished_at - previous).total_seconds())
+            previous = step.finished_at
+    return {name: _median(values) for name, values in shares.items()}
+
+
+def _where_it_grew(one: Batch, many: Batch, top: int = 6) -> str:
+    """The steps whose share of an order grew most from one order alone to the batch."""
+    grown = sorted(
+        ((many.step_seconds.get(name, 0.0) - alone, name, alone) for name, alone in one.step_seconds.items()),
+        reverse=True,
+    )[:top]
+    return "; ".join(f"{name} {alone:.2f} -> {alone + extra:.2f} s" for extra, name, alone in grown)
 
 
 def _rss_mb(process: Process) -> float:
@@ -319,7 +351,10 @@ def run(quick: bool) -> Result:
     _costs(result, threads)
     failures = list(threads.failures)
     ratio = f"{orders} orders / one order = {threads_factor:.2f}x on threads -c {orders}"
-    if not quick:
+    result.notes.append(
+        f"median step shares, one order -> {orders} at once (most grown): {_where_it_grew(one, threads)}"
+    )
+    if not quick and os.environ.get("BENCH_PROVISIONING_PREFORK", "1") != "0":
         _, prefork, prefork_rss = _configuration(
             pool="prefork",
             concurrency=prefork_concurrency,
@@ -344,7 +379,7 @@ def run(quick: bool) -> Result:
             f"prefork / threads wall time = {prefork.wall_seconds / threads.wall_seconds:.2f}x"
         )
     else:
-        result.notes.append("quick mode: no prefork run")
+        result.notes.append("no prefork run" + (" (quick mode)" if quick else " (BENCH_PROVISIONING_PREFORK=0)"))
     result.ratio = ratio
     result.notes.extend(f"failed: {failure}" for failure in failures[:5])
     result.notes.append("the Hub web, the worker, the sshd hosts and their scripts all share the same 2 cores")
@@ -358,6 +393,7 @@ def _costs(result: Result, batch: Batch) -> None:
         "",
     )
     result.add("  SSH handshakes per order", f"{batch.handshakes:.1f}", "")
+    result.add("  agent registrations that woke their step", f"{batch.woken} of {batch.orders}", "")
 
 
 def _median(values: list[float]) -> float:

@@ -3,7 +3,9 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging, task_postrun, task_prerun, task_success
+from celery.signals import setup_logging, task_postrun, task_prerun, task_success, worker_shutting_down
+
+from hub.pipeline.stopping import mark_stopping
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hub.settings")
 
@@ -45,3 +47,9 @@ def record_periodic_job_success(sender: Any = None, **kwargs: Any) -> None:
     from hub.selfwatch.periodic import task_success_receiver
 
     task_success_receiver(sender=sender, **kwargs)
+
+
+@worker_shutting_down.connect
+def stop_running_on(**kwargs: Any) -> None:
+    """A worker shutting down runs no step past the one it is running (see hub.pipeline.stopping)."""
+    mark_stopping()

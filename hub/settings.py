@@ -225,6 +225,12 @@ PIPELINE_REAPER_INTERVAL = env.float("PIPELINE_REAPER_INTERVAL", default=15.0)
 # The two statements every step runs are prepared once per connection (Postgres spent
 # most of their time planning them). Off behind a pooler in transaction mode.
 PIPELINE_PREPARED_STATEMENTS = env.bool("PIPELINE_PREPARED_STATEMENTS", default=True)
+# The record of a step's success also claims the job's next step, and the worker runs
+# it at once, without a message, for as long as its task has run less than this; past
+# it the next step goes through the broker as usual, so one task never outlives its
+# time limit (a step's timeout plus this stays under CELERY_TASK_SOFT_TIME_LIMIT) nor
+# keeps a worker from the other jobs' steps for long. 0 sends every step through the broker.
+PIPELINE_RUN_ON_SECONDS = env.float("PIPELINE_RUN_ON_SECONDS", default=30.0)
 # Extra modules that declare pipelines (the test suite adds its own).
 PIPELINE_MODULES = env.list("PIPELINE_MODULES", default=[])
 
@@ -416,6 +422,9 @@ PROVISIONING_SSH_CONNECT_TIMEOUT = env.float("PROVISIONING_SSH_CONNECT_TIMEOUT",
 # How long a bought server may take to answer SSH, and the agent to register.
 PROVISIONING_SSH_WAIT_SECONDS = env.int("PROVISIONING_SSH_WAIT_SECONDS", default=600)
 PROVISIONING_AGENT_WAIT_SECONDS = env.int("PROVISIONING_AGENT_WAIT_SECONDS", default=600)
+# The agent's registration wakes the step waiting for it; it looks by itself this often
+# only in case a wake was lost.
+PROVISIONING_AGENT_POLL_SECONDS = env.float("PROVISIONING_AGENT_POLL_SECONDS", default=10.0)
 # A MANUAL order waiting for staff looks again this often (the admin's assign wakes it at once).
 PROVISIONING_MANUAL_POLL_SECONDS = env.int("PROVISIONING_MANUAL_POLL_SECONDS", default=300)
 # Where a sandbox host's agent finds its code (the sandbox only; production ships an image).

@@ -14,6 +14,7 @@ from typing import Any
 from hub.pipeline.context import StepContext
 from hub.pipeline.registry import register
 from hub.pipeline.spec import PermanentStepError, Pipeline, RetryPolicy, StepDeferred, StepSpec
+from hub.pipeline.wakes import AGENT_REGISTERED, wake_on
 
 FAST_RETRY = RetryPolicy(max_attempts=3, base_delay=0.4, max_delay=5)
 
@@ -272,3 +273,44 @@ register(
         steps=tuple(StepSpec(name=f"b{i}", action=_report_backend, retry=FAST_RETRY) for i in range(1, 5)),
     )
 )
+
+
+AGENT_POLL_SECONDS = 300.0
+
+
+def _wait_agent(ctx: StepContext) -> dict[str, Any]:
+    """As provisioning's `wait_agent_registered`: done once the tenant's agent has
+    registered, else it waits, looking again only after a long poll. With `register_meanwhile`
+    the agent registers while the step looks (after it read the tenant, before it defers)."""
+    from tenants.models import Tenant
+    from tenants.services import agent_register
+
+    tenant = Tenant.objects.get(pk=ctx.context["tenant_id"])
+    if tenant.registered_at is not None:
+        return {"registered": True}
+    token = ctx.context.pop("register_meanwhile", None)
+    if token:
+        agent_register(token=token, hostname="vps-1.example.test", agent_version="1.2.3")
+    raise StepDeferred("waiting for the agent to register", delay=AGENT_POLL_SECONDS)
+
+
+register(
+    Pipeline(
+        name="test.wait_agent_in_process",
+        queue=IN_PROCESS_QUEUE,
+        steps=(StepSpec(name="wait_agent", action=_wait_agent), StepSpec(name="after", action=_noop)),
+    )
+)
+
+
+def _jobs_waiting_for_agent(tenant_id: str) -> list[int]:
+    from hub.pipeline.models import Job
+
+    return list(
+        Job.objects.filter(pipeline="test.wait_agent_in_process", subject_type="tenant", subject_id=tenant_id)
+        .exclude(status__in=("SUCCEEDED", "FAILED", "ROLLED_BACK", "CANCELLED"))
+        .values_list("pk", flat=True)
+    )
+
+
+wake_on(AGENT_REGISTERED, step_name="wait_agent", waiting_jobs=_jobs_waiting_for_agent)

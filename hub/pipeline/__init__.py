@@ -10,7 +10,10 @@ Read it bottom up:
 - claim.py: taking a step under a lease (one prepared statement in the usual case);
 - lease.py: one thread per worker process renews the running steps' leases and flushes
   their logs;
-- engine.py: claim, run, record (one statement for the usual success);
+- engine.py: claim, run, record (one statement for the usual success, which also
+  claims the next step for the worker to run at once);
+- wakes.py: a step waiting on an event the Hub receives is woken by it (the port);
+- stopping.py: whether this worker is shutting down (then it runs on no step);
 - reaper.py: what the broker lost (dead workers, lost messages, due retries, deadlines);
 - services.py: start, retry and cancel a job; selectors.py: jobs and their timelines;
 - tasks.py, apis.py, serializers.py, urls.py: the Celery and HTTP doors."""

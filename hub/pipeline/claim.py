@@ -115,7 +115,7 @@ def execute_per_step(sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None
             return cursor.fetchone()
 
 
-def _claim(
+def claim_from_row(
     *,
     pipeline: Pipeline,
     step_id: int,
@@ -179,7 +179,7 @@ def claim_step(step_id: int) -> Claim | None:
         # Django has psycopg return jsonb as text, for JSONField to decode.
         context=json.loads(context),
     )
-    return _claim(
+    return claim_from_row(
         pipeline=registry.get(pipeline_name),
         step_id=step_id,
         job_id=job_id,
@@ -240,7 +240,7 @@ def _claim_step_locked(step_id: int, now: datetime) -> Claim | None:
         )
         if job.status == JobStatus.PENDING:
             set_job_status(job, JobStatus.RUNNING)
-        return _claim(
+        return claim_from_row(
             pipeline=pipeline,
             step_id=step.pk,
             job_id=job.pk,

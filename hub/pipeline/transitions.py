@@ -82,6 +82,10 @@ def publish_job(job: Job, old: str) -> None:
     )
 
 
+# A history entry that is no attempt: something the step waited on happened.
+WOKEN = "woken"
+
+
 def enqueue_step(step: Step, *, queue: str, countdown: float | None = None) -> None:
     """Send the step's message once the surrounding transaction commits."""
     enqueue_on_commit(RUN_STEP, step.pk, queue=queue, countdown=countdown)
@@ -293,14 +297,39 @@ def requeue_lost_step(step_id: int, now: datetime) -> bool:
         return True
 
 
-def step_wake(*, job_id: int, step_name: str) -> bool:
-    """Run a waiting step now (staff did what it was waiting for)."""
+def step_wake(*, job_id: int, step_name: str, reason: str = "staff") -> bool:
+    """Run a waiting step now (what it was waiting for happened). A step waiting to
+    retry is queued at once; one whose attempt is running when the wake comes is
+    queued at once when that attempt defers (it may have looked just before the event).
+    Either way the wake is kept in the step's history. True when a step was woken."""
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job_id)
         if job.status not in (JobStatus.PENDING, JobStatus.RUNNING) or job.stop_requested_at:
             return False
-        step = job.steps.filter(name=step_name, kind=StepKind.ACTION, status=StepStatus.RETRY_WAIT).first()
+        step = (
+            job.steps.select_for_update()
+            .filter(name=step_name, kind=StepKind.ACTION, status__in=(StepStatus.RETRY_WAIT, StepStatus.RUNNING))
+            .first()
+        )
         if step is None:
             return False
-        queue_step(step, job, timezone.now())
+        now = timezone.now()
+        step.history = [*step.history, {"outcome": WOKEN, "at": now.isoformat(), "reason": reason}]
+        step.save(update_fields=["history", "updated_at"])
+        if step.status == StepStatus.RETRY_WAIT:
+            queue_step(step, job, now)
         return True
+
+
+def woken_during_attempt(step: Step) -> bool:
+    """A wake came while the step's current attempt ran (see `step_wake`)."""
+    started = step.attempt_started_at
+    return started is not None and any(
+        entry.get("outcome") == WOKEN and datetime.fromisoformat(entry["at"]) >= started
+        for entry in reversed(step.history[-3:])
+    )
+
+
+def last_attempt(step: Step) -> dict[str, Any] | None:
+    """The history entry of the step's last finished attempt (wakes are not attempts)."""
+    return next((entry for entry in reversed(step.history) if entry.get("outcome") != WOKEN), None)

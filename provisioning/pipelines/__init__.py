@@ -11,6 +11,7 @@ from django.conf import settings
 
 from hub.pipeline.registry import register
 from hub.pipeline.spec import Pipeline, RetryPolicy, StepAction, StepCompensation, StepSpec
+from hub.pipeline.wakes import AGENT_REGISTERED, wake_on
 from provisioning.integrations.cloudflare import DnsProviderError
 from provisioning.integrations.hetzner import ProviderError
 from provisioning.integrations.ssh import ScriptFailed, SshError
@@ -115,6 +116,7 @@ register(
         ),
     )
 )
+wake_on(AGENT_REGISTERED, step_name="wait_agent_registered", waiting_jobs=order.jobs_waiting_for_agent)
 
 register(
     Pipeline(

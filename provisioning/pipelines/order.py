@@ -17,6 +17,7 @@ from django.utils import timezone
 from hub.alerts.services import alert_raise
 from hub.models import Alert, AlertSeverity, AlertStatus
 from hub.pipeline.context import StepContext
+from hub.pipeline.models import JobStatus
 from hub.pipeline.spec import PermanentStepError, StepDeferred
 from hub.queue import enqueue_on_commit
 from provisioning.integrations import hetzner
@@ -313,7 +314,17 @@ def wait_agent_registered(ctx: StepContext) -> dict[str, Any]:
     waited = time.time() - float(ctx.context.get("agent_wait_started") or time.time())
     if waited > settings.PROVISIONING_AGENT_WAIT_SECONDS:
         raise PermanentStepError(f"the agent did not register within {settings.PROVISIONING_AGENT_WAIT_SECONDS}s")
-    raise StepDeferred(f"waiting for the agent to register ({waited:.0f}s so far)", delay=1.0)
+    # The registration wakes this step (wake_on in provisioning.pipelines); the poll is the fallback.
+    raise StepDeferred(
+        f"waiting for the agent to register ({waited:.0f}s so far)", delay=settings.PROVISIONING_AGENT_POLL_SECONDS
+    )
+
+
+def jobs_waiting_for_agent(tenant_id: str) -> list[int]:
+    """The provisioning jobs that may wait for this tenant's agent to register."""
+    return list(
+        Order.objects.filter(tenant_id=int(tenant_id), job__status=JobStatus.RUNNING).values_list("job_id", flat=True)
+    )
 
 
 def fulfil(ctx: StepContext) -> None:

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from hub.audit import audit_record
 from hub.errors import DomainError
+from hub.pipeline.wakes import AGENT_REGISTERED, event_received
 from tenants import redis_store
 from tenants.models import (
     AgentCredential,
@@ -119,6 +120,7 @@ def agent_register(*, token: str, hostname: str, agent_version: str) -> tuple[Te
     )
     if revoked:
         transaction.on_commit(_key_caches_invalidate)
+    event_received(AGENT_REGISTERED, tenant.pk)
     return tenant, key.plaintext
 
 

@@ -230,7 +230,12 @@ class Command(BaseCommand):
                 if order is not None:
                     orders.append(order)
             board.show(lines)
-            done = len(orders) == len(placed) and all(o.status == OrderStatus.FULFILLED for o in orders)
+            # The order turns FULFILLED inside its last step, a moment before that step is
+            # recorded: the story waits for the job to end, so the board shows every step done.
+            done = len(orders) == len(placed) and all(
+                o.status == OrderStatus.FULFILLED and o.job is not None and o.job.status == JobStatus.SUCCEEDED
+                for o in orders
+            )
             failed = [o for o in orders if o.status in ORDER_BAD_ENDS]
             if failed:
                 raise StoryFailed(

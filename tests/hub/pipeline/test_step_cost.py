@@ -4,6 +4,7 @@ step are pinned, so the per-step bookkeeping cannot silently grow back."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,9 +20,10 @@ from tests.pipelines import IN_PROCESS_QUEUE
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-# The claim, then the outcome recorded with the next step queued: one statement each,
-# each atomic on its own (no BEGIN and COMMIT round trips).
-NOOP_STEP_STATEMENTS = 2
+# The outcome recorded with the next step claimed, in one statement atomic on its own
+# (no BEGIN and COMMIT round trips): the next step needs no claim of its own, and no
+# message (claim-next-in-record). It was two statements, a claim and a record.
+NOOP_STEP_STATEMENTS = 1
 
 
 @pytest.fixture
@@ -34,7 +36,42 @@ def queued_step(job: Job) -> Step | None:
     return job.steps.filter(status=StepStatus.QUEUED).first()
 
 
-def test_a_no_op_step_in_a_running_job_costs_two_statements(in_process_queue: None) -> None:
+def test_a_no_op_step_in_a_running_job_costs_one_statement(in_process_queue: None, broker: redis.Redis) -> None:
+    job = job_start(pipeline="test.noop_in_process")
+    first = queued_step(job)
+    assert first is not None
+    messages = broker.llen(IN_PROCESS_QUEUE)  # the first step's, from job_start
+
+    with CaptureQueriesContext(connection) as queries:
+        execute_step(first.pk)
+
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED
+    # One delivery ran the whole job: each step's record claimed the next one, and no
+    # message was published for any of them.
+    assert broker.llen(IN_PROCESS_QUEUE) == messages
+    # The first step is claimed (the job starts); then each step is recorded by one
+    # statement that claims the next; n6, the last, tries it, finds no next step and
+    # ends the job by the full path. Between the records of n1 and n6 nothing else ran:
+    # that one statement is all a step between the first and the last pays.
+    sql: list[str] = [q["sql"] for q in queries.captured_queries]
+    records: list[int] = [i for i, text in enumerate(sql) if "next_step" in text]
+    claims = [text for text in sql if "lease_expires_at = %(lease_expires_at)s" in text]
+    assert len(records) == 6 and len(claims) == 1
+    assert [b - a for a, b in itertools.pairwise(records)] == [NOOP_STEP_STATEMENTS] * 5
+    steps = list(job.steps.order_by("position"))
+    assert all(s.status == StepStatus.SUCCEEDED and s.attempts == 1 for s in steps)
+    assert all(s.duration_seconds is not None and s.finished_at is not None for s in steps)
+    assert all(s.lease_token is None and s.lease_expires_at is None for s in steps)
+    assert [[entry["outcome"] for entry in s.history] for s in steps] == [["succeeded"]] * 6
+    assert all(s.result == {f"{s.name}_done": True} for s in steps)
+    assert job.context == {f"n{i}_done": True for i in range(1, 7)}
+
+
+def test_past_the_run_on_budget_the_next_step_goes_through_the_broker(
+    in_process_queue: None, broker: redis.Redis, settings: Any
+) -> None:
+    settings.PIPELINE_RUN_ON_SECONDS = 0
     job = job_start(pipeline="test.noop_in_process")
     costs: dict[str, int] = {}
 
@@ -46,18 +83,9 @@ def test_a_no_op_step_in_a_running_job_costs_two_statements(in_process_queue: No
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED
     assert list(costs) == ["n1", "n2", "n3", "n4", "n5", "n6"]
-    # The first step also starts the job, the last one ends it; the ones between are
-    # what a long pipeline pays per step.
-    assert {name: costs[name] for name in ("n2", "n3", "n4", "n5")} == dict.fromkeys(
-        ("n2", "n3", "n4", "n5"), NOOP_STEP_STATEMENTS
-    )
-    steps = list(job.steps.order_by("position"))
-    assert all(s.status == StepStatus.SUCCEEDED and s.attempts == 1 for s in steps)
-    assert all(s.duration_seconds is not None and s.finished_at is not None for s in steps)
-    assert all(s.lease_token is None and s.lease_expires_at is None for s in steps)
-    assert [[entry["outcome"] for entry in s.history] for s in steps] == [["succeeded"]] * 6
-    assert all(s.result == {f"{s.name}_done": True} for s in steps)
-    assert job.context == {f"n{i}_done": True for i in range(1, 7)}
+    # Each delivery ran one step: its claim and its record (which queued the next).
+    assert {name: costs[name] for name in ("n2", "n3", "n4", "n5")} == dict.fromkeys(("n2", "n3", "n4", "n5"), 2)
+    assert broker.llen(IN_PROCESS_QUEUE) == 6  # the first step's, from job_start, and one per step after it
 
 
 def run_in_process(pipeline: str) -> Job:
@@ -88,11 +116,12 @@ def test_the_statements_every_step_runs_are_prepared_once_per_connection(in_proc
     # when two six-step jobs run
     jobs = [run_in_process("test.noop_in_process") for _ in range(2)]
 
-    # then each of the twelve steps ran the claim and the record as prepared statements
-    # on this connection (a job's first and last step try them, find nothing to do, and
-    # go on by the full path), and nothing else of the Hub's was prepared
+    # then each job's first delivery tried the claim and each of the twelve steps ran the
+    # record (which claimed the next step) as prepared statements on this connection (a
+    # job's first claim and last record find nothing to do and go on by the full path),
+    # and nothing else of the Hub's was prepared
     assert [job.status for job in jobs] == [JobStatus.SUCCEEDED] * 2
-    assert prepared_statements() == {"claim": 12, "record": 12}
+    assert prepared_statements() == {"claim": 2, "record": 12}
 
 
 def test_prepared_statements_can_be_turned_off(in_process_queue: None, settings: Any) -> None:
@@ -105,7 +134,8 @@ def test_prepared_statements_can_be_turned_off(in_process_queue: None, settings:
     assert prepared_statements() == {}
 
 
-def test_a_step_delivered_again_after_it_ran_does_nothing(in_process_queue: None) -> None:
+def test_a_step_delivered_again_after_it_ran_does_nothing(in_process_queue: None, settings: Any) -> None:
+    settings.PIPELINE_RUN_ON_SECONDS = 0  # one step per delivery
     job = job_start(pipeline="test.noop_in_process")
     first = queued_step(job)
     assert first is not None
@@ -134,3 +164,19 @@ def test_a_running_step_has_its_log_streamed_and_its_lease_kept(in_process_queue
     assert step.status == StepStatus.SUCCEEDED, step.error
     assert job.status == JobStatus.SUCCEEDED
     assert step.log.count("half way") == 1 and step.log.index("half way") < step.log.index("seen")
+
+
+def test_a_first_step_delivered_again_after_its_job_ran_on_does_nothing(in_process_queue: None) -> None:
+    job = job_start(pipeline="test.noop_in_process")
+    first = queued_step(job)
+    assert first is not None
+    execute_step(first.pk)
+
+    for step in job.steps.all():
+        execute_step(step.pk)
+
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED
+    steps = list(job.steps.order_by("position"))
+    assert all(s.status == StepStatus.SUCCEEDED and s.attempts == 1 for s in steps)
+    assert [[entry["outcome"] for entry in s.history] for s in steps] == [["succeeded"]] * 6
