@@ -174,9 +174,15 @@ def _failed_jobs() -> dict[str, Any]:
     return {"jobs": jobs, "total": failed.count() if len(jobs) == FAILED_JOBS_SHOWN else len(jobs)}
 
 
+def _freeze() -> dict[str, Any]:
+    row = fleet_freeze_state()
+    return {"frozen": row.frozen, "changed_at": row.changed_at, "changed_by": row.changed_by, "reason": row.reason}
+
+
 def dashboard_context() -> dict[str, Any]:
+    """What the dashboard shows: plain values, also sent as JSON in the event streams' snapshot."""
     return {
-        "freeze": fleet_freeze_state(),
+        "freeze": _freeze(),
         "fleet": _fleet(),
         "alerts": _alerts(),
         "orders": _orders(),

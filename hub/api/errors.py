@@ -1,9 +1,9 @@
 """The error shape every endpoint answers with: `{"error": code, "detail": ...}`, under
 /api/ whatever failed and wherever (DRF's handler, Django's handlers, a middleware)."""
 
-from collections.abc import Callable
 from typing import Any
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -112,23 +112,46 @@ class ApiJsonErrorsMiddleware:
     404 raised before routing) into the `{"error", "detail"}` shape. Elsewhere it
     does nothing."""
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
+    # Both kinds, as hub.selfwatch.web's: the event streams run under Django's ASGI handler.
+    sync_capable = True
+    async_capable = True
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.async_mode:
+            return self.__acall__(request)
         if not is_api_request(request):
             return self.get_response(request)
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        try:
-            length = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            return json_error(400, "the Content-Length header is not a number")
-        if limit is not None and length > limit:
-            return _body_too_large(request)
-        response = self.get_response(request)
-        if response.status_code >= 400 and not _is_json(response):
-            return _as_json(response)
-        return response
+        refused = _refused_before_the_view(request)
+        return refused or _json_if_error(self.get_response(request))
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        if not is_api_request(request):
+            return await self.get_response(request)
+        refused = _refused_before_the_view(request)
+        return refused or _json_if_error(await self.get_response(request))
+
+
+def _refused_before_the_view(request: HttpRequest) -> HttpResponse | None:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return json_error(400, "the Content-Length header is not a number")
+    if limit is not None and length > limit:
+        return _body_too_large(request)
+    return None
+
+
+def _json_if_error(response: HttpResponse) -> HttpResponse:
+    if response.status_code >= 400 and not _is_json(response):
+        return _as_json(response)
+    return response
 
 
 def _is_json(response: HttpResponse) -> bool:

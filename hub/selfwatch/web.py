@@ -10,8 +10,9 @@ import bisect
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from typing import Any
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
@@ -87,17 +88,35 @@ class RequestMetricsMiddleware:
     pattern that resolved (`api/v1/orders/<int:pk>/`, never the raw path, so the
     number of series stays bounded) or `unmatched`."""
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
+    # Both kinds: the event streams are served by Django's ASGI handler (hub/asgi.py), and a
+    # sync middleware there would turn a stream's async body into a sync one.
+    sync_capable = True
+    async_capable = True
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.async_mode:
+            return self.__acall__(request)
         started = time.perf_counter()
         response = self.get_response(request)
-        elapsed = time.perf_counter() - started
+        self._record(request, response, time.perf_counter() - started)
+        return response
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        response = await self.get_response(request)
+        self._record(request, response, time.perf_counter() - started)
+        return response
+
+    def _record(self, request: HttpRequest, response: HttpResponse, elapsed: float) -> None:
         match = request.resolver_match
         route = (match.route or match.view_name) if match is not None else UNMATCHED
         stats = request_stats()
         stats.add(route, request.method or "", response.status_code, elapsed)
         if stats.due(settings.METRICS_FLUSH_SECONDS):
             stats.flush()
-        return response

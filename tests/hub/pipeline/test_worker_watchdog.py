@@ -17,7 +17,7 @@ from hub.models import Alert, AlertSeverity, AlertStatus
 from hub.pipeline.models import JobStatus, StepStatus
 from hub.workers import ALERT_KIND, broker_watch, direct_queue_name, live_workers, worker_key
 from tests.conftest import WorkerProcess, wait_for
-from tests.engine.test_engine import FAULT_QUEUE, calls_of, start, wait_job
+from tests.hub.pipeline.test_engine import FAULT_QUEUE, calls_of, start, wait_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
