@@ -3,7 +3,6 @@
 
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -14,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from hub.errors import DomainError
+from hub.middleware import SyncAndAsyncMiddleware
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -105,22 +105,12 @@ def server_error(request: HttpRequest) -> HttpResponse:
     return json_error(500, "The server failed to answer this request; it has been logged.")
 
 
-class ApiJsonErrorsMiddleware:
+class ApiJsonErrorsMiddleware(SyncAndAsyncMiddleware):
     """Under /api/: refuses a body larger than DATA_UPLOAD_MAX_MEMORY_SIZE with 413
     before any view reads it (DRF streams a body and would not be stopped by Django's
     own limit), and turns any error answer that is not JSON (a plain Django 405, a
     404 raised before routing) into the `{"error", "detail"}` shape. Elsewhere it
     does nothing."""
-
-    # Both kinds, as hub.selfwatch.web's: the event streams run under Django's ASGI handler.
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Any) -> None:
-        self.get_response = get_response
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:

@@ -12,10 +12,10 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
+from hub.middleware import SyncAndAsyncMiddleware
 from hub.selfwatch import store
 
 UNMATCHED = "unmatched"
@@ -83,21 +83,10 @@ def request_stats() -> RequestStats:
     return _stats
 
 
-class RequestMetricsMiddleware:
+class RequestMetricsMiddleware(SyncAndAsyncMiddleware):
     """The outermost middleware: times the whole answer, labels it with the route
     pattern that resolved (`api/v1/orders/<int:pk>/`, never the raw path, so the
     number of series stays bounded) or `unmatched`."""
-
-    # Both kinds: the event streams are served by Django's ASGI handler (hub/asgi.py), and a
-    # sync middleware there would turn a stream's async body into a sync one.
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Any) -> None:
-        self.get_response = get_response
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:

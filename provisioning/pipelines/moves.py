@@ -28,7 +28,7 @@ from provisioning.integrations import cloudflare, hetzner
 from provisioning.integrations.cloudflare import DnsProviderError
 from provisioning.models import MoveKind, Order, Server, ServerProvider, ServerStatus, TenantMove
 from provisioning.pipeline_names import PREPARE_SERVER
-from provisioning.pipelines.order import agent_bundle_b64, tools_env
+from provisioning.pipelines.order import agent_bundle_b64, server_answering, tools_env
 from provisioning.providers import backend_for
 from provisioning.services import dns, remote, stacks
 from provisioning.services.backups import backup_script_env
@@ -206,19 +206,7 @@ def release_target(ctx: StepContext) -> None:
 def wait_server_ready(ctx: StepContext) -> dict[str, Any]:
     move = _move(ctx)
     server = _target(move)
-    if server.provider == ServerProvider.HETZNER and server.provider_id:
-        ready = hetzner.server_wait_ready(provider_id=server.provider_id)
-        if ready.ipv4 and ready.ipv4 != server.ipv4:
-            Server.objects.filter(pk=server.pk).update(ipv4=ready.ipv4)
-            server.ipv4 = ready.ipv4
-    started = float(ctx.context.get("ssh_wait_started") or time.time())
-    try:
-        remote.probe(server, log=ctx.log)
-    except remote.ssh.SshError as exc:
-        if time.time() - started > settings.PROVISIONING_SSH_WAIT_SECONDS:
-            raise PermanentStepError(f"SSH never answered on {server.ipv4}:{server.ssh_port}: {exc}") from exc
-        ctx.log(f"SSH not answering yet: {exc}")
-        raise StepDeferred("waiting for SSH", delay=3) from exc
+    started = server_answering(ctx, server)
     ctx.log(f"{server.ipv4}:{server.ssh_port} answers SSH")
     return {"ssh_wait_started": started}
 

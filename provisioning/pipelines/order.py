@@ -174,9 +174,9 @@ def _untrusted(server: Server) -> bool:
     ).exists()
 
 
-def wait_server_ready(ctx: StepContext) -> dict[str, Any]:
-    order = _order(ctx)
-    server = _server(order)
+def server_answering(ctx: StepContext, server: Server) -> float:
+    """Wait (deferring the step) until the server runs and answers SSH, within
+    PROVISIONING_SSH_WAIT_SECONDS of the first try; returns when that first try was."""
     if server.provider == ServerProvider.HETZNER and server.provider_id:
         ready = hetzner.server_wait_ready(provider_id=server.provider_id)
         if ready.ipv4 and ready.ipv4 != server.ipv4:
@@ -190,6 +190,13 @@ def wait_server_ready(ctx: StepContext) -> dict[str, Any]:
             raise PermanentStepError(f"SSH never answered on {server.ipv4}:{server.ssh_port}: {exc}") from exc
         ctx.log(f"SSH not answering yet: {exc}")
         raise StepDeferred("waiting for SSH", delay=3) from exc
+    return started
+
+
+def wait_server_ready(ctx: StepContext) -> dict[str, Any]:
+    order = _order(ctx)
+    server = _server(order)
+    started = server_answering(ctx, server)
     with transaction.atomic():
         locked = Order.objects.select_for_update().get(pk=order.pk)
         order_set_status(locked, OrderStatus.SERVER_READY)
