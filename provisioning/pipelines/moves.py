@@ -28,7 +28,7 @@ from provisioning.integrations import cloudflare, hetzner
 from provisioning.integrations.cloudflare import DnsProviderError
 from provisioning.models import MoveKind, Order, Server, ServerProvider, ServerStatus, TenantMove
 from provisioning.pipeline_names import PREPARE_SERVER
-from provisioning.pipelines.order import agent_bundle_b64, server_answering, tools_env
+from provisioning.pipelines.order import agent_bundle_b64, hetzner_server_row, server_answering, tools_env
 from provisioning.providers import backend_for
 from provisioning.services import dns, remote, stacks
 from provisioning.services.backups import backup_script_env
@@ -150,19 +150,7 @@ def take_server(ctx: StepContext) -> dict[str, Any]:
     ctx.log(f"hetzner server {bought.provider_id} ({bought.ipv4})")
     with transaction.atomic():
         move = TenantMove.objects.select_for_update().get(pk=move.pk)
-        server, _ = Server.objects.get_or_create(
-            provider=ServerProvider.HETZNER,
-            provider_id=bought.provider_id,
-            defaults={
-                "region": tenant.region,
-                "tier": tenant.plan,
-                "ipv4": bought.ipv4 or "0.0.0.0",
-                "ssh_port": settings.HCLOUD_SSH_PORT,
-                "name": bought.name,
-                "labels": bought.labels,
-                "status": ServerStatus.ALLOCATED,
-            },
-        )
+        server = hetzner_server_row(bought, region=tenant.region, tier=tenant.plan)
         move.target_server = server
         move.save(update_fields=["target_server"])
     return {"target_server_id": server.pk, "target_bought": True}

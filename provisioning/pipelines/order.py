@@ -22,7 +22,7 @@ from hub.pipeline.spec import PermanentStepError, StepDeferred
 from hub.queue import enqueue_on_commit
 from provisioning.integrations import hetzner
 from provisioning.models import Order, OrderMode, OrderStatus, Server, ServerProvider, ServerStatus
-from provisioning.providers import backend_for
+from provisioning.providers import Allocation, backend_for
 from provisioning.services import remote, stacks
 from provisioning.services.backups import backup_script_env
 from provisioning.services.orders import order_set_status
@@ -120,20 +120,7 @@ def _buy_server(ctx: StepContext, order: Order) -> dict[str, Any]:
     ctx.log(f"hetzner server {bought.provider_id} ({bought.ipv4})")
     with transaction.atomic():
         order = Order.objects.select_for_update().get(pk=order.pk)
-        server, _ = Server.objects.get_or_create(
-            provider=ServerProvider.HETZNER,
-            provider_id=bought.provider_id,
-            defaults={
-                "region": order.region,
-                "tier": order.plan,
-                "ipv4": bought.ipv4 or "0.0.0.0",
-                "ssh_port": settings.HCLOUD_SSH_PORT,
-                "name": bought.name,
-                "labels": bought.labels,
-                "status": ServerStatus.ALLOCATED,
-                "bought_for_order": order,
-            },
-        )
+        server = hetzner_server_row(bought, region=order.region, tier=order.plan, bought_for_order=order)
         order.server = server
         order.save(update_fields=["server", "updated_at"])
     return {"server_id": server.pk, "server_from_pool": False}
@@ -172,6 +159,26 @@ def _untrusted(server: Server) -> bool:
     return Alert.objects.filter(
         subject_type="server", subject_id=str(server.pk), kind="ssh_host_key_mismatch", status=AlertStatus.OPEN
     ).exists()
+
+
+def hetzner_server_row(bought: Allocation, *, region: str, tier: str, **extra: Any) -> Server:
+    """The Hub's row for a server just bought at Hetzner, ALLOCATED; the same row when a
+    retried step bought the same server again (the label finds it)."""
+    server, _ = Server.objects.get_or_create(
+        provider=ServerProvider.HETZNER,
+        provider_id=bought.provider_id,
+        defaults={
+            "region": region,
+            "tier": tier,
+            "ipv4": bought.ipv4 or "0.0.0.0",
+            "ssh_port": settings.HCLOUD_SSH_PORT,
+            "name": bought.name,
+            "labels": bought.labels,
+            "status": ServerStatus.ALLOCATED,
+            **extra,
+        },
+    )
+    return server
 
 
 def server_answering(ctx: StepContext, server: Server) -> float:
