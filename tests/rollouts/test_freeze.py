@@ -187,3 +187,9 @@ def test_freeze_stops_a_running_rollout_s_dispatch_and_unfreeze_resumes_it(
     wait_for(completed, timeout=40, interval=0.2, message="the rollout to complete after the unfreeze")
     assert TenantUpdate.objects.filter(rollout=rollout, status=UpdateStatus.SUCCEEDED).count() == 12
     assert FleetFreeze.objects.get().frozen is False
+    # What the last rounds queued runs out before the tables are emptied under the worker.
+    wait_for(
+        lambda: broker.llen("rollouts") == 0 and broker.hlen("unacked") == 0,
+        timeout=20,
+        message="the worker to finish what the rollout queued",
+    )
