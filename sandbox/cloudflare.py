@@ -45,6 +45,9 @@ CODE_NOT_REGISTRABLE = 1099
 CODE_SUBDOMAIN_ZONE = 1116
 CODE_INVALID_REQUEST = 1001
 CODE_UNAUTHORIZED = 9109
+CODE_BATCH_TOO_LARGE = 81303
+# How many operations one batch may hold (the Free plan's; Pro and up take 3,500).
+BATCH_LIMIT = 200
 
 ZONE_ACTIVE = "active"
 ZONE_PENDING = "pending"
@@ -224,6 +227,8 @@ class CloudflareEmulator(EmulatorServer):
                 self.zones.pop(zone.id, None)
                 self.records.pop(zone.id, None)
             return self.ok({"id": zone.id})
+        if parts[2:] == ["dns_records", "batch"] and method == "POST":
+            return self.batch_records(zone, request)
         if len(parts) >= 3 and parts[2] == "dns_records":
             if len(parts) == 3:
                 if method == "GET":
@@ -430,27 +435,75 @@ class CloudflareEmulator(EmulatorServer):
             if fields["type"] == "CNAME" and other["type"] in ("A", "AAAA", "CNAME"):
                 raise ApiError(400, CODE_CNAME_CONFLICT, "An A, AAAA, or CNAME record with that host already exists.")
 
+    def _new_record(self, zone: Zone, fields: dict[str, Any]) -> dict[str, Any]:
+        now = time.time()
+        record = {
+            "id": secrets.token_hex(16),
+            "zone_id": zone.id,
+            "zone_name": zone.name,
+            **fields,
+            "proxiable": fields["type"] in PROXIABLE,
+            "locked": False,
+            "settings": {},
+            "meta": {"auto_added": False, "managed_by_apps": False, "managed_by_argo_tunnel": False},
+            "created_on": _stamp(now),
+            "modified_on": _stamp(now),
+        }
+        if record["priority"] is None:
+            record.pop("priority")
+        return record
+
     def create_record(self, zone: Zone, request: Request) -> Response:
         fields = self._validated(zone, request.body, None)
-        now = time.time()
         with self.lock:
             self._check_conflicts(zone, fields, None)
-            record = {
-                "id": secrets.token_hex(16),
-                "zone_id": zone.id,
-                "zone_name": zone.name,
-                **fields,
-                "proxiable": fields["type"] in PROXIABLE,
-                "locked": False,
-                "settings": {},
-                "meta": {"auto_added": False, "managed_by_apps": False, "managed_by_argo_tunnel": False},
-                "created_on": _stamp(now),
-                "modified_on": _stamp(now),
-            }
-            if record["priority"] is None:
-                record.pop("priority")
+            record = self._new_record(zone, fields)
             self.records[zone.id][record["id"]] = record
         return self.ok(record)
+
+    def batch_records(self, zone: Zone, request: Request) -> Response:
+        """`POST /zones/:id/dns_records/batch`: deletes, patches, puts, then posts, in that
+        order and in one transaction: the first operation refused refuses the batch and
+        changes nothing. Each list's result is in the order it was given."""
+        body = request.body
+        if not isinstance(body, dict):
+            raise ApiError(400, 9207, "Request body is invalid.")
+        lists: dict[str, list[Any]] = {}
+        for key in ("deletes", "patches", "puts", "posts"):
+            value = body.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+                raise ApiError(400, 9207, f"Request body is invalid: {key} must be a list of objects.")
+            lists[key] = value
+        if sum(len(items) for items in lists.values()) > BATCH_LIMIT:
+            raise ApiError(400, CODE_BATCH_TOO_LARGE, f"Batch exceeds the limit of {BATCH_LIMIT} operations.")
+        result: dict[str, list[dict[str, Any]]] = {key: [] for key in lists}
+        with self.lock:
+            live = self.records[zone.id]
+            self.records[zone.id] = work = {rid: dict(record) for rid, record in live.items()}
+            try:
+                for item in lists["deletes"]:
+                    record = self._record(zone, str(item.get("id", "")))
+                    result["deletes"].append(work.pop(record["id"]))
+                for key in ("patches", "puts"):
+                    for item in lists[key]:
+                        record = self._record(zone, str(item.get("id", "")))
+                        changes = {k: v for k, v in item.items() if k != "id"}
+                        fields = self._validated(zone, changes, record if key == "patches" else None)
+                        self._check_conflicts(zone, fields, record["id"])
+                        record.update(fields, proxiable=fields["type"] in PROXIABLE, modified_on=_stamp(time.time()))
+                        if record.get("priority") is None:
+                            record.pop("priority", None)
+                        result[key].append(record)
+                for item in lists["posts"]:
+                    fields = self._validated(zone, item, None)
+                    self._check_conflicts(zone, fields, None)
+                    record = self._new_record(zone, fields)
+                    work[record["id"]] = record
+                    result["posts"].append(record)
+            except ApiError:
+                self.records[zone.id] = live
+                raise
+        return self.ok(result)
 
     def update_record(self, zone: Zone, record: dict[str, Any], request: Request, *, partial: bool) -> Response:
         fields = self._validated(zone, request.body, record if partial else None)

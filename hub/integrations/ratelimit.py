@@ -95,6 +95,12 @@ def _client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
 
 
+def provider_redis() -> redis.Redis:
+    """The Redis the buckets live in, shared by every Hub process: also where the
+    provider seams keep what saves them a call (Cloudflare's zones by name)."""
+    return _client(settings.RATE_LIMIT_REDIS_URL)
+
+
 @dataclass(frozen=True)
 class TokenBucket:
     name: str
@@ -108,7 +114,7 @@ class TokenBucket:
         return self.limit / self.period_seconds
 
     def _redis(self) -> redis.Redis:
-        return _client(settings.RATE_LIMIT_REDIS_URL)
+        return provider_redis()
 
     def _eval(self, script: str, keys: list[str], *args: float) -> object:
         try:

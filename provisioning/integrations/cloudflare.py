@@ -3,26 +3,35 @@ and the DNS records in them.
 
 A customer's domain is written only in its own zone: the account's zone whose name
 is the longest suffix of the domain (`GET /zones?name=` for each candidate, longest
-first, never the bare TLD, cached for CLOUDFLARE_ZONE_CACHE_SECONDS). Cloudflare reads
-a record name outside its zone as relative to the zone, so every record call names
-its zone explicitly. The Hub's own names live in CLOUDFLARE_ZONE_ID."""
+first, never the bare TLD, cached for CLOUDFLARE_ZONE_CACHE_SECONDS in the Redis every
+Hub process shares). Cloudflare reads a record name outside its zone as relative to
+the zone, so every record call names its zone explicitly. The Hub's own names live in
+CLOUDFLARE_ZONE_ID.
+
+Every call counts against the account's 1,200 requests per 5 minutes, which every
+order, DNS-01 challenge and move shares: a tenant's A records are read in one call
+and written in one batch, and a DNS-01 value is removed by the id its put got."""
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import threading
-import time
+import hashlib
+import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 import requests
 from django.conf import settings
 
 from hub.integrations.http import provider_session
-from hub.integrations.ratelimit import provider_bucket
+from hub.integrations.ratelimit import provider_bucket, provider_redis
 from hub.pipeline.spec import PermanentStepError
+
+logger = logging.getLogger(__name__)
 
 TIMEOUT = (5.0, 20.0)
 # A caller that holds a web request open (the DNS-01 endpoint) waits this long at most
@@ -35,6 +44,10 @@ CODE_RECORD_NOT_FOUND = 81044
 CODE_NO_ROUTE = 7003
 
 ZONE_ACTIVE = "active"
+ZONE_CACHE_PREFIX = "cloudflare:zone:"
+TXT_ID_PREFIX = "cloudflare:txt:"
+# A DNS-01 value lives for one certbot run; its id is remembered a day at most.
+TXT_ID_SECONDS = 86400
 
 
 class DnsProviderError(Exception):
@@ -150,35 +163,57 @@ def _zone(payload: dict[str, Any]) -> Zone:
     )
 
 
-_zone_cache: dict[str, tuple[float, Zone | None]] = {}
-_zone_cache_lock = threading.Lock()
+def _zone_payload(zone: Zone | None) -> str:
+    if zone is None:
+        return "null"
+    return json.dumps({"id": zone.id, "name": zone.name, "status": zone.status, "name_servers": zone.name_servers})
+
+
+def _cache_get(key: str) -> bytes | None:
+    try:
+        return provider_redis().get(key)  # type: ignore[return-value]
+    except redis.RedisError as exc:
+        logger.warning("cloudflare: cache unavailable, asking Cloudflare: %s", exc)
+        return None
+
+
+def _cache_set(key: str, value: str, seconds: float) -> None:
+    with contextlib.suppress(redis.RedisError):
+        provider_redis().set(key, value, px=max(1, int(seconds * 1000)))
+
+
+def _cache_forget(*keys: str) -> None:
+    with contextlib.suppress(redis.RedisError):
+        provider_redis().delete(*keys)
 
 
 def zone_cache_clear() -> None:
-    with _zone_cache_lock:
-        _zone_cache.clear()
+    """Forget every zone looked up (by any Hub process)."""
+    with contextlib.suppress(redis.RedisError):
+        client = provider_redis()
+        keys = list(client.scan_iter(match=f"{ZONE_CACHE_PREFIX}*", count=1000))
+        if keys:
+            client.delete(*keys)
 
 
 def _zone_forget(name: str) -> None:
-    with _zone_cache_lock:
-        _zone_cache.pop(name, None)
+    _cache_forget(ZONE_CACHE_PREFIX + name)
 
 
 def zone_named(name: str, *, fresh: bool = False) -> Zone | None:
     """The account's zone with exactly this name, or None."""
     name = name.lower().rstrip(".")
-    now = time.monotonic()
+    key = ZONE_CACHE_PREFIX + name
     if not fresh:
-        with _zone_cache_lock:
-            cached = _zone_cache.get(name)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        cached = _cache_get(key)
+        if cached is not None:
+            payload = json.loads(cached)
+            return _zone(payload) if payload else None
     params: dict[str, Any] = {"name": name, "per_page": 5}
     if settings.CLOUDFLARE_ACCOUNT_ID:
         params["account.id"] = settings.CLOUDFLARE_ACCOUNT_ID
     found = next((_zone(z) for z in _call("GET", "/zones", params=params)["result"] if z["name"] == name), None)
-    with _zone_cache_lock:
-        _zone_cache[name] = (now + settings.CLOUDFLARE_ZONE_CACHE_SECONDS, found)
+    _cache_set(key, _zone_payload(found), settings.CLOUDFLARE_ZONE_CACHE_SECONDS)
     return found
 
 
@@ -248,50 +283,93 @@ def _record(payload: dict[str, Any]) -> DnsRecord:
 
 
 def records(
-    *, zone_id: str, name: str | None = None, type_: str | None = None, content: str | None = None
+    *,
+    zone_id: str,
+    name: str | None = None,
+    type_: str | None = None,
+    content: str | None = None,
+    under: str | None = None,
 ) -> list[DnsRecord]:
+    """The zone's records with this name (or, `under`, at this name and every name
+    below it), type and content."""
     params: dict[str, Any] = {"per_page": 100}
     if name:
         params["name"] = name
+    if under:
+        params["name.endswith"] = under
     if type_:
         params["type"] = type_
     if content is not None:
         params["content"] = content
-    return [_record(r) for r in _paged(f"/zones/{zone_id}/dns_records", params)]
+    found = [_record(r) for r in _paged(f"/zones/{zone_id}/dns_records", params)]
+    if under:
+        # `endswith` is a string match: `xacme.example` ends with `acme.example` too.
+        found = [r for r in found if r.name == under or r.name.endswith("." + under)]
+    return found
 
 
-def a_record_ensure(*, zone_id: str, name: str, ipv4: str) -> DnsRecord:
-    """The name's one A record, to ipv4: an identical one is reused, a stale one (other
-    address) is corrected, none is created; any other A record at the name goes, so
-    the name resolves to this server only."""
-    existing = records(zone_id=zone_id, name=name, type_="A")
-    kept = next((r for r in existing if r.content == ipv4), None)
-    if kept is None:
+def a_records_at(*, zone_id: str, domain: str, names: list[str]) -> dict[str, list[str]]:
+    """The addresses each of these names (the domain and names under it) has, in one call."""
+    found: dict[str, list[str]] = {name: [] for name in names}
+    for record in records(zone_id=zone_id, under=domain, type_="A"):
+        if record.name in found:
+            found[record.name].append(record.content)
+    return {name: sorted(contents) for name, contents in found.items()}
+
+
+def a_records_ensure(*, zone_id: str, domain: str, names: list[str], ipv4: str) -> list[DnsRecord]:
+    """Each name (the domain and names under it) gets exactly one A record, to ipv4: an
+    identical one is reused, a stale one (other address) is corrected, none is created,
+    and any other A record at the name goes. One call reads them all, one batch writes
+    every change, all or nothing."""
+    existing: dict[str, list[DnsRecord]] = {name: [] for name in names}
+    for record in records(zone_id=zone_id, under=domain, type_="A"):
+        if record.name in existing:
+            existing[record.name].append(record)
+    kept: dict[str, DnsRecord] = {}
+    deletes: list[dict[str, str]] = []
+    puts: list[dict[str, Any]] = []
+    posts: list[dict[str, Any]] = []
+    for name, at_name in existing.items():
         payload = {"type": "A", "name": name, "content": ipv4, "ttl": 300, "proxied": False}
-        if existing:
-            body = _call("PUT", f"/zones/{zone_id}/dns_records/{existing[0].id}", json=payload)
+        keep = next((r for r in at_name if r.content == ipv4), None)
+        if keep is not None:
+            kept[name] = keep
+        elif at_name:
+            keep = at_name[0]
+            puts.append({"id": keep.id, **payload})
         else:
-            body = _call("POST", f"/zones/{zone_id}/dns_records", json=payload)
-        kept = _record(body["result"])
-    for other in existing:
-        if other.id != kept.id:
-            _delete(zone_id, other)
-    return kept
+            posts.append(payload)
+        deletes += [{"id": r.id} for r in at_name if keep is None or r.id != keep.id]
+    if deletes or puts or posts:
+        body = {"deletes": deletes, "puts": puts, "posts": posts}
+        result = _call("POST", f"/zones/{zone_id}/dns_records/batch", json=body)["result"]
+        for written in [*(result.get("puts") or []), *(result.get("posts") or [])]:
+            kept[written["name"]] = _record(written)
+    return [kept[name] for name in names if name in kept]
+
+
+def _txt_key(zone_id: str, name: str, content: str) -> str:
+    digest = hashlib.sha256(f"{zone_id}\0{name.lower()}\0{content}".encode()).hexdigest()
+    return TXT_ID_PREFIX + digest
 
 
 def txt_record_add(*, zone_id: str, name: str, content: str, ttl: int = 60) -> DnsRecord:
     """Add one TXT value at the name, beside any others there (DNS-01 for the root and
-    the wildcard puts two values at one name); the same value twice is one record."""
+    the wildcard puts two values at one name); the same value twice is one record. Its
+    id is remembered, so that removing it later is one call."""
     payload = {"type": "TXT", "name": name, "content": content, "ttl": ttl}
     try:
-        return _record(_call("POST", f"/zones/{zone_id}/dns_records", json=payload)["result"])
+        record = _record(_call("POST", f"/zones/{zone_id}/dns_records", json=payload)["result"])
     except CloudflareRefused as exc:
         if CODE_IDENTICAL_RECORD not in exc.codes:
             raise
-    found = records(zone_id=zone_id, name=name, type_="TXT", content=content)
-    if not found:
-        raise DnsProviderError(f"cloudflare says TXT {name} exists, but it cannot be read")
-    return found[0]
+        found = records(zone_id=zone_id, name=name, type_="TXT", content=content)
+        if not found:
+            raise DnsProviderError(f"cloudflare says TXT {name} exists, but it cannot be read") from exc
+        record = found[0]
+    _cache_set(_txt_key(zone_id, name, content), record.id, TXT_ID_SECONDS)
+    return record
 
 
 def _delete(zone_id: str, record: DnsRecord) -> bool:
@@ -305,7 +383,15 @@ def _delete(zone_id: str, record: DnsRecord) -> bool:
 
 
 def txt_record_delete(*, zone_id: str, name: str, content: str) -> int:
-    """Delete only this value at the name; the others stay."""
+    """Delete only this value at the name; the others stay. A value this Hub put is
+    deleted by the id it got (Cloudflare keeps one record per value and name); any other
+    is looked up first."""
+    key = _txt_key(zone_id, name, content)
+    remembered = _cache_get(key)
+    if remembered is not None:
+        deleted = _delete(zone_id, DnsRecord(remembered.decode(), "TXT", name, content))
+        _cache_forget(key)
+        return int(deleted)
     return sum(_delete(zone_id, r) for r in records(zone_id=zone_id, name=name, type_="TXT", content=content))
 
 

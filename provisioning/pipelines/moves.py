@@ -25,7 +25,6 @@ from hub.pipeline.context import StepContext
 from hub.pipeline.services import job_start
 from hub.pipeline.spec import PermanentStepError, StepDeferred
 from provisioning.integrations import cloudflare, hetzner
-from provisioning.integrations.cloudflare import DnsProviderError
 from provisioning.models import MoveKind, Order, Server, ServerProvider, ServerStatus, TenantMove
 from provisioning.pipeline_names import PREPARE_SERVER
 from provisioning.pipelines.order import agent_bundle_b64, hetzner_server_row, server_answering, tools_env
@@ -419,14 +418,7 @@ def _point_dns(ctx: StepContext, move: TenantMove, ipv4: str) -> list[str]:
     if zone is None:
         raise PermanentStepError(f"{domain} is in no zone of the account")
     names = dns.record_names(domain=domain, tools=_tools(move), wildcard=dns.wildcard_allowed(zone.name))
-    for name in names:
-        record = cloudflare.a_record_ensure(zone_id=zone.id, name=name, ipv4=ipv4)
-        ctx.log(f"A {record.name} -> {record.content} in zone {zone.name}")
-    for name in names:
-        seen = sorted(r.content for r in cloudflare.records(zone_id=zone.id, name=name, type_="A"))
-        if seen != [ipv4]:
-            raise DnsProviderError(f"read back A {name} in zone {zone.name}: {seen or 'nothing'}, not {ipv4}")
-    ctx.log(f"read back {len(names)} A records: all point at {ipv4}")
+    dns.a_records_point(zone=zone, domain=domain, names=names, ipv4=ipv4, log=ctx.log)
     return names
 
 

@@ -9,6 +9,7 @@ DNS_NAMESERVER_DEADLINE_SECONDS with a notice to the customer and an alert to st
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -160,6 +161,22 @@ def _wait_for_nameservers(ctx: StepContext, order: Order, zone: Zone) -> None:
 # --- the step and its undo ----------------------------------------------------------
 
 
+def a_records_point(
+    *, zone: Zone, domain: str, names: list[str], ipv4: str, log: Callable[[str], None]
+) -> list[cloudflare.DnsRecord]:
+    """Point the names at ipv4 in the zone (one read, one batch), then read them back
+    (one more read): done only when Cloudflare shows each name at ipv4 and nothing else."""
+    written = cloudflare.a_records_ensure(zone_id=zone.id, domain=domain, names=names, ipv4=ipv4)
+    for record in written:
+        log(f"A {record.name} -> {record.content} in zone {zone.name} ({record.id})")
+    seen = cloudflare.a_records_at(zone_id=zone.id, domain=domain, names=names)
+    for name, contents in seen.items():
+        if contents != [ipv4]:
+            raise DnsProviderError(f"read back A {name} in zone {zone.name}: {contents or 'nothing'}, not {ipv4}")
+    log(f"read back {len(names)} A records in zone {zone.name}: all point at {ipv4}")
+    return written
+
+
 def create_dns(ctx: StepContext) -> dict[str, Any]:
     order = Order.objects.select_related("server").get(pk=int(ctx.subject_id))
     server: Server | None = order.server
@@ -172,19 +189,10 @@ def create_dns(ctx: StepContext) -> dict[str, Any]:
         _wait_for_nameservers(ctx, order, zone)
     order_wait_end(order_id=order.pk)
     names = record_names(domain=order.domain, tools=list(order.tools), wildcard=wildcard_allowed(zone.name))
-    ids = []
-    for name in names:
-        record = cloudflare.a_record_ensure(zone_id=zone.id, name=name, ipv4=server.ipv4)
-        ctx.log(f"A {record.name} -> {record.content} in zone {zone.name} ({record.id})")
-        ids.append(record.id)
-    for name in names:
-        seen = sorted(r.content for r in cloudflare.records(zone_id=zone.id, name=name, type_="A"))
-        if seen != [server.ipv4]:
-            raise DnsProviderError(f"read back A {name} in zone {zone.name}: {seen or 'nothing'}, not {server.ipv4}")
-    ctx.log(f"read back {len(names)} A records in zone {zone.name}: all point at {server.ipv4}")
+    written = a_records_point(zone=zone, domain=order.domain, names=names, ipv4=server.ipv4, log=ctx.log)
     with transaction.atomic():
         order_set_status(_locked(order.pk), OrderStatus.DNS_READY)
-    return {"dns_zone_id": zone.id, "dns_names": names, "dns_record_ids": ids}
+    return {"dns_zone_id": zone.id, "dns_names": names, "dns_record_ids": [r.id for r in written]}
 
 
 def delete_dns(ctx: StepContext) -> None:

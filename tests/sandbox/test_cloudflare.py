@@ -28,6 +28,9 @@ class Cloudflare:
     def list(self, **params: Any) -> requests.Response:
         return self.session.get(self.records_url(), params=params, timeout=5)
 
+    def batch(self, **operations: Any) -> requests.Response:
+        return self.session.post(self.records_url("batch"), json=operations, timeout=5)
+
 
 @pytest.fixture
 def cloudflare(sandbox: Sandbox) -> Cloudflare:
@@ -68,6 +71,49 @@ def test_create_list_filter_and_delete_records(cloudflare: Cloudflare, domain: s
     gone = cloudflare.session.get(cloudflare.records_url(record["id"]), timeout=5)
     assert gone.status_code == 404
     assert gone.json()["errors"] == [{"code": 81044, "message": "Record does not exist."}]
+
+
+def test_a_batch_runs_deletes_puts_then_posts_in_one_transaction(cloudflare: Cloudflare, domain: str) -> None:
+    stale = cloudflare.create(type="A", name=domain, content="127.0.0.7", ttl=300).json()["result"]
+    extra = cloudflare.create(type="A", name=domain, content="127.0.0.8", ttl=300).json()["result"]
+
+    done = cloudflare.batch(
+        deletes=[{"id": extra["id"]}],
+        puts=[{"id": stale["id"], "type": "A", "name": domain, "content": "127.0.0.5", "ttl": 300}],
+        # the post of the address the put is about to give the root is refused only if
+        # the put had not run first: the order is deletes, patches, puts, posts
+        posts=[{"type": "A", "name": f"*.{domain}", "content": "127.0.0.5", "ttl": 300}],
+    )
+
+    assert done.status_code == 200, done.text
+    result = done.json()["result"]
+    assert [r["id"] for r in result["deletes"]] == [extra["id"]]
+    assert [(r["id"], r["content"]) for r in result["puts"]] == [(stale["id"], "127.0.0.5")]
+    assert [r["name"] for r in result["posts"]] == [f"*.{domain}"] and result["patches"] == []
+    listed = cloudflare.list(**{"name.endswith": domain, "type": "A"}).json()["result"]
+    assert sorted((r["name"], r["content"]) for r in listed) == [(f"*.{domain}", "127.0.0.5"), (domain, "127.0.0.5")]
+
+
+def test_a_batch_with_one_refused_operation_changes_nothing(cloudflare: Cloudflare, domain: str) -> None:
+    kept = cloudflare.create(type="A", name=domain, content="127.0.0.5", ttl=300).json()["result"]
+
+    refused = cloudflare.batch(
+        deletes=[{"id": kept["id"]}],
+        posts=[
+            {"type": "A", "name": f"*.{domain}", "content": "127.0.0.6", "ttl": 300},
+            {"type": "A", "name": f"www.{domain}", "content": "not-an-address", "ttl": 300},
+        ],
+    )
+
+    assert refused.status_code == 400 and refused.json()["errors"][0]["code"] == 9005
+    listed = cloudflare.list(**{"name.endswith": domain}).json()["result"]
+    assert [r["id"] for r in listed] == [kept["id"]], "neither the delete nor the first post happened"
+    gone = cloudflare.batch(deletes=[{"id": "0" * 32}])
+    assert gone.status_code == 404 and gone.json()["errors"][0]["code"] == 81044
+    too_many = cloudflare.batch(posts=[{"type": "TXT", "name": domain, "content": f"v{i}"} for i in range(201)])
+    assert too_many.status_code == 400 and too_many.json()["success"] is False
+    assert cloudflare.batch(posts={"type": "A"}).status_code == 400
+    assert len(cloudflare.list(**{"name.endswith": domain}).json()["result"]) == 1
 
 
 def test_identical_record_is_refused_with_cloudflares_code(cloudflare: Cloudflare, domain: str) -> None:
