@@ -72,6 +72,10 @@ class Batch:
     session_cpu: float = 0.0
     agent_cpu: float = 0.0
     handshakes: float = 0.0
+    web_cpu: float = 0.0
+    # Cloudflare calls per order, and the seconds the Hub's bucket made them wait in all.
+    cloudflare_calls: float = 0.0
+    cloudflare_wait_seconds: float = 0.0
     # Each step's share of an order's wall time (from the previous step's end to its
     # own, so waits in the queue and for retries count), median over the orders.
     step_seconds: dict[str, float] = field(default_factory=dict)
@@ -84,9 +88,13 @@ class Meters:
     """What a batch cost, read from /proc and the hosts' sshd logs before and after."""
 
     worker_pid: int
+    web_pid: int
     hosts: list[Any]
 
-    def read(self) -> tuple[float, float, float, int]:
+    def read(self) -> tuple[float, float, float, int, float, float, float]:
+        from hub.integrations.ratelimit import provider_bucket
+
+        cloudflare = provider_bucket("cloudflare").stats()
         return (
             sum(_cpu_seconds(pid, children=False) for pid in process_tree(self.worker_pid)),
             # A kept connection's sshd is still alive: its CPU is its own, not yet its parent's.
@@ -99,6 +107,9 @@ class Meters:
                 for host in self.hosts
                 if (host.root.parent / "sshd.log").exists()
             ),
+            sum(_cpu_seconds(pid, children=False) for pid in process_tree(self.web_pid)),
+            cloudflare["taken"],
+            cloudflare["wait_seconds"],
         )
 
 
@@ -191,12 +202,14 @@ def _batch(count: int, label: str, timeout: float, meters: Meters) -> Batch:
     from hub.pipeline.models import Step
     from provisioning.models import Order, OrderStatus
 
-    worker_before, sessions_before, agents_before, handshakes_before = meters.read()
+    before = meters.read()
     started = time.monotonic()
     ids = _place(count, label)
     done = _wait_orders(ids, started, timeout)
     wall = max(done.values())
-    worker_after, sessions_after, agents_after, handshakes_after = meters.read()
+    worker, sessions, agents, handshakes, web, calls, waited = (
+        (after - earlier) / count for after, earlier in zip(meters.read(), before, strict=True)
+    )
     orders = list(Order.objects.filter(pk__in=ids))
     failures = [f"{o.domain}: {o.status} {o.failure_reason[:200]}" for o in orders if o.status != OrderStatus.FULFILLED]
     scripts = Step.objects.filter(
@@ -217,10 +230,13 @@ def _batch(count: int, label: str, timeout: float, meters: Meters) -> Batch:
         fulfilled=len(orders) - len(failures),
         failures=failures,
         script_seconds=script_total / max(1, count),
-        worker_cpu=(worker_after - worker_before) / count,
-        session_cpu=(sessions_after - sessions_before) / count,
-        agent_cpu=(agents_after - agents_before) / count,
-        handshakes=(handshakes_after - handshakes_before) / count,
+        worker_cpu=worker,
+        session_cpu=sessions,
+        agent_cpu=agents,
+        handshakes=handshakes,
+        web_cpu=web,
+        cloudflare_calls=calls,
+        cloudflare_wait_seconds=waited * count,
     )
 
 
@@ -305,14 +321,15 @@ def _configuration(
                 env=env,
                 include="bench.pipelines",
             )
-            assert worker.proc is not None
+            assert worker.proc is not None and web.proc is not None
+            web_pid = web.proc.pid
             one = None
             if single:
                 _pool(hosts[:1])
-                one = _batch(1, f"{pool}-one", timeout, Meters(worker.proc.pid, hosts[:1]))
+                one = _batch(1, f"{pool}-one", timeout, Meters(worker.proc.pid, web_pid, hosts[:1]))
                 hosts = hosts[1:]
             _pool(hosts[:orders])
-            batch = _batch(orders, f"{pool}-many", timeout, Meters(worker.proc.pid, hosts[:orders]))
+            batch = _batch(orders, f"{pool}-many", timeout, Meters(worker.proc.pid, web_pid, hosts[:orders]))
             rss = _rss_mb(worker)
     finally:
         if worker is not None:
@@ -389,7 +406,13 @@ def run(quick: bool) -> Result:
 def _costs(result: Result, batch: Batch) -> None:
     result.add(
         "  CPU per order",
-        f"worker {batch.worker_cpu:.2f} s, host SSH sessions {batch.session_cpu:.2f} s, agent {batch.agent_cpu:.2f} s",
+        f"worker {batch.worker_cpu:.2f} s, host SSH sessions {batch.session_cpu:.2f} s, agent {batch.agent_cpu:.2f} s, "
+        f"Hub web {batch.web_cpu:.2f} s",
+        "",
+    )
+    result.add(
+        "  Cloudflare calls per order",
+        f"{batch.cloudflare_calls:.1f} (the Hub's bucket made them wait {batch.cloudflare_wait_seconds:.1f} s in all)",
         "",
     )
     result.add("  SSH handshakes per order", f"{batch.handshakes:.1f}", "")
