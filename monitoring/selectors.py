@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from django.db.models import (
+    BigIntegerField,
     BooleanField,
     DateTimeField,
     DurationField,
@@ -36,10 +37,12 @@ def tenants_watched() -> QuerySet[Tenant]:
     return Tenant.objects.filter(status__in=TENANT_LIVE_STATUSES, registered_at__isnull=False)
 
 
-def tenants_stale(*, now: datetime, intervals: int, grace_from: datetime | None) -> list[tuple[int, Any, int]]:
-    """(id, last_heartbeat_at, heartbeat_interval) of every tenant that missed more
-    than `intervals` of its own heartbeat intervals. The clock starts at the later of
-    its last heartbeat (or registration) and `grace_from` (the Hub's return)."""
+def tenants_stale(*, now: datetime, intervals: int, grace_from: datetime | None) -> list[tuple[int, int | None, int]]:
+    """(id, whole seconds since its last heartbeat or None, heartbeat_interval) of every
+    tenant that missed more than `intervals` of its own heartbeat intervals. The clock
+    starts at the later of its last heartbeat (or registration) and `grace_from` (the
+    Hub's return). The seconds are counted by Postgres: in an outage of the whole fleet
+    that is 100,000 timestamps Python need not parse."""
     clock: Coalesce | Greatest = Coalesce(F("last_heartbeat_at"), F("registered_at"))
     if grace_from is not None:
         clock = Greatest(clock, Value(grace_from, output_field=DateTimeField()))
@@ -51,7 +54,12 @@ def tenants_stale(*, now: datetime, intervals: int, grace_from: datetime | None)
         .annotate(clock=clock)
         .annotate(stale_at=ExpressionWrapper(F("clock") + allowed, output_field=DateTimeField()))
         .filter(stale_at__lt=now)
-        .values_list("id", "last_heartbeat_at", "heartbeat_interval")
+        .annotate(
+            silent_for=RawSQL(
+                "FLOOR(EXTRACT(EPOCH FROM (%s - last_heartbeat_at)))::bigint", [now], output_field=BigIntegerField()
+            )
+        )
+        .values_list("id", "silent_for", "heartbeat_interval")
     )
 
 

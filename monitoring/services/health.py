@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from hub.alerts.services import Failing, alert_raise, alert_resolve, alerts_sync
 from hub.audit import audit_record
+from hub.collector import collector_paused
 from hub.models import AlertSeverity
 from monitoring import selectors
 from monitoring.models import HubPresence
@@ -81,6 +82,7 @@ def hub_presence_observe(*, now: datetime) -> tuple[HubPresence, bool, int]:
     return presence, intake_silent, tenants
 
 
+@collector_paused()
 def check_heartbeats() -> dict[str, Any]:
     now = timezone.now()
     presence, intake_silent, tenants = hub_presence_observe(now=now)
@@ -103,16 +105,17 @@ def check_heartbeats() -> dict[str, Any]:
         tenant_id: Failing(
             AlertSeverity.HARD,
             (
-                f"no heartbeat for {_seconds(now - last) if last else 'ever'}"
-                f"{' s' if last else ''} (interval {interval} s; stale after {intervals} missed)"
+                f"no heartbeat for {'ever' if silent_for is None else f'{silent_for} s'}"
+                f" (interval {interval} s; stale after {intervals} missed)"
             ),
         )
-        for tenant_id, last, interval in stale
+        for tenant_id, silent_for, interval in stale
     }
     result = alerts_sync(kind="heartbeat_stale", subject_type=TENANT, failing=failing)
     return {"tenants": tenants, "stale": len(stale), **result.summary()}
 
 
+@collector_paused()
 def check_resources() -> dict[str, Any]:
     disk_limit, memory_limit = settings.DISK_ALERT_PERCENT, settings.MEMORY_ALERT_PERCENT
     disk = selectors.tenants_over(metric="disk_percent", threshold=disk_limit)
@@ -145,6 +148,7 @@ def _container_problem(container: dict[str, Any]) -> str | None:
     return None
 
 
+@collector_paused()
 def check_containers() -> dict[str, Any]:
     failing = {}
     for tenant_id, containers in selectors.tenants_with_bad_containers():
@@ -155,6 +159,7 @@ def check_containers() -> dict[str, Any]:
     return alerts_sync(kind="containers_unhealthy", subject_type=TENANT, failing=failing).summary()
 
 
+@collector_paused()
 def check_tls() -> dict[str, Any]:
     now = timezone.now()
     expiring = selectors.tenants_tls_expiring(before=now + timedelta(days=settings.TLS_EXPIRY_ALERT_DAYS))
@@ -172,6 +177,7 @@ def check_tls() -> dict[str, Any]:
     return alerts_sync(kind="tls_expiring", subject_type=TENANT, failing=failing).summary()
 
 
+@collector_paused()
 def check_backups() -> dict[str, Any]:
     """Any database failed in the latest report -> MEDIUM; all failed, or the latest
     report (or none at all) older than BACKUP_REPORT_MAX_AGE_HOURS -> HARD."""

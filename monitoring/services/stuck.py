@@ -11,6 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from hub.alerts.services import Failing, alerts_sync
+from hub.collector import collector_paused
 from hub.models import AlertSeverity
 from hub.pipeline.reaper import pipeline_reap
 from provisioning.models import Order
@@ -29,6 +30,7 @@ def orders_stuck(*, now: Any) -> list[tuple[int, str, Any]]:
     return list(Order.objects.filter(condition & waiting_on_nobody).values_list("id", "status", "status_changed_at"))
 
 
+@collector_paused()
 def check_stuck_work() -> dict[str, Any]:
     report = pipeline_reap()
     now = timezone.now()

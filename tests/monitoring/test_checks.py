@@ -56,6 +56,9 @@ def test_heartbeat_staleness_opens_hard_counts_and_resolves() -> None:
     assert list(alerts) == [str(stale.pk)]
     assert (alerts[str(stale.pk)].severity, alerts[str(stale.pk)].count) == (HARD, 2)
     assert str(fresh.pk) not in alerts and str(slow.pk) not in alerts
+    silent_for = int(alerts[str(stale.pk)].message.split("no heartbeat for ")[1].split(" s ")[0])
+    assert 200 <= silent_for < 230, alerts[str(stale.pk)].message
+    assert alerts[str(stale.pk)].message.endswith("(interval 60 s; stale after 3 missed)")
 
     Tenant.objects.filter(pk=stale.pk).update(last_heartbeat_at=timezone.now())
     run("heartbeats")
