@@ -29,7 +29,7 @@ from sandbox.faults import HttpFault
 from sandbox.netcup import NetcupEmulator
 from tenants.models import Tenant
 from tests.conftest import wait_for
-from tests.factories import ago, healthy_fleet
+from tests.factories import healthy_fleet
 from tests.monitoring.conftest import hetzner_buy
 
 pytestmark = pytest.mark.django_db
@@ -180,7 +180,8 @@ def test_a_429_storm_makes_one_image(hetzner: Sandbox) -> None:
 def test_a_failed_or_missing_snapshot_raises_an_alert(hetzner: Sandbox) -> None:
     server = hetzner_server("snap-fail")
     tenant = tenant_on(server)
-    Tenant.objects.filter(pk=tenant.pk).update(created_at=ago(days=3))
+    # on the test's own clock (DAY), not today's: a tenant three days old at DAY
+    Tenant.objects.filter(pk=tenant.pk).update(created_at=at(-3, 0))
     hetzner.hetzner_fault(status=422, method="POST", path=f"/v1/servers/{server.provider_id}/actions/create_image")
 
     failed = snapshot_take(tenant_id=tenant.pk, server_id=server.pk, day=DAY.date())
