@@ -22,6 +22,7 @@ from django.db.models import (
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce, Greatest
 
+from hub.db.bulksql import EpochSeconds
 from tenants.models import TENANT_LIVE_STATUSES, BackupReport, Tenant
 
 # Docker states of a container that stopped or keeps dying, and a failed health check.
@@ -76,15 +77,22 @@ def tenants_with_bad_containers() -> list[tuple[int, list[dict[str, Any]]]]:
     return list(tenants_watched().filter(bad).values_list("id", "containers"))
 
 
-def tenants_tls_expiring(*, before: datetime) -> list[tuple[int, datetime]]:
+def tenants_tls_expiring(*, before: datetime) -> list[tuple[int, float]]:
+    """(id, expiry in seconds since the epoch) of every certificate expiring before."""
     # The column is nullable, but `__lt` leaves out the NULLs: each row has a date.
-    rows = tenants_watched().filter(tls_expires_at__lt=before).values_list("id", "tls_expires_at")
-    return cast(list[tuple[int, datetime]], list(rows))
+    rows = (
+        tenants_watched()
+        .filter(tls_expires_at__lt=before)
+        .annotate(expires=EpochSeconds("tls_expires_at"))
+        .values_list("id", "expires")
+    )
+    return cast(list[tuple[int, float]], list(rows))
 
 
 def tenants_backup_failing(*, stale_before: datetime) -> list[Mapping[str, Any]]:
     """Active tenants whose latest backup report failed (some or all databases) or is
-    older than `stale_before`, or that never reported though registered before it."""
+    older than `stale_before`, or that never reported though registered before it; the
+    report's time in seconds since the epoch."""
     latest = BackupReport.objects.filter(tenant=OuterRef("pk")).order_by("-last_run")
     return list(
         Tenant.objects.filter(status="ACTIVE", registered_at__isnull=False)
@@ -98,5 +106,6 @@ def tenants_backup_failing(*, stale_before: datetime) -> list[Mapping[str, Any]]
             | Q(report_last_run__lt=stale_before)
             | Q(report_outcome__isnull=True, registered_at__lt=stale_before)
         )
-        .values("id", "report_outcome", "report_last_run", "report_databases")
+        .annotate(report_last_run_epoch=EpochSeconds("report_last_run"))
+        .values("id", "report_outcome", "report_last_run_epoch", "report_databases")
     )

@@ -17,7 +17,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 
-from django.db.models import Model
+from django.db.models import FloatField, Func, Model
+
+
+class EpochSeconds(Func):
+    """A timestamp as seconds since the epoch (a float). Read in bulk, a float costs
+    next to nothing to load, where each timestamp is parsed in Python by Django's
+    time-zone loader (about 4 us: 0.4 s for 100,000 rows)."""
+
+    template = "EXTRACT(EPOCH FROM %(expressions)s)::float8"
+    output_field = FloatField()
+
 
 # A derived table, one row per element of the JSON array bound at its %s; each element
 # is a JSON array `r` whose items `columns` reads by position (r->>0 is the first, as text).

@@ -4,7 +4,7 @@ tenants, one `alerts_sync` per kind of alert."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -163,14 +163,16 @@ def check_containers() -> dict[str, Any]:
 def check_tls() -> dict[str, Any]:
     now = timezone.now()
     expiring = selectors.tenants_tls_expiring(before=now + timedelta(days=settings.TLS_EXPIRY_ALERT_DAYS))
+    now_epoch = now.timestamp()
     failing = {}
-    for tenant_id, expires_at in expiring:
-        if expires_at <= now:
+    for tenant_id, expires_epoch in expiring:
+        expires_at = datetime.fromtimestamp(expires_epoch, UTC)
+        if expires_epoch <= now_epoch:
             failing[tenant_id] = Failing(
                 AlertSeverity.HARD, f"TLS certificate expired at {expires_at:%Y-%m-%d %H:%M} UTC"
             )
         else:
-            days = (expires_at - now).total_seconds() / 86400
+            days = (expires_epoch - now_epoch) / 86400
             failing[tenant_id] = Failing(
                 AlertSeverity.MEDIUM, f"TLS certificate expires in {days:.1f} days ({expires_at:%Y-%m-%d %H:%M} UTC)"
             )
@@ -183,9 +185,14 @@ def check_backups() -> dict[str, Any]:
     report (or none at all) older than BACKUP_REPORT_MAX_AGE_HOURS -> HARD."""
     now = timezone.now()
     max_age = timedelta(hours=settings.BACKUP_REPORT_MAX_AGE_HOURS)
+    now_epoch, max_age_seconds = now.timestamp(), max_age.total_seconds()
     failing = {}
     for row in selectors.tenants_backup_failing(stale_before=now - max_age):
-        outcome, last_run, databases = row["report_outcome"], row["report_last_run"], row["report_databases"] or {}
+        outcome, last_run, databases = (
+            row["report_outcome"],
+            row["report_last_run_epoch"],
+            row["report_databases"] or {},
+        )
         failed = sorted(
             name for name, entry in databases.items() if isinstance(entry, dict) and entry.get("status") == "failed"
         )
@@ -193,10 +200,11 @@ def check_backups() -> dict[str, Any]:
             failing[row["id"]] = Failing(
                 AlertSeverity.HARD, f"no backup report in {settings.BACKUP_REPORT_MAX_AGE_HOURS} h"
             )
-        elif last_run < now - max_age:
+        elif last_run < now_epoch - max_age_seconds:
             failing[row["id"]] = Failing(
                 AlertSeverity.HARD,
-                f"latest backup report is {_seconds(now - last_run) // 3600} h old ({last_run:%Y-%m-%d %H:%M} UTC)",
+                f"latest backup report is {int(now_epoch - last_run) // 3600} h old "
+                f"({datetime.fromtimestamp(last_run, UTC):%Y-%m-%d %H:%M} UTC)",
             )
         elif outcome == "FAILED":
             failing[row["id"]] = Failing(AlertSeverity.HARD, f"every database backup failed: {', '.join(failed)}")

@@ -3,8 +3,8 @@ jobs past their deadline), and orders that stay in one status past its deadline.
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, cast
 
 from django.conf import settings
 from django.db.models import Q
@@ -12,12 +12,15 @@ from django.utils import timezone
 
 from hub.alerts.services import Failing, alerts_sync
 from hub.collector import collector_paused
+from hub.db.bulksql import EpochSeconds
 from hub.models import AlertSeverity
 from hub.pipeline.reaper import pipeline_reap
 from provisioning.models import Order
 
 
-def orders_stuck(*, now: Any) -> list[tuple[int, str, Any]]:
+def orders_stuck(*, now: datetime) -> list[tuple[int, str, float]]:
+    """(id, status, since when in seconds since the epoch) of every order past its
+    status's deadline."""
     deadlines = settings.ORDER_STATUS_DEADLINES
     if not deadlines:
         return []
@@ -27,18 +30,24 @@ def orders_stuck(*, now: Any) -> list[tuple[int, str, Any]]:
     # An order waiting on its customer (DNS_PENDING until the nameservers are delegated)
     # has its own, longer deadline (DNS_NAMESERVER_DEADLINE_SECONDS): it is not stuck.
     waiting_on_nobody = Q(waiting_reason="")
-    return list(Order.objects.filter(condition & waiting_on_nobody).values_list("id", "status", "status_changed_at"))
+    rows = (
+        Order.objects.filter(condition & waiting_on_nobody)
+        .annotate(since=EpochSeconds("status_changed_at"))
+        .values_list("id", "status", "since")
+    )
+    return cast(list[tuple[int, str, float]], list(rows))
 
 
 @collector_paused()
 def check_stuck_work() -> dict[str, Any]:
     report = pipeline_reap()
     now = timezone.now()
+    now_epoch = now.timestamp()
     failing = {
         order_id: Failing(
             AlertSeverity.MEDIUM,
             (
-                f"order {order_id} has been {status} for {int((now - since).total_seconds() // 60)} min "
+                f"order {order_id} has been {status} for {int((now_epoch - since) // 60)} min "
                 f"(deadline {settings.ORDER_STATUS_DEADLINES[status] // 60} min)"
             ),
         )

@@ -121,6 +121,11 @@ def test_tls_expiry() -> None:
 
     alerts = open_alerts("tls_expiring")
     assert {k: a.severity for k, a in alerts.items()} == {str(soon.pk): MEDIUM, str(expired.pk): HARD}
+    soon_at, expired_at = now + timedelta(days=10), now - timedelta(hours=1)
+    assert alerts[str(soon.pk)].message in {
+        f"TLS certificate expires in {days} days ({soon_at:%Y-%m-%d %H:%M} UTC)" for days in ("10.0", "9.9")
+    }
+    assert alerts[str(expired.pk)].message == f"TLS certificate expired at {expired_at:%Y-%m-%d %H:%M} UTC"
 
     Tenant.objects.filter(pk__in=[soon.pk, expired.pk]).update(tls_expires_at=now + timedelta(days=80))
     run("tls")
@@ -160,7 +165,10 @@ def test_backups() -> None:
         str(old.pk): HARD,
         str(never.pk): HARD,
     }
-    assert "nextcloud" in alerts[str(partial.pk)].message
+    assert alerts[str(partial.pk)].message == "1 of 2 database backups failed: nextcloud"
+    assert alerts[str(failed.pk)].message == "every database backup failed: ghost, nextcloud"
+    old_run = BackupReport.objects.get(tenant=old).last_run
+    assert alerts[str(old.pk)].message == f"latest backup report is 50 h old ({old_run:%Y-%m-%d %H:%M} UTC)"
     assert {a.count for a in alerts.values()} == {2}
 
     for tenant in (partial, failed, old, never):
@@ -188,6 +196,7 @@ def test_orders_stuck_past_their_status_deadline() -> None:
         alerts = open_alerts("order_stuck")
         assert list(alerts) == [str(stuck.pk)]
         assert (alerts[str(stuck.pk)].severity, alerts[str(stuck.pk)].count) == (MEDIUM, 2)
+        assert alerts[str(stuck.pk)].message == f"order {stuck.pk} has been DNS_PENDING for 120 min (deadline 30 min)"
         assert str(fresh.pk) not in alerts
 
         Order.objects.filter(pk=stuck.pk).update(status=OrderStatus.DNS_READY, status_changed_at=timezone.now())
