@@ -196,14 +196,25 @@ def zone_cache_clear() -> None:
             client.delete(*keys)
 
 
+def _account() -> str:
+    """Which Cloudflare account (API, account id, token) a cached entry belongs to: a
+    zone id of one account means nothing to another (nor to a sandbox started anew)."""
+    owner = f"{settings.CLOUDFLARE_API_BASE}\0{settings.CLOUDFLARE_ACCOUNT_ID}\0{settings.CLOUDFLARE_API_TOKEN}"
+    return hashlib.sha256(owner.encode()).hexdigest()[:16]
+
+
+def _zone_key(name: str) -> str:
+    return f"{ZONE_CACHE_PREFIX}{_account()}:{name}"
+
+
 def _zone_forget(name: str) -> None:
-    _cache_forget(ZONE_CACHE_PREFIX + name)
+    _cache_forget(_zone_key(name))
 
 
 def zone_named(name: str, *, fresh: bool = False) -> Zone | None:
     """The account's zone with exactly this name, or None."""
     name = name.lower().rstrip(".")
-    key = ZONE_CACHE_PREFIX + name
+    key = _zone_key(name)
     if not fresh:
         cached = _cache_get(key)
         if cached is not None:
@@ -350,7 +361,7 @@ def a_records_ensure(*, zone_id: str, domain: str, names: list[str], ipv4: str) 
 
 
 def _txt_key(zone_id: str, name: str, content: str) -> str:
-    digest = hashlib.sha256(f"{zone_id}\0{name.lower()}\0{content}".encode()).hexdigest()
+    digest = hashlib.sha256(f"{_account()}\0{zone_id}\0{name.lower()}\0{content}".encode()).hexdigest()
     return TXT_ID_PREFIX + digest
 
 
