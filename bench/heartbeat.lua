@@ -1,7 +1,8 @@
--- wrk script for the heartbeat benchmark. `-- <keys-file> <mode>`: mode "heartbeat"
--- posts a valid heartbeat, each request from the next tenant of the keys file (each
--- thread starts at its own offset); mode "trivial" GETs the path as it is. done()
--- prints one JSON line the bench parses.
+-- wrk script for the heartbeat benchmark. `-- <keys-file> <mode> <threads> [<pause-ms>]`:
+-- mode "heartbeat" posts a valid heartbeat, each request from the next tenant of the
+-- keys file (each thread starts at its own offset); mode "trivial" GETs the path as it
+-- is. heartbeat_paced.lua adds the pause: each connection waits that long before its
+-- next request. done() prints one JSON line the bench parses.
 local threads = {}
 local counter = 0
 
@@ -13,6 +14,7 @@ end
 
 local requests_list = {}
 local position = 1
+pause_ms = 0
 
 local body = '{"disk_percent": 41.5, "memory_percent": 63.2, "load": 0.42, "uptime_seconds": 86400, ' ..
   '"containers": [' ..
@@ -30,6 +32,7 @@ local body = '{"disk_percent": 41.5, "memory_percent": 63.2, "load": 0.42, "upti
 function init(args)
   local path = args[1]
   local mode = args[2] or "heartbeat"
+  pause_ms = tonumber(args[4] or "0")
   if mode ~= "heartbeat" then
     requests_list = { wrk.format("GET", nil, nil, nil) }
     return

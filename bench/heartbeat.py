@@ -32,6 +32,12 @@ GOAL_SHARE = 0.60
 GOAL_COLD_SHARE = 0.80
 WRK = os.environ.get("BENCH_WRK", "wrk")
 LUA = Path(__file__).resolve().parent / "heartbeat.lua"
+LUA_PACED = Path(__file__).resolve().parent / "heartbeat_paced.lua"
+# What 100,000 tenants send, each once a minute: the latency goal is read at this pace.
+# At saturation a closed loop's p99 is its connections queued on the server's threads,
+# whatever the server does (the trivial view's own p99 there is far over 25 ms).
+FLEET_PACE = 100_000 / 60
+PACED_CONNECTIONS = 32
 # Gunicorn as on a 2-core host: a process per core, a few threads each (Redis waits).
 WEB_WORKERS = int(os.environ.get("BENCH_WEB_WORKERS", "2"))
 WEB_THREADS = int(os.environ.get("BENCH_WEB_THREADS", "4"))
@@ -52,21 +58,24 @@ class Load:
         return self.requests / self.seconds
 
 
-def _wrk(url: str, *, seconds: int, keys_file: Path, mode: str) -> Load:
+def _wrk(
+    url: str, *, seconds: int, keys_file: Path, mode: str, pause_ms: int = 0, connections: int = CONNECTIONS
+) -> Load:
     cmd = [
         WRK,
         "-t1",
-        f"-c{CONNECTIONS}",
+        f"-c{connections}",
         f"-d{seconds}s",
         "--timeout",
         "5s",
         "-s",
-        str(LUA),
+        str(LUA_PACED if pause_ms else LUA),
         url,
         "--",
         str(keys_file),
         mode,
         "1",
+        str(pause_ms),
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
     line = next((ln for ln in out.splitlines() if ln.startswith("WRK_JSON ")), None)
@@ -107,6 +116,32 @@ BODY = json.dumps(
         "tls_expires_at": "2027-01-01T00:00:00Z",
     }
 ).encode()
+
+
+def _paced(url: str, *, pace: float, seconds: int, keys_file: Path) -> tuple[Load, Load]:
+    """Heartbeats at `pace` a second: PACED_CONNECTIONS connections, each pausing
+    between its requests. The pause is what is left of each connection's share of
+    a second once the server has answered, so a short first run (returned first)
+    measures the answer."""
+    share_ms = PACED_CONNECTIONS * 1000 / pace
+    probe = _wrk(
+        url,
+        seconds=min(3, seconds),
+        keys_file=keys_file,
+        mode="heartbeat",
+        pause_ms=max(1, round(share_ms)),
+        connections=PACED_CONNECTIONS,
+    )
+    answer_ms = max(0.0, PACED_CONNECTIONS * 1000 / max(probe.rps, 1.0) - share_ms)
+    paced = _wrk(
+        url,
+        seconds=seconds,
+        keys_file=keys_file,
+        mode="heartbeat",
+        pause_ms=max(1, round(share_ms - answer_ms)),
+        connections=PACED_CONNECTIONS,
+    )
+    return probe, paced
 
 
 def _python_load(url: str, *, seconds: int, keys_file: Path, mode: str) -> Load:
@@ -191,6 +226,7 @@ def run(quick: bool) -> Result:
     # under the per-tenant 120/minute; quick mode's 500 tenants would not be, so the
     # throttle is raised there (and only there), which the table says.
     throttle = "100000/minute" if quick else "120/minute"
+    pace = 200.0 if quick else FLEET_PACE
     env = bench_env(AGENT_THROTTLE_RATE=throttle, AGENT_HEARTBEAT_INTERVAL="60")
     with fresh_database():
         _simulate_fleet(tenants, keys_file)
@@ -224,11 +260,21 @@ def run(quick: bool) -> Result:
                 trivial = load(f"{base}/bench/trivial", seconds=seconds, keys_file=keys_file, mode="trivial")
                 trivial_cpu = cpu_seconds(web) - cpu_before
                 rounds.append((heartbeat, heartbeat_cpu, trivial, trivial_cpu))
+            paced = (
+                _paced(f"{base}/api/v1/agent/heartbeat", pace=pace, seconds=seconds, keys_file=keys_file)
+                if has_wrk
+                else None
+            )
         finally:
             if web is not None:
                 web.stop()
         accepted = (
-            cold.requests - cold.errors + warm.requests - warm.errors + sum(r[0].requests - r[0].errors for r in rounds)
+            cold.requests
+            - cold.errors
+            + warm.requests
+            - warm.errors
+            + sum(r[0].requests - r[0].errors for r in rounds)
+            + sum(load.requests - load.errors for load in paced or ())
         )
         stored, tenants_seen, flush_s = _flush_and_count()
     shares = [r[0].rps / r[2].rps if r[2].rps else 0.0 for r in rounds]
@@ -237,7 +283,21 @@ def run(quick: bool) -> Result:
     share = sorted(shares)[len(shares) // 2]
     result.add("heartbeats/s", f"{heartbeat.rps:,.0f}", f">= {GOAL_RPS:,.0f}", heartbeat.rps >= GOAL_RPS)
     result.add("heartbeat p50", f"{heartbeat.p50_ms:.1f} ms", "")
-    result.add("heartbeat p99", f"{heartbeat.p99_ms:.1f} ms", f"< {GOAL_P99_MS:.0f} ms", heartbeat.p99_ms < GOAL_P99_MS)
+    result.add(f"heartbeat p99 at saturation ({CONNECTIONS} connections)", f"{heartbeat.p99_ms:.1f} ms", "")
+    if paced is not None:
+        _, at_pace = paced
+        result.add(
+            f"paced: heartbeats/s ({PACED_CONNECTIONS} connections, {pace:,.0f}/s asked"
+            + (": 100,000 tenants once a minute)" if pace == FLEET_PACE else ")"),
+            f"{at_pace.rps:,.0f}",
+            f">= {0.95 * pace:,.0f}",
+            at_pace.rps >= 0.95 * pace,
+        )
+        result.add("paced: p50", f"{at_pace.p50_ms:.1f} ms", "")
+        result.add("paced: p99", f"{at_pace.p99_ms:.1f} ms", f"< {GOAL_P99_MS:.0f} ms", at_pace.p99_ms < GOAL_P99_MS)
+        result.add("paced: errors", f"{at_pace.errors} of {at_pace.requests:,}", "0", at_pace.errors == 0)
+    else:
+        result.add("heartbeat p99", "not paced without wrk", f"< {GOAL_P99_MS:.0f} ms", False)
     result.add("heartbeat errors", f"{heartbeat.errors} of {heartbeat.requests:,}", "0", heartbeat.errors == 0)
     cold_share = cold.rps / heartbeat.rps if heartbeat.rps else 0.0
     result.add(f"cold: heartbeats/s in the first {seconds} s", f"{cold.rps:,.0f}", "")
@@ -264,7 +324,7 @@ def run(quick: bool) -> Result:
     )
     # wrk counts the answers it read; requests still in flight when it stops (at most
     # one per connection per run) reach the server too, uncounted.
-    in_flight = (2 + len(rounds)) * CONNECTIONS
+    in_flight = (2 + len(rounds)) * CONNECTIONS + (2 * PACED_CONNECTIONS if paced else 0)
     result.add(
         "samples in Postgres after flush",
         f"{stored:,} of {accepted:,} counted by the load generator (+ <= {in_flight} in flight at its stop)",

@@ -81,6 +81,9 @@ def test_heartbeat_ingest_answers_every_heartbeat_and_compares_with_the_trivial_
     assert row(data, "samples in Postgres after flush")["passed"], row(data, "samples in Postgres after flush")
     assert float(row(data, "heartbeats/s")["value"].replace(",", "")) > 0
     ratio_value(data, "heartbeat / trivial view throughput")
+    # The paced run (wrk's delay(), a script of its own) answered at the pace it was given.
+    assert row(data, "paced: errors")["passed"], row(data, "paced: errors")
+    assert float(row(data, "paced: p99")["value"].split()[0]) > 0
 
 
 def test_pipeline_overhead_times_the_job_and_the_raw_chain(quick: dict[str, Any]) -> None:
