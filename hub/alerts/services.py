@@ -22,7 +22,7 @@ from django.utils import timezone
 from hub import events
 from hub.alerts.notify import Opening, notifications_create
 from hub.audit import audit_record
-from hub.db.bulksql import JSON_ROWS, json_rows
+from hub.db.bulksql import JSON_ROWS, insert_skipping_conflicts, json_rows
 from hub.models import Alert, AlertSeverity, AlertStatus, AuditEvent
 
 logger = logging.getLogger(__name__)
@@ -221,35 +221,35 @@ def alerts_sync(*, kind: str, subject_type: str, failing: Mapping[int, Failing] 
 
     new = [(s, c) for s, c in wanted.items() if s not in open_by_subject]
     if new:
-        with connection.cursor() as cursor:
-            # The audit rows of the openings are written by the same statement.
-            cursor.execute(
-                f"""
-                WITH opened AS (
-                    INSERT INTO {table}
-                        (subject_type, subject_id, kind, severity, status, message, count,
-                         first_seen_at, last_seen_at, acknowledged_by)
-                    SELECT %s, s.subject_id, %s, s.severity, 'OPEN', s.message, 1, %s, %s, ''
-                      FROM {JSON_ROWS.format(columns="r->>0 AS subject_id, r->>1 AS severity, r->>2 AS message")} AS s
-                    ON CONFLICT DO NOTHING
-                    RETURNING id, subject_id, severity, message
-                ), audited AS (
-                    INSERT INTO {audit_table} (actor, action, object_type, object_id, new, reason, created_at)
-                    SELECT 'monitoring', 'alert.open', 'alert', id::text, to_jsonb(severity), left(message, 2000), %s
-                      FROM opened
-                )
-                SELECT id, subject_id, severity, message FROM opened
-                """,  # noqa: S608 - the table names are ours, the values are parameters
-                [
-                    subject_type,
-                    kind,
-                    now,
-                    now,
-                    json_rows((s, c.severity, c.message) for s, c in new),
-                    now,
-                ],
+        # The audit rows of the openings are written by the same statement. A subject
+        # whose alert another transaction opened meanwhile is skipped.
+        inserted = insert_skipping_conflicts(
+            f"""
+            WITH opened AS (
+                INSERT INTO {table}
+                    (subject_type, subject_id, kind, severity, status, message, count,
+                     first_seen_at, last_seen_at, acknowledged_by)
+                SELECT %s, s.subject_id, %s, s.severity, 'OPEN', s.message, 1, %s, %s, ''
+                  FROM {JSON_ROWS.format(columns="r->>0 AS subject_id, r->>1 AS severity, r->>2 AS message")} AS s
+                {{on_conflict}}
+                RETURNING id, subject_id, severity, message
+            ), audited AS (
+                INSERT INTO {audit_table} (actor, action, object_type, object_id, new, reason, created_at)
+                SELECT 'monitoring', 'alert.open', 'alert', id::text, to_jsonb(severity), left(message, 2000), %s
+                  FROM opened
             )
-            inserted = cursor.fetchall()
+            SELECT id, subject_id, severity, message FROM opened
+            """,  # noqa: S608 - the table names are ours, the values are parameters
+            [
+                subject_type,
+                kind,
+                now,
+                now,
+                json_rows((s, c.severity, c.message) for s, c in new),
+                now,
+            ],
+            on_conflict="ON CONFLICT DO NOTHING",
+        )
         for pk, subject, severity, message in inserted:
             result.opened.append(subject)
             openings.append(

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from typing import Any
 
+from django.db import IntegrityError, connection, transaction
 from django.db.models import FloatField, Func, Model
+from psycopg import errors as pg_errors
 
 
 class EpochSeconds(Func):
@@ -93,3 +96,23 @@ def ids_reserve(model: type[Model], count: int) -> list[int]:
             [table, model._meta.pk.column, count],
         )
         return [row[0] for row in cursor.fetchall()]
+
+
+def insert_skipping_conflicts(sql: str, params: Sequence[object], *, on_conflict: str) -> list[tuple[Any, ...]]:
+    """Run `sql`, a bulk INSERT with `{on_conflict}` where its ON CONFLICT clause goes,
+    and return what it returns (if it has a RETURNING). It is tried first without the
+    clause, in a savepoint: a plain insert of 100,000 rows takes about two thirds of the
+    time of one with ON CONFLICT, which has each row inserted speculatively and
+    confirmed. Callers pick only rows that do not conflict yet, so the clause is a
+    safety net; a row another transaction wrote meanwhile fails the whole statement,
+    which is then run again with the clause (and skips it)."""
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql.format(on_conflict=""), params)
+            return cursor.fetchall() if cursor.description else []
+    except IntegrityError as exc:
+        if not isinstance(exc.__cause__, pg_errors.UniqueViolation):
+            raise
+    with connection.cursor() as cursor:
+        cursor.execute(sql.format(on_conflict=on_conflict), params)
+        return cursor.fetchall() if cursor.description else []

@@ -11,6 +11,7 @@ from typing import Any
 from django.db import connection
 from django.db.models import Exists, OuterRef
 
+from hub.db.bulksql import insert_skipping_conflicts
 from hub.models import AuditEvent
 from rollouts import selectors
 from rollouts.models import (
@@ -63,16 +64,16 @@ def updates_insert_sent(*, rollout: Rollout, stage: RolloutStage, now: datetime,
         rollout=rollout, stage=stage, now=now, limit=limit
     ).query.sql_with_params()
     table = TenantUpdate._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} "  # noqa: S608 - table from model metadata, candidates built by the ORM, values bound
-            "(rollout_id, stage_id, tenant_id, from_version, to_version, status, command_id, attempts, sent_at, "
-            "error, rollback_error) "
-            "SELECT %s, %s, c.tenant_id, c.from_version, %s, %s, gen_random_uuid(), 1, %s, '', '' "
-            f"FROM ({candidates_sql}) AS c(tenant_id, from_version) "
-            "ON CONFLICT ON CONSTRAINT tenant_update_once_per_rollout DO NOTHING",
-            [rollout.pk, stage.pk, rollout.target_version, UpdateStatus.SENT, now, *candidates_params],
-        )
+    insert_skipping_conflicts(
+        f"INSERT INTO {table} "  # noqa: S608 - table from model metadata, candidates built by the ORM, values bound
+        "(rollout_id, stage_id, tenant_id, from_version, to_version, status, command_id, attempts, sent_at, "
+        "error, rollback_error) "
+        "SELECT %s, %s, c.tenant_id, c.from_version, %s, %s, gen_random_uuid(), 1, %s, '', '' "
+        f"FROM ({candidates_sql.replace('{', '{{').replace('}', '}}')}) AS c(tenant_id, from_version) "
+        "{on_conflict}",
+        [rollout.pk, stage.pk, rollout.target_version, UpdateStatus.SENT, now, *candidates_params],
+        on_conflict="ON CONFLICT ON CONSTRAINT tenant_update_once_per_rollout DO NOTHING",
+    )
 
 
 def stage_send(*, rollout: Rollout, stage: RolloutStage, now: datetime) -> int:

@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import IntegrityError, connection, connections, transaction
 from django.utils import timezone
 
 from hub.models import AuditEvent
@@ -144,3 +144,31 @@ def test_two_dispatches_of_a_stage_at_once_send_one_command_per_tenant(make_flee
     by_tenant = commands_by_tenant(rollout)
     assert len(by_tenant) == 8 and all(len(commands) == 1 for commands in by_tenant.values())
     assert TenantUpdate.objects.filter(rollout=rollout).count() == 8
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_database_refuses_an_update_whose_stage_is_of_another_rollout_or_missing(
+    make_fleet: Any, make_rollout: Any
+) -> None:
+    # given two rollouts, each with its stages, and a tenant
+    fleet: Fleet = make_fleet(1)
+    first = make_rollout(stages=[StageSpec(percent=100, soak_seconds=0)])
+    second = make_rollout(stages=[StageSpec(percent=100, soak_seconds=0)])
+    other_stage = RolloutStage.objects.get(rollout=second)
+    tenant_id = fleet.agents[0].tenant_id
+
+    def write(**fields: Any) -> None:
+        with transaction.atomic():
+            TenantUpdate.objects.create(tenant_id=tenant_id, to_version=NEW, **fields)
+
+    # when an update of the first rollout names the second's stage, or a stage that is not
+    # there, then its commit fails (one key, (stage, rollout), checks both at commit)
+    with pytest.raises(IntegrityError, match="tenant_update_stage_of_its_rollout"):
+        write(rollout=first, stage=other_stage)
+    with pytest.raises(IntegrityError, match="tenant_update_stage_of_its_rollout"):
+        write(rollout_id=first.pk, stage_id=other_stage.pk + 1000)
+    assert not TenantUpdate.objects.exists()
+
+    # and an update of the stage's own rollout is written
+    write(rollout=first, stage=RolloutStage.objects.get(rollout=first))
+    assert TenantUpdate.objects.filter(rollout=first).count() == 1

@@ -1,0 +1,64 @@
+"""hub.db.bulksql.insert_skipping_conflicts: a bulk INSERT tried without its ON CONFLICT
+clause, run again with it when a row conflicts."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from hub.db.bulksql import insert_skipping_conflicts
+from hub.models import Alert
+
+pytestmark = pytest.mark.django_db
+
+INSERT = """
+    INSERT INTO hub_alert (subject_type, subject_id, kind, severity, status, message, count,
+                           first_seen_at, last_seen_at, acknowledged_by)
+    SELECT 'tenant', s, 'disk_high', 'warning', 'OPEN', 'disk', %s, now(), now(), ''
+      FROM unnest(%s::text[]) AS s
+    {on_conflict}
+    RETURNING subject_id
+"""
+ON_CONFLICT = "ON CONFLICT DO NOTHING"
+
+
+def open_alert(subject: str, message: str) -> Alert:
+    now = timezone.now()
+    return Alert.objects.create(
+        subject_type="tenant",
+        subject_id=subject,
+        kind="disk_high",
+        severity="critical",
+        status="OPEN",
+        message=message,
+        first_seen_at=now,
+        last_seen_at=now,
+    )
+
+
+def test_rows_without_a_conflict_are_inserted_and_returned() -> None:
+    rows = insert_skipping_conflicts(INSERT, [1, ["1", "2"]], on_conflict=ON_CONFLICT)
+    assert sorted(rows) == [("1",), ("2",)]
+    assert Alert.objects.count() == 2
+
+
+def test_a_conflicting_row_is_skipped_and_the_others_still_inserted() -> None:
+    # given an open alert for subject 2
+    existing = open_alert("2", "already open")
+
+    # when three are inserted, subject 2 among them
+    rows = insert_skipping_conflicts(INSERT, [1, ["1", "2", "3"]], on_conflict=ON_CONFLICT)
+
+    # then the other two are inserted, and the open one is left as it was
+    assert sorted(rows) == [("1",), ("3",)]
+    assert Alert.objects.count() == 3
+    existing.refresh_from_db()
+    assert (existing.message, existing.severity) == ("already open", "critical")
+
+
+def test_an_error_other_than_a_conflict_is_raised_and_inserts_nothing() -> None:
+    # a negative count breaks the table's check constraint: no second try hides it
+    with pytest.raises(IntegrityError), transaction.atomic():
+        insert_skipping_conflicts(INSERT, [-1, ["1"]], on_conflict=ON_CONFLICT)
+    assert not Alert.objects.exists()
