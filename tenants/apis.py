@@ -110,11 +110,10 @@ class AgentHeartbeatApi(AgentApi):
         responses={200: HeartbeatOutputSerializer, 503: ERROR, **AGENT_ERRORS},
     )
     def post(self, request: Request) -> Response:
-        data = HeartbeatInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
+        metrics = HeartbeatInputSerializer.validated(request.data)
         try:
             reply = services.heartbeat_ingest(
-                identity=self.identity(request), metrics=data.validated_data, received_at=timezone.now()
+                identity=self.identity(request), metrics=metrics, received_at=timezone.now()
             )
         except services.AgentAuthError as exc:
             raise exceptions.AuthenticationFailed(INVALID_KEY_MESSAGE) from exc
@@ -122,6 +121,9 @@ class AgentHeartbeatApi(AgentApi):
             raise exceptions.Throttled(wait=exc.retry_after) from exc
         except services.HeartbeatUnavailable as exc:
             raise ServiceUnavailable from exc
+        if not reply.commands:
+            # Nearly every heartbeat's answer, the JSON the serializer would give, without its pass.
+            return Response({"heartbeat_interval": reply.heartbeat_interval, "commands": []})
         return Response(HeartbeatOutputSerializer(reply).data)
 
 

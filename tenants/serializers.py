@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -131,6 +131,21 @@ class HeartbeatInputSerializer(FieldsBuiltOnce, StrictSerializer):
     # (name, upper bound) of the readings that are numbers from 0 up; uptime is an int.
     _readings = (("disk_percent", 100), ("memory_percent", 100), ("load", 100_000))
     _max_uptime = 10**10
+    _quick: ClassVar[HeartbeatInputSerializer]
+
+    @classmethod
+    def validated(cls, data: Any) -> dict[str, Any]:
+        """`data` validated, raising DRF's ValidationError as `is_valid(raise_exception=True)`
+        would. A heartbeat the quick check accepts costs no serializer instance of its
+        own (DRF's set-up of one is a tenth of the heartbeat's CPU)."""
+        if "_quick" not in cls.__dict__:
+            cls._quick = cls()
+        quick = cls.__dict__["_quick"]._validated_quickly(data)
+        if quick is not None:
+            return quick
+        serializer = cls(data=data)
+        serializer.is_valid(raise_exception=True)
+        return dict(serializer.validated_data)
 
     def run_validation(self, data: Any = empty) -> Any:
         # The heartbeat is the hot path of the Hub: a well-formed one is checked here,

@@ -98,7 +98,7 @@ def ids_reserve(model: type[Model], count: int) -> list[int]:
         return [row[0] for row in cursor.fetchall()]
 
 
-def insert_skipping_conflicts(sql: str, params: Sequence[object], *, on_conflict: str) -> list[tuple[Any, ...]]:
+def insert_skipping_conflicts(sql: str, params: Sequence[Any], *, on_conflict: str) -> list[tuple[Any, ...]]:
     """Run `sql`, a bulk INSERT with `{on_conflict}` where its ON CONFLICT clause goes,
     and return what it returns (if it has a RETURNING). It is tried first without the
     clause, in a savepoint: a plain insert of 100,000 rows takes about two thirds of the

@@ -268,3 +268,25 @@ def connection_url() -> str:
     return psycopg.conninfo.make_conninfo(
         **{k: v for k, v in params.items() if k in ("host", "port", "user", "password", "dbname")}
     )
+
+
+def test_the_heartbeat_reply_is_the_same_json_with_and_without_commands(
+    staff_api, api, agent, django_capture_on_commit_callbacks
+):
+    # given a tenant with nothing due: the reply is written without the output serializer
+    quiet = api.post(HEARTBEAT_URL, HEARTBEAT, format="json", **agent.auth)
+    assert quiet.status_code == 200
+    assert quiet.json() == {"heartbeat_interval": agent.tenant.heartbeat_interval, "commands": []}
+
+    # when a command is queued, then the next reply carries it through the serializer,
+    # with the same keys
+    with django_capture_on_commit_callbacks(execute=True):
+        queued = staff_api.post(
+            f"/api/v1/tenants/{agent.tenant.pk}/commands/", {"type": "restart", "payload": {}}, format="json"
+        )
+    assert queued.status_code == 201, queued.content
+    due = api.post(HEARTBEAT_URL, HEARTBEAT, format="json", **agent.auth).json()
+    assert due == {
+        "heartbeat_interval": agent.tenant.heartbeat_interval,
+        "commands": [{"id": queued.json()["id"], "type": "restart", "payload": {}}],
+    }
