@@ -137,7 +137,7 @@ class HeartbeatInputSerializer(FieldsBuiltOnce, StrictSerializer):
     def validated(cls, data: Any) -> dict[str, Any]:
         """`data` validated, raising DRF's ValidationError as `is_valid(raise_exception=True)`
         would. A heartbeat the quick check accepts costs no serializer instance of its
-        own (DRF's set-up of one is a tenth of the heartbeat's CPU)."""
+        own (DRF's set-up of one costs about 0.04 ms of CPU, some 5% of a heartbeat)."""
         if "_quick" not in cls.__dict__:
             cls._quick = cls()
         quick = cls.__dict__["_quick"]._validated_quickly(data)
