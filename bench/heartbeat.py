@@ -43,7 +43,6 @@ WEB_WORKERS = int(os.environ.get("BENCH_WEB_WORKERS", "2"))
 WEB_THREADS = int(os.environ.get("BENCH_WEB_THREADS", "4"))
 CONNECTIONS = int(os.environ.get("BENCH_WRK_CONNECTIONS", "16"))
 ROUNDS = int(os.environ.get("BENCH_HEARTBEAT_ROUNDS", "3"))
-PACED_CONNECTIONS = CONNECTIONS
 
 
 @dataclass
@@ -59,13 +58,11 @@ class Load:
         return self.requests / self.seconds
 
 
-def _wrk(
-    url: str, *, seconds: int, keys_file: Path, mode: str, pause_ms: int = 0, connections: int = CONNECTIONS
-) -> Load:
+def _wrk(url: str, *, seconds: int, keys_file: Path, mode: str, pause_ms: int = 0) -> Load:
     cmd = [
         WRK,
         "-t1",
-        f"-c{connections}",
+        f"-c{CONNECTIONS}",
         f"-d{seconds}s",
         "--timeout",
         "5s",
@@ -120,29 +117,18 @@ BODY = json.dumps(
 
 
 def _paced(url: str, *, pace: float, seconds: int, keys_file: Path) -> tuple[Load, Load]:
-    """Heartbeats at `pace` a second: PACED_CONNECTIONS connections, each pausing
-    between its requests. The pause is what is left of each connection's share of
-    a second once the server has answered, so a short first run (returned first)
-    measures the answer."""
-    share_ms = PACED_CONNECTIONS * 1000 / pace
-    probe = _wrk(
-        url,
-        seconds=min(3, seconds),
-        keys_file=keys_file,
-        mode="heartbeat",
-        pause_ms=max(1, round(share_ms)),
-        connections=PACED_CONNECTIONS,
-    )
-    answer_ms = max(0.0, PACED_CONNECTIONS * 1000 / max(probe.rps, 1.0) - share_ms)
-    paced = _wrk(
-        url,
-        seconds=seconds,
-        keys_file=keys_file,
-        mode="heartbeat",
-        pause_ms=max(1, round(share_ms - answer_ms)),
-        connections=PACED_CONNECTIONS,
-    )
-    return probe, paced
+    """Heartbeats at `pace` a second: CONNECTIONS connections, each pausing between
+    its requests. The pause is what is left of each connection's share of a second
+    once the server has answered, so a short first run (returned first) measures the
+    answer."""
+
+    def run(run_seconds: int, pause_ms: float) -> Load:
+        return _wrk(url, seconds=run_seconds, keys_file=keys_file, mode="heartbeat", pause_ms=max(1, round(pause_ms)))
+
+    share_ms = CONNECTIONS * 1000 / pace
+    probe = run(min(3, seconds), share_ms)
+    answer_ms = max(0.0, CONNECTIONS * 1000 / max(probe.rps, 1.0) - share_ms)
+    return probe, run(seconds, share_ms - answer_ms)
 
 
 def _python_load(url: str, *, seconds: int, keys_file: Path, mode: str) -> Load:
@@ -289,7 +275,7 @@ def run(quick: bool) -> Result:
     if paced is not None:
         _, at_pace = paced
         result.add(
-            f"paced: heartbeats/s ({PACED_CONNECTIONS} connections, {pace:,.0f}/s asked: "
+            f"paced: heartbeats/s ({CONNECTIONS} connections, {pace:,.0f}/s asked: "
             f"{PACED_SHARE:.0%} of the measured rate, {pace * 60:,.0f} tenants once a minute)",
             f"{at_pace.rps:,.0f}",
             f">= {0.95 * pace:,.0f}",
@@ -326,7 +312,7 @@ def run(quick: bool) -> Result:
     )
     # wrk counts the answers it read; requests still in flight when it stops (at most
     # one per connection per run) reach the server too, uncounted.
-    in_flight = (2 + len(rounds)) * CONNECTIONS + (2 * PACED_CONNECTIONS if paced else 0)
+    in_flight = (2 + len(rounds)) * CONNECTIONS + (2 * CONNECTIONS if paced else 0)
     result.add(
         "samples in Postgres after flush",
         f"{stored:,} of {accepted:,} counted by the load generator (+ <= {in_flight} in flight at its stop)",
