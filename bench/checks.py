@@ -25,6 +25,7 @@ PHASES = ("open", "count", "resolve", "quiet")
 # reads the tenants.
 TENANT_CHECKS = ("heartbeats", "resources", "containers", "tls", "backups")
 ORDER_CHECK = "stuck_work"
+CONTAINERS_PER_TENANT = 20
 HISTORY_CHECK = "prune_history"
 
 
@@ -90,6 +91,15 @@ def _reset() -> None:
         cursor.execute("VACUUM ANALYZE")
 
 
+def _containers(*, crashed: bool) -> list[dict[str, Any]]:
+    """What a build-tier tenant runs (10-15 tools, their databases, the platform's own
+    containers), the last one crashed or not."""
+    running = {"state": "running", "health": "healthy"}
+    return [{"name": f"tool-{i}", **running} for i in range(CONTAINERS_PER_TENANT - 1)] + [
+        {"name": "ghost", **({"state": "exited", "health": None} if crashed else running)}
+    ]
+
+
 def _failing_fleet(count: int) -> int:
     """`count` ACTIVE tenants, each failing every tenant check, with a failed backup
     report, a heartbeat sample past retention, and an order stuck in DNS_PENDING."""
@@ -106,6 +116,7 @@ def _failing_fleet(count: int) -> int:
     HubPresence.objects.update_or_create(
         pk=1, defaults={"beat_seen_at": now, "resumed_at": now - timedelta(days=1), "outage_reason": ""}
     )
+    containers = Jsonb(_containers(crashed=True))
     # Written with COPY: at 100,000 tenants bulk_create alone would take minutes.
     tenant_ids = ids_reserve(Tenant, count)
     copy_model_rows(
@@ -131,7 +142,7 @@ def _failing_fleet(count: int) -> int:
                 now - timedelta(minutes=10),
                 95.0,
                 97.0,
-                Jsonb([{"name": "ghost", "state": "exited", "health": None}]),
+                containers,
                 now + timedelta(days=3),
             )
             for i in range(count)
@@ -181,7 +192,7 @@ def _heal() -> None:
         last_heartbeat_at=now,
         disk_percent=10.0,
         memory_percent=10.0,
-        containers=[{"name": "ghost", "state": "running", "health": "healthy"}],
+        containers=_containers(crashed=False),
         tls_expires_at=now + timedelta(days=90),
     )
     BackupReport.objects.update(last_run=now, outcome="SUCCESS", databases={"ghost": {"status": "success"}})

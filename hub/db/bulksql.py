@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import FloatField, Func, Model
+from django.db.models import FloatField, Func, Model, TextField
 from psycopg import errors as pg_errors
 
 
@@ -30,6 +30,15 @@ class EpochSeconds(Func):
 
     template = "EXTRACT(EPOCH FROM %(expressions)s)::float8"
     output_field = FloatField()
+
+
+class UtcMinute(Func):
+    """A timestamp as its UTC minute, "2026-12-05 13:04", formatted by Postgres: the
+    same text as Python's f"{at:%Y-%m-%d %H:%M}" of the UTC datetime, at a tenth of
+    the cost when an alert storm writes one in each of 100,000 messages."""
+
+    template = "to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI')"
+    output_field = TextField()
 
 
 # A derived table, one row per element of the JSON array bound at its %s; each element

@@ -139,23 +139,12 @@ def check_resources() -> dict[str, Any]:
     return {"disk": disk_result.summary(), "memory": memory_result.summary()}
 
 
-def _container_problem(container: dict[str, Any]) -> str | None:
-    state, health = container.get("state"), container.get("health")
-    if state in selectors.CRASHED_STATES:
-        return f"{container.get('name')} ({state})"
-    if health == selectors.UNHEALTHY:
-        return f"{container.get('name')} (unhealthy)"
-    return None
-
-
 @collector_paused()
 def check_containers() -> dict[str, Any]:
-    failing = {}
-    for tenant_id, containers in selectors.tenants_with_bad_containers():
-        problems = [p for p in (_container_problem(c) for c in containers if isinstance(c, dict)) if p]
-        failing[tenant_id] = Failing(
-            AlertSeverity.MEDIUM, f"{len(problems)} container(s) crashed or unhealthy: {', '.join(problems)[:1500]}"
-        )
+    failing = {
+        tenant_id: Failing(AlertSeverity.MEDIUM, f"{count} container(s) crashed or unhealthy: {problems[:1500]}")
+        for tenant_id, count, problems in selectors.tenants_with_bad_containers()
+    }
     return alerts_sync(kind="containers_unhealthy", subject_type=TENANT, failing=failing).summary()
 
 
@@ -165,16 +154,13 @@ def check_tls() -> dict[str, Any]:
     expiring = selectors.tenants_tls_expiring(before=now + timedelta(days=settings.TLS_EXPIRY_ALERT_DAYS))
     now_epoch = now.timestamp()
     failing = {}
-    for tenant_id, expires_epoch in expiring:
-        expires_at = datetime.fromtimestamp(expires_epoch, UTC)
+    for tenant_id, expires_epoch, expires_text in expiring:
         if expires_epoch <= now_epoch:
-            failing[tenant_id] = Failing(
-                AlertSeverity.HARD, f"TLS certificate expired at {expires_at:%Y-%m-%d %H:%M} UTC"
-            )
+            failing[tenant_id] = Failing(AlertSeverity.HARD, f"TLS certificate expired at {expires_text} UTC")
         else:
             days = (expires_epoch - now_epoch) / 86400
             failing[tenant_id] = Failing(
-                AlertSeverity.MEDIUM, f"TLS certificate expires in {days:.1f} days ({expires_at:%Y-%m-%d %H:%M} UTC)"
+                AlertSeverity.MEDIUM, f"TLS certificate expires in {days:.1f} days ({expires_text} UTC)"
             )
     return alerts_sync(kind="tls_expiring", subject_type=TENANT, failing=failing).summary()
 

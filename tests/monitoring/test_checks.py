@@ -177,6 +177,30 @@ def test_backups() -> None:
     assert open_alerts("backup_failed") == {}
 
 
+def test_backup_and_container_messages_list_names_in_the_order_python_would() -> None:
+    """Postgres writes these lists: database names in code point order (upper case
+    first, as Python's sorted gave them), containers in the agent's order, anything
+    that is not an object skipped."""
+    partial, crashed = healthy_fleet(2)
+    report(partial, hours_ago=1, statuses={"zeta": "failed", "Zulu": "failed", "alpha": "failed", "beta": "success"})
+    Tenant.objects.filter(pk=crashed.pk).update(
+        containers=[
+            {"name": "web", "state": "restarting"},
+            {"name": "api", "state": "running"},
+            "not a container",
+            {"name": "Db", "state": "running", "health": "unhealthy"},
+        ]
+    )
+
+    run("backups")
+    run("containers")
+
+    assert open_alerts("backup_failed")[str(partial.pk)].message == "3 of 4 database backups failed: Zulu, alpha, zeta"
+    assert open_alerts("containers_unhealthy")[str(crashed.pk)].message == (
+        "2 container(s) crashed or unhealthy: web (restarting), Db (unhealthy)"
+    )
+
+
 def test_orders_stuck_past_their_status_deadline() -> None:
     stuck = OrderFactory.create(domain="stuck.example", status=OrderStatus.DNS_PENDING)
     fresh = OrderFactory.create(domain="fresh.example", status=OrderStatus.DNS_PENDING)
