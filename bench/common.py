@@ -275,20 +275,26 @@ def process_tree(root: int) -> list[int]:
     return found
 
 
-def cpu_seconds(process: Process) -> float:
-    """User plus system CPU time of the process and its children (e.g. gunicorn's
-    workers) so far: what a request costs, whatever else the machine is doing."""
+def cpu_seconds_by_process(process: Process) -> dict[int, float]:
+    """User plus system CPU time so far of the process and of each of its children
+    (e.g. gunicorn's workers), by pid."""
     if process.proc is None:
-        return 0.0
-    ticks = 0
+        return {}
+    spent = {}
     for pid in process_tree(process.proc.pid):
         try:
             with open(f"/proc/{pid}/stat") as handle:
                 fields = handle.read().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])
+            spent[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         except (OSError, ValueError, IndexError):
             continue
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return spent
+
+
+def cpu_seconds(process: Process) -> float:
+    """User plus system CPU time of the process and its children (e.g. gunicorn's
+    workers) so far: what a request costs, whatever else the machine is doing."""
+    return sum(cpu_seconds_by_process(process).values())
 
 
 # --- results --------------------------------------------------------------------------

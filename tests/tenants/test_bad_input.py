@@ -95,6 +95,10 @@ RAW_BODIES = {
         b'{"disk_percent": 1, "memory_percent": 1, "load": 1, "uptime_seconds": 1, "versions": {"a": "\\ud800"}}'
     ),
     "deep nesting": b"[" * 5000 + b"]" * 5000,
+    # The parser reads it as a float; the serializer wants a whole number.
+    "integer beyond 64 bits": (
+        b'{"disk_percent": 1, "memory_percent": 1, "load": 1, "uptime_seconds": 123456789012345678901234567890}'
+    ),
     "invalid utf-8": b'{"disk_percent": "\xff"}',
 }
 

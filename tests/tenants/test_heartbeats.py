@@ -182,3 +182,23 @@ def test_without_redis_heartbeats_go_straight_to_postgres(api, make_agent, queue
     assert tenant.last_heartbeat_at is not None
     assert HeartbeatSample.objects.filter(tenant=tenant).count() == 1
     assert refused.status_code == 401
+
+
+@pytest.mark.django_db
+def test_a_heartbeat_gets_through_a_broken_connection_and_a_redis_that_forgot_its_script(api, agent):
+    # given this thread's heartbeat connection, open, then killed by Redis, and the
+    # script gone from Redis (as after a restart)
+    beat(api, agent.api_key)
+    own = redis_store._heartbeat_channel().client
+    own_id = own.client_id()
+    redis_store.client().client_kill_filter(_id=own_id)
+    redis_store.client().script_flush()
+
+    # when the agent heartbeats again
+    beat(api, agent.api_key, disk_percent=33.0)
+
+    # then it was buffered on a new connection, the script given to Redis again
+    assert own.client_id() != own_id
+    assert redis_store.heartbeats_buffered() == 2
+    assert heartbeat_flush().samples == 2
+    assert Tenant.objects.get(pk=agent.tenant.pk).disk_percent == 33.0
