@@ -25,8 +25,9 @@ PHASES = ("open", "count", "resolve", "quiet")
 # reads the tenants.
 TENANT_CHECKS = ("heartbeats", "resources", "containers", "tls", "backups")
 ORDER_CHECK = "stuck_work"
-CONTAINERS_PER_TENANT = 20
 HISTORY_CHECK = "prune_history"
+# A build-tier tenant's containers (see _containers).
+CONTAINERS_PER_TENANT = 20
 
 
 @dataclass
@@ -78,7 +79,6 @@ def _ago(**delta: float) -> datetime:
 
 
 def _reset() -> None:
-
     from hub.models import Alert
     from provisioning.models import Order
     from tenants.models import Tenant

@@ -189,8 +189,9 @@ def _check_storable(value: Any, depth: int = 0) -> None:
 def _may_be_unstorable(raw: bytes) -> bool:
     """False when the JSON text alone proves `_check_storable` would pass, which spares
     the walk on nearly every request: the parser refuses raw control characters in
-    strings, invalid UTF-8 and every surrogate, so a NUL can only come from a \\u
-    escape; and nesting deeper than MAX_JSON_DEPTH needs more brackets than that."""
+    strings, invalid UTF-8 and lone surrogates (escaped or not), so a NUL can only
+    come from a \\u escape; and nesting deeper than MAX_JSON_DEPTH needs more
+    brackets than that."""
     return b"\\u" in raw or raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH
 
 

@@ -191,7 +191,7 @@ def test_a_heartbeat_gets_through_a_broken_connection_and_a_redis_that_forgot_it
     beat(api, agent.api_key)
     own = redis_store._heartbeat_channel().client
     own_id = own.client_id()
-    redis_store.client().client_kill_filter(_id=own_id)
+    redis_store.client().client_kill_filter(_id=str(own_id))
     redis_store.client().script_flush()
 
     # when the agent heartbeats again
