@@ -177,10 +177,9 @@ def test_backups() -> None:
     assert open_alerts("backup_failed") == {}
 
 
-def test_backup_and_container_messages_list_names_in_the_order_python_would() -> None:
-    """Postgres writes these lists: database names in code point order (upper case
-    first, as Python's sorted gave them), containers in the agent's order, anything
-    that is not an object skipped."""
+def test_backup_and_container_messages_list_names_in_a_stable_order() -> None:
+    """Database names in code point order (upper case first); the containers, which
+    Postgres describes, in the agent's order, anything that is not an object skipped."""
     partial, crashed = healthy_fleet(2)
     report(partial, hours_ago=1, statuses={"zeta": "failed", "Zulu": "failed", "alpha": "failed", "beta": "success"})
     Tenant.objects.filter(pk=crashed.pk).update(
