@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
+import orjson
 from django.db import connection
 from django.db.models import (
     BigIntegerField,
@@ -14,17 +14,14 @@ from django.db.models import (
     DurationField,
     ExpressionWrapper,
     F,
-    OuterRef,
-    Q,
     QuerySet,
-    Subquery,
     Value,
 )
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce, Greatest
 
 from hub.db.bulksql import EpochSeconds, UtcMinute
-from tenants.models import TENANT_LIVE_STATUSES, BackupReport, Tenant
+from tenants.models import TENANT_LIVE_STATUSES, BackupOutcome, BackupReport, Tenant, TenantStatus
 
 # Docker states of a container that stopped or keeps dying, and a failed health check.
 CRASHED_STATES = ("exited", "dead", "restarting")
@@ -125,23 +122,36 @@ def tenants_tls_expiring(*, before: datetime) -> list[tuple[int, float, str]]:
     return cast(list[tuple[int, float, str]], list(rows))
 
 
-def tenants_backup_failing(*, stale_before: datetime) -> list[Mapping[str, Any]]:
+class BackupStanding(NamedTuple):
+    tenant_id: int
+    outcome: str | None
+    last_run_epoch: float | None
+    databases: dict[str, Any]
+
+
+def tenants_backup_failing(*, stale_before: datetime) -> list[BackupStanding]:
     """Active tenants whose latest backup report failed (some or all databases) or is
-    older than `stale_before`, or that never reported though registered before it; the
-    report's time in seconds since the epoch."""
-    latest = BackupReport.objects.filter(tenant=OuterRef("pk")).order_by("-last_run")
-    return list(
-        Tenant.objects.filter(status="ACTIVE", registered_at__isnull=False)
-        .annotate(
-            report_outcome=Subquery(latest.values("outcome")[:1]),
-            report_last_run=Subquery(latest.values("last_run")[:1]),
-            report_databases=Subquery(latest.values("databases")[:1]),
+    older than `stale_before`, or that never reported though registered before it, with
+    that report (outcome, time in seconds since the epoch, databases; None, None, {} when
+    there is none). The latest report is found once per tenant (LATERAL); as three ORM
+    subqueries, repeated in the filter, a storm of 100,000 took 1.8-2.1 s against 1.0."""
+    tenants, reports = Tenant._meta.db_table, BackupReport._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT t.id, r.outcome, EXTRACT(EPOCH FROM r.last_run)::float8, r.databases::text
+              FROM {tenants} AS t
+              LEFT JOIN LATERAL (
+                   SELECT b.outcome, b.last_run, b.databases FROM {reports} AS b
+                    WHERE b.tenant_id = t.id ORDER BY b.last_run DESC LIMIT 1
+                   ) AS r ON true
+             WHERE t.status = %s AND t.registered_at IS NOT NULL
+               AND (r.outcome = ANY(%s::text[]) OR r.last_run < %s
+                    OR (r.outcome IS NULL AND t.registered_at < %s))
+            """,  # noqa: S608 - the table names are ours, the values are parameters
+            [TenantStatus.ACTIVE, [BackupOutcome.PARTIAL, BackupOutcome.FAILED], stale_before, stale_before],
         )
-        .filter(
-            Q(report_outcome__in=["PARTIAL", "FAILED"])
-            | Q(report_last_run__lt=stale_before)
-            | Q(report_outcome__isnull=True, registered_at__lt=stale_before)
-        )
-        .annotate(report_last_run_epoch=EpochSeconds("report_last_run"))
-        .values("id", "report_outcome", "report_last_run_epoch", "report_databases")
-    )
+        return [
+            BackupStanding(pk, outcome, last_run, orjson.loads(databases) if databases else {})
+            for pk, outcome, last_run, databases in cursor.fetchall()
+        ]

@@ -173,29 +173,24 @@ def check_backups() -> dict[str, Any]:
     max_age = timedelta(hours=settings.BACKUP_REPORT_MAX_AGE_HOURS)
     now_epoch, max_age_seconds = now.timestamp(), max_age.total_seconds()
     failing = {}
-    for row in selectors.tenants_backup_failing(stale_before=now - max_age):
-        outcome, last_run, databases = (
-            row["report_outcome"],
-            row["report_last_run_epoch"],
-            row["report_databases"] or {},
-        )
+    for tenant_id, outcome, last_run, databases in selectors.tenants_backup_failing(stale_before=now - max_age):
         failed = sorted(
             name for name, entry in databases.items() if isinstance(entry, dict) and entry.get("status") == "failed"
         )
-        if outcome is None:
-            failing[row["id"]] = Failing(
+        if outcome is None or last_run is None:
+            failing[tenant_id] = Failing(
                 AlertSeverity.HARD, f"no backup report in {settings.BACKUP_REPORT_MAX_AGE_HOURS} h"
             )
         elif last_run < now_epoch - max_age_seconds:
-            failing[row["id"]] = Failing(
+            failing[tenant_id] = Failing(
                 AlertSeverity.HARD,
                 f"latest backup report is {int(now_epoch - last_run) // 3600} h old "
                 f"({datetime.fromtimestamp(last_run, UTC):%Y-%m-%d %H:%M} UTC)",
             )
         elif outcome == "FAILED":
-            failing[row["id"]] = Failing(AlertSeverity.HARD, f"every database backup failed: {', '.join(failed)}")
+            failing[tenant_id] = Failing(AlertSeverity.HARD, f"every database backup failed: {', '.join(failed)}")
         else:
-            failing[row["id"]] = Failing(
+            failing[tenant_id] = Failing(
                 AlertSeverity.MEDIUM, f"{len(failed)} of {len(databases)} database backups failed: {', '.join(failed)}"
             )
     return alerts_sync(kind="backup_failed", subject_type=TENANT, failing=failing).summary()
