@@ -67,7 +67,11 @@ def tenants_eligible(*, component: str, version: str, now: datetime, rollout_id:
 
 def stage_candidates(*, rollout: Rollout, stage: RolloutStage, now: datetime, limit: int | None) -> QuerySet[Any, Any]:
     """(tenant id, its current version of the component or "") for the stage, newest
-    first: a query, so dispatch can insert from it without reading the rows."""
+    first: a query, so dispatch can insert from it without reading the rows. Keep the
+    order even for a stage that takes every tenant: the sort makes Postgres read every
+    candidate before the first update is inserted. Without it, on freshly analysed
+    statistics, Postgres chose to check "no update yet" by scanning the updates table
+    the statement was filling, once per tenant: 116 s instead of 2 at 100,000."""
     queryset = tenants_eligible(
         component=rollout.component, version=rollout.target_version, now=now, rollout_id=rollout.pk
     ).filter(is_internal=stage.internal)
