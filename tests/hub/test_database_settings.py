@@ -19,7 +19,8 @@ def _options_with(**env: str) -> str:
         [
             sys.executable,
             "-c",
-            "from django.conf import settings; print(settings.DATABASES['default'].get('OPTIONS', {}).get('options', ''))",
+            "from django.conf import settings; "
+            "print(settings.DATABASES['default'].get('OPTIONS', {}).get('options', ''))",
         ],
         cwd=ROOT,
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "hub.settings", **env},
