@@ -71,7 +71,8 @@ def stage_candidates(*, rollout: Rollout, stage: RolloutStage, now: datetime, li
     order even for a stage that takes every tenant: the sort makes Postgres read every
     candidate before the first update is inserted. Without it, on freshly analysed
     statistics, Postgres chose to check "no update yet" by scanning the updates table
-    the statement was filling, once per tenant: 116 s instead of 2 at 100,000."""
+    the statement was filling, once per tenant: the INSERT took 116 s instead of 2 at
+    100,000 tenants."""
     queryset = tenants_eligible(
         component=rollout.component, version=rollout.target_version, now=now, rollout_id=rollout.pk
     ).filter(is_internal=stage.internal)
