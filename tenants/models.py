@@ -6,7 +6,6 @@ heartbeat be checked without a password hash per request."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 
 from django.db import models
@@ -14,6 +13,7 @@ from django.db.models import Q
 
 from hub.catalog import Region, Tier
 from hub.crypto import EncryptedTextField
+from hub.db.ids import time_ordered_uuid
 
 
 class TenantStatus(models.TextChoices):
@@ -320,7 +320,7 @@ class Command(models.Model):
     """An instruction for one agent: delivered at least once in heartbeat replies until
     a result answers it; the agent executes it once, by id."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=time_ordered_uuid, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="commands")
     type = models.CharField(max_length=20, choices=CommandType.choices)
     payload = models.JSONField(default=dict, blank=True)

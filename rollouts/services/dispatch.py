@@ -12,6 +12,7 @@ from django.db import connection
 from django.db.models import Exists, OuterRef
 
 from hub.db.bulksql import insert_skipping_conflicts
+from hub.db.ids import UUID7_SQL
 from hub.models import AuditEvent
 from rollouts import selectors
 from rollouts.models import (
@@ -68,7 +69,7 @@ def updates_insert_sent(*, rollout: Rollout, stage: RolloutStage, now: datetime,
         f"INSERT INTO {table} "  # noqa: S608 - table from model metadata, candidates built by the ORM, values bound
         "(rollout_id, stage_id, tenant_id, from_version, to_version, status, command_id, attempts, sent_at, "
         "error, rollback_error) "
-        "SELECT %s, %s, c.tenant_id, c.from_version, %s, %s, gen_random_uuid(), 1, %s, '', '' "
+        f"SELECT %s, %s, c.tenant_id, c.from_version, %s, %s, {UUID7_SQL}, 1, %s, '', '' "
         f"FROM ({candidates_sql.replace('{', '{{').replace('}', '}}')}) AS c(tenant_id, from_version) "
         "{on_conflict}",
         [rollout.pk, stage.pk, rollout.target_version, UpdateStatus.SENT, now, *candidates_params],

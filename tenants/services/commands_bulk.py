@@ -23,6 +23,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from hub.audit import audit_record
+from hub.db.ids import time_ordered_uuid
 from hub.errors import DomainError
 from hub.models import AuditEvent
 from tenants import redis_store
@@ -71,7 +72,7 @@ def commands_queue_bulk(
     commands = Command.objects.bulk_create(
         [
             Command(
-                id=uuid.uuid4(),
+                id=time_ordered_uuid(),
                 tenant_id=tenant_id,
                 type=type,
                 payload=payload,

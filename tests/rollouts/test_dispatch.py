@@ -5,6 +5,8 @@ stage is dispatched again, one after the other or at the same time."""
 from __future__ import annotations
 
 import threading
+import time
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -172,3 +174,43 @@ def test_the_database_refuses_an_update_whose_stage_is_of_another_rollout_or_mis
     # and an update of the stage's own rollout is written
     write(rollout=first, stage=RolloutStage.objects.get(rollout=first))
     assert TenantUpdate.objects.filter(rollout=first).count() == 1
+
+
+def uuid_millis(value: uuid.UUID) -> int:
+    return value.int >> 80
+
+
+def test_command_ids_are_uuid7_in_creation_order_whether_python_or_postgres_made_them(
+    make_fleet: Any, make_rollout: Any, on_commit: Any
+) -> None:
+    # given a fleet, and a command queued by Python before the rollout
+    fleet: Fleet = make_fleet(6)
+    first = Command.objects.create(
+        tenant_id=fleet.agents[0].tenant_id,
+        type=CommandType.RESTART,
+        payload={},
+        expires_at=timezone.now() + timedelta(hours=1),
+    )
+    rollout = make_rollout(stages=[StageSpec(percent=100, soak_seconds=3600)])
+    time.sleep(0.002)  # ids sort by millisecond: a later one is made at least one later
+
+    # when the rollout's stage writes its commands in Postgres
+    before_ms = int(time.time() * 1000)
+    on_commit(rollout_start, rollout_id=rollout.pk, actor="test")
+    after_ms = int(time.time() * 1000)
+    time.sleep(0.002)
+    last = Command.objects.create(
+        tenant_id=fleet.agents[0].tenant_id,
+        type=CommandType.RESTART,
+        payload={},
+        expires_at=timezone.now() + timedelta(hours=1),
+    )
+
+    # then every id is an RFC 9562 version 7 id carrying the millisecond it was made,
+    # so ids sort in the order the commands were made, whoever made them
+    dispatched = [c.pk for commands in commands_by_tenant(rollout).values() for c in commands]
+    assert len(dispatched) == 6
+    for value in [first.pk, *dispatched, last.pk]:
+        assert (value.version, value.variant) == (7, uuid.RFC_4122), value
+    assert all(before_ms - 1 <= uuid_millis(value) <= after_ms + 1 for value in dispatched)
+    assert first.pk < min(dispatched) and max(dispatched) < last.pk
