@@ -400,8 +400,6 @@ DNS_NAMESERVER_CHECK_SECONDS = env.float("DNS_NAMESERVER_CHECK_SECONDS", default
 DNS_NAMESERVER_DEADLINE_SECONDS = env.int("DNS_NAMESERVER_DEADLINE_SECONDS", default=72 * 3600)
 # certbot's DNS-01 hook asks the Hub for the _acme-challenge TXT record: the Hub answers
 # once Cloudflare shows it, reading it back this often for at most this long.
-ACME_CHALLENGE_VISIBLE_TIMEOUT = env.float("ACME_CHALLENGE_VISIBLE_TIMEOUT", default=20.0)
-ACME_CHALLENGE_POLL_SECONDS = env.float("ACME_CHALLENGE_POLL_SECONDS", default=1.0)
 # The Hub's own SSH identity, used on every server it sets up.
 HUB_SSH_PRIVATE_KEY_PATH = env.str("HUB_SSH_PRIVATE_KEY_PATH", default=str(BASE_DIR / "var" / "hub_ssh_key"))
 HUB_ADMIN_EMAIL = env.str("HUB_ADMIN_EMAIL", default="ops@example.com")

@@ -29,7 +29,6 @@ from provisioning.serializers import (
 )
 from provisioning.services.acme import (
     ChallengeForbidden,
-    ChallengeNotVisible,
     acme_challenge_put,
     acme_challenge_remove,
 )
@@ -103,12 +102,6 @@ class ServerListCreateApi(generics.ListAPIView):
 # --- the agent's DNS-01 hook ----------------------------------------------------------
 
 
-class ChallengeNotVisibleError(exceptions.APIException):
-    status_code = 504
-    default_detail = "The TXT record was written but not yet visible; try again."
-    default_code = "not_visible"
-
-
 class DnsProviderRefusedError(exceptions.APIException):
     status_code = 502
     default_detail = "The DNS provider refused the record."
@@ -121,7 +114,6 @@ CHALLENGE_ERRORS = {
     409: OpenApiResponse(response=ERROR.response, description="the tenant's domain is in no zone of the account"),
     502: ERROR,
     503: ERROR,
-    504: ERROR,
 }
 
 
@@ -134,8 +126,6 @@ class AgentAcmeChallengeApi(AgentApi):
             return service(tenant_id=self.identity(request).tenant_id, **data)
         except ChallengeForbidden as exc:
             raise exceptions.PermissionDenied(str(exc)) from exc
-        except ChallengeNotVisible as exc:
-            raise ChallengeNotVisibleError from exc
         except DnsProviderError as exc:
             raise ServiceUnavailable from exc
         except CloudflareRefused as exc:

@@ -319,15 +319,6 @@ def records(
     return found
 
 
-def a_records_at(*, zone_id: str, domain: str, names: list[str]) -> dict[str, list[str]]:
-    """The addresses each of these names (the domain and names under it) has, in one call."""
-    found: dict[str, list[str]] = {name: [] for name in names}
-    for record in records(zone_id=zone_id, under=domain, type_="A"):
-        if record.name in found:
-            found[record.name].append(record.content)
-    return {name: sorted(contents) for name, contents in found.items()}
-
-
 def a_records_ensure(*, zone_id: str, domain: str, names: list[str], ipv4: str) -> list[DnsRecord]:
     """Each name (the domain and names under it) gets exactly one A record, to ipv4: an
     identical one is reused, a stale one (other address) is corrected, none is created,
