@@ -101,9 +101,11 @@ def _latencies(port: int, token: str, count: int) -> list[float]:
     from hub.audit import audit_record
 
     committed: dict[int, float] = {}
+    published: dict[int, list[str] | None] = {}
     arrived: dict[int, float] = {}
     sock = _open_stream(port, token)
     done = threading.Event()
+    closed = threading.Event()
 
     def read() -> None:
         buffer = b""
@@ -114,6 +116,7 @@ def _latencies(port: int, token: str, count: int) -> list[float]:
             except TimeoutError:
                 continue
             if not chunk:
+                closed.set()
                 return
             now = time.perf_counter()
             buffer += chunk
@@ -131,9 +134,21 @@ def _latencies(port: int, token: str, count: int) -> list[float]:
                 # The first callback after the commit: the commit's time.
                 transaction.on_commit(lambda at=n: committed.__setitem__(at, time.perf_counter()))  # type: ignore[misc]
                 audit_record(actor="bench", action="bench.latency", object_type="bench", object_id=n)
-                events.publish("bench.latency", {"n": n})
+                # What events.publish does, keeping what Redis answered.
+                transaction.on_commit(
+                    lambda at=n: published.__setitem__(at, events.send("bench.latency", {"n": at}))  # type: ignore[misc]
+                )
             time.sleep(0.02)
-        wait_for(lambda: len(arrived) >= count, timeout=30, message="every event to reach the client")
+        try:
+            wait_for(lambda: len(arrived) >= count, timeout=30, message="every event to reach the client")
+        except TimeoutError as exc:
+            missing = sorted(set(range(count)) - set(arrived))
+            unpublished = sorted(n for n, ids in published.items() if not ids)
+            stream = "was closed by the server" if closed.is_set() else "stayed open"
+            raise TimeoutError(
+                f"{exc}: {len(arrived)} of {count} arrived; missing {missing[:20]}; not published (Redis refused "
+                f"or timed out) {unpublished[:20]}; the stream {stream}"
+            ) from None
     finally:
         done.set()
         reader.join(timeout=5)
