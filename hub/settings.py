@@ -398,8 +398,6 @@ DNS_NO_WILDCARD_ZONES = env.list("DNS_NO_WILDCARD_ZONES", default=[])
 # at most this long before the order is rolled back.
 DNS_NAMESERVER_CHECK_SECONDS = env.float("DNS_NAMESERVER_CHECK_SECONDS", default=300.0)
 DNS_NAMESERVER_DEADLINE_SECONDS = env.int("DNS_NAMESERVER_DEADLINE_SECONDS", default=72 * 3600)
-# certbot's DNS-01 hook asks the Hub for the _acme-challenge TXT record: the Hub answers
-# once Cloudflare shows it, reading it back this often for at most this long.
 # The Hub's own SSH identity, used on every server it sets up.
 HUB_SSH_PRIVATE_KEY_PATH = env.str("HUB_SSH_PRIVATE_KEY_PATH", default=str(BASE_DIR / "var" / "hub_ssh_key"))
 HUB_ADMIN_EMAIL = env.str("HUB_ADMIN_EMAIL", default="ops@example.com")
