@@ -3,11 +3,13 @@ clause, run again with it when a row conflicts."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from hub.db.bulksql import insert_skipping_conflicts
+from hub.db.bulksql import JSON_ROWS, insert_skipping_conflicts, json_rows
 from hub.models import Alert
 
 pytestmark = pytest.mark.django_db
@@ -62,3 +64,29 @@ def test_an_error_other_than_a_conflict_is_raised_and_inserts_nothing() -> None:
     with pytest.raises(IntegrityError), transaction.atomic():
         insert_skipping_conflicts(INSERT, [-1, ["1"]], on_conflict=ON_CONFLICT)
     assert not Alert.objects.exists()
+
+
+class Row(NamedTuple):
+    subject: str
+    score: float | None
+
+
+def test_json_rows_reach_postgres_column_by_column_whatever_the_rows_are_made_of() -> None:
+    # given rows as a generator of named tuples, with quotes, newlines, non-ASCII text,
+    # a missing value and a number that is not finite (JSON has no NaN: Postgres would
+    # refuse the whole text)
+    rows = [Row('say "hi"\nthere', 1.5), Row("Zürich ✓", None), Row("nan", float("nan"))]
+
+    # when Postgres takes them apart as JSON_ROWS does
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT * FROM {JSON_ROWS.format(columns='r->>0 AS subject, (r->>1)::float8 AS score')} AS s",
+            [json_rows(row for row in rows)],
+        )
+        read = cursor.fetchall()
+
+    # then every value arrives in its column, and the one JSON cannot hold as null
+    assert read == [('say "hi"\nthere', 1.5), ("Zürich ✓", None), ("nan", None)]
+    # and what JSON has no form for is refused before any query
+    with pytest.raises(TypeError):
+        json_rows([[object()]])
