@@ -8,10 +8,12 @@ one digest per channel, not by one message per alert."""
 from __future__ import annotations
 
 import hashlib
+import heapq
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from operator import attrgetter
 
 import requests
 from django.conf import settings
@@ -88,17 +90,18 @@ def _texts(opening: Opening) -> tuple[str, str]:
 STORM_DIGEST_LISTED = 20
 
 
-def _storm_key(group: list[Opening], channel: str) -> str:
-    """The same alerts give the same key (an alert row is one opening: a new opening
+def _storm_keys(group: list[Opening], channels: tuple[str, ...]) -> list[str]:
+    """The same alerts give the same keys (an alert row is one opening: a new opening
     is a new row), so a digest is written once per channel however often it is
     computed, and an escalated storm adds only the channels it did not have."""
     digest = hashlib.sha256(",".join(map(str, sorted(o.alert_id for o in group))).encode()).hexdigest()[:32]
-    return f"storm:{group[0].subject_type}:{group[0].kind}:{digest}:{channel}"[:200]
+    return [f"storm:{group[0].subject_type}:{group[0].kind}:{digest}:{channel}"[:200] for channel in channels]
 
 
 def _storm_texts(group: list[Opening]) -> tuple[str, str]:
     first = group[0]
-    listed = sorted(group, key=lambda o: o.alert_id)[:STORM_DIGEST_LISTED]
+    # The first few by id, without sorting a storm of 100,000.
+    listed = heapq.nsmallest(STORM_DIGEST_LISTED, group, key=attrgetter("alert_id"))
     lines = [f"  {o.subject_type} {o.subject_id}: {o.message}" for o in listed]
     if len(group) > len(listed):
         lines.append(f"  ... and {len(group) - len(listed):,} more")
@@ -127,7 +130,8 @@ def _rows(openings: list[Opening]) -> list[tuple[int, str, str, str, str, int]]:
         if threshold and len(group) > threshold:
             anchor = min(o.alert_id for o in group)
             texts = _storm_texts(group)
-            rows += [(anchor, channel, _storm_key(group, channel), *texts, len(group)) for channel in channels]
+            keys = _storm_keys(group, channels)
+            rows += [(anchor, channel, key, *texts, len(group)) for channel, key in zip(channels, keys, strict=True)]
         else:
             rows += [(o.alert_id, channel, dedup_key(o, channel), *_texts(o), 1) for o in group for channel in channels]
     return rows
