@@ -9,7 +9,6 @@ from typing import Any, NamedTuple, cast
 import orjson
 from django.db import connection
 from django.db.models import (
-    BigIntegerField,
     DateTimeField,
     DurationField,
     ExpressionWrapper,
@@ -17,10 +16,9 @@ from django.db.models import (
     QuerySet,
     Value,
 )
-from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce, Greatest
 
-from hub.db.bulksql import EpochSeconds, UtcMinute
+from hub.db.bulksql import BigIntegerSQL, EpochSeconds, UtcMinute
 from tenants.models import TENANT_LIVE_STATUSES, BackupOutcome, BackupReport, Tenant, TenantStatus
 
 # Docker states of a container that stopped or keeps dying, and a failed health check.
@@ -57,11 +55,7 @@ def tenants_stale(*, now: datetime, intervals: int, grace_from: datetime | None)
         .annotate(clock=clock)
         .annotate(stale_at=ExpressionWrapper(F("clock") + allowed, output_field=DateTimeField()))
         .filter(stale_at__lt=now)
-        .annotate(
-            silent_for=RawSQL(
-                "FLOOR(EXTRACT(EPOCH FROM (%s - last_heartbeat_at)))::bigint", [now], output_field=BigIntegerField()
-            )
-        )
+        .annotate(silent_for=BigIntegerSQL("FLOOR(EXTRACT(EPOCH FROM (%s - last_heartbeat_at)))::bigint", [now]))
         .values_list("id", "silent_for", "heartbeat_interval")
     )
 

@@ -14,12 +14,14 @@ under 1 ms, and Postgres takes them apart:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
 from django.db import IntegrityError, connection, transaction
-from django.db.models import FloatField, Func, Model, TextField
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import BigIntegerField, FloatField, Func, Model, TextField
+from django.db.models.expressions import RawSQL
 from psycopg import errors as pg_errors
 
 
@@ -30,6 +32,22 @@ class EpochSeconds(Func):
 
     template = "EXTRACT(EPOCH FROM %(expressions)s)::float8"
     output_field = FloatField()
+
+    def get_db_converters(self, connection: BaseDatabaseWrapper) -> list[Callable[..., Any]]:
+        # The SQL casts to float8, which psycopg reads as a float: Django's float() of
+        # every row would cost 60 ms a storm of 100,000.
+        return self.output_field.get_db_converters(connection)
+
+
+class BigIntegerSQL(RawSQL):
+    """RawSQL whose SQL casts to bigint, read as an int without Django's int() of every
+    row (60 ms a storm of 100,000)."""
+
+    def __init__(self, sql: str, params: Sequence[object]) -> None:
+        super().__init__(sql, params, output_field=BigIntegerField())
+
+    def get_db_converters(self, connection: BaseDatabaseWrapper) -> list[Callable[..., Any]]:
+        return self.output_field.get_db_converters(connection)
 
 
 class UtcMinute(Func):

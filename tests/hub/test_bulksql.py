@@ -9,7 +9,7 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from hub.db.bulksql import JSON_ROWS, insert_skipping_conflicts, json_rows
+from hub.db.bulksql import JSON_ROWS, BigIntegerSQL, EpochSeconds, insert_skipping_conflicts, json_rows
 from hub.models import Alert
 
 pytestmark = pytest.mark.django_db
@@ -90,3 +90,28 @@ def test_json_rows_reach_postgres_column_by_column_whatever_the_rows_are_made_of
     # and what JSON has no form for is refused before any query
     with pytest.raises(TypeError):
         json_rows([[object()]])
+
+
+def test_epoch_seconds_and_bigint_sql_read_as_float_and_int_from_postgres_itself() -> None:
+    # given an alert with a first-seen time, and one timestamp missing
+    alert = open_alert("typed", "message")
+    now = timezone.now()
+
+    # when they are read through the expressions that skip Django's per-row converters
+    row = (
+        Alert.objects.filter(pk=alert.pk)
+        .annotate(
+            seen=EpochSeconds("first_seen_at"),
+            never=EpochSeconds("resolved_at"),
+            ago=BigIntegerSQL("FLOOR(EXTRACT(EPOCH FROM (%s - first_seen_at)))::bigint", [now]),
+        )
+        .values_list("seen", "never", "ago")
+        .get()
+    )
+
+    # then Postgres's casts alone make them a float and an int (EXTRACT alone would
+    # give a Decimal), and a missing time stays None
+    seen, never, ago = row
+    assert type(seen) is float and seen == pytest.approx(alert.first_seen_at.timestamp(), abs=1e-6)
+    assert never is None
+    assert type(ago) is int and ago == int((now - alert.first_seen_at).total_seconds())
