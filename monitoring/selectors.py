@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, cast
 
@@ -13,24 +12,16 @@ from django.db.models import (
     DurationField,
     ExpressionWrapper,
     F,
+    Func,
+    IntegerField,
     QuerySet,
+    TextField,
     Value,
 )
 from django.db.models.functions import Coalesce, Greatest
 
 from hub.db.bulksql import BigIntegerSQL, EpochSeconds, UtcMinute
 from tenants.models import TENANT_LIVE_STATUSES, BackupOutcome, BackupReport, Tenant, TenantStatus
-
-# Docker states of a container that stopped or keeps dying, and a failed health check.
-CRASHED_STATES = ("exited", "dead", "restarting")
-UNHEALTHY = "unhealthy"
-# A tenant with a bad container contains one of these. Postgres tests jsonb containment
-# (`@>`) quicker than the same filter as a JSON path: over 100,000 tenants of 20
-# containers each, 0.58 s against 0.71 s when all are fine, 0.18 against 0.69 s when
-# each has one crashed.
-_BAD_CONTAINER_PATTERNS = [json.dumps([{"state": state}]) for state in CRASHED_STATES] + [
-    json.dumps([{"health": UNHEALTHY}])
-]
 
 
 def tenants_watched() -> QuerySet[Tenant]:
@@ -71,36 +62,18 @@ def tenants_over(*, metric: str, threshold: float) -> list[tuple[int, float]]:
 def tenants_with_bad_containers() -> list[tuple[int, int, str]]:
     """(id, how many containers crashed or are unhealthy, their descriptions) of every
     watched tenant with at least one: each "name (state)" or "name (unhealthy)", in the
-    agent's order, joined by ", ". Postgres finds, counts and describes them: a tenant
-    runs 20 containers or more, and decoding every one in Python took 5 s of a storm
-    of 100,000 (1.2 s this way)."""
-    watched_sql, watched_params = tenants_watched().values_list("id", "containers").query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT w.id, bad.count, bad.described
-              FROM ({watched_sql}) AS w(id, containers)
-             CROSS JOIN LATERAL (
-                   SELECT count(*) AS count,
-                          string_agg(coalesce(c->>'name', 'None') || ' ('
-                                     || CASE WHEN c->>'state' = ANY(%s::text[]) THEN c->>'state' ELSE %s END
-                                     || ')', ', ' ORDER BY position) AS described
-                     FROM jsonb_array_elements(CASE WHEN jsonb_typeof(w.containers) = 'array' THEN w.containers END)
-                          WITH ORDINALITY AS listed(c, position)
-                    WHERE jsonb_typeof(c) = 'object' AND (c->>'state' = ANY(%s::text[]) OR c->>'health' = %s)
-                   ) AS bad
-             WHERE w.containers @> ANY(%s::jsonb[])
-            """,  # noqa: S608 - the inner query is built by the ORM, the values are parameters
-            [
-                *watched_params,
-                list(CRASHED_STATES),
-                UNHEALTHY,
-                list(CRASHED_STATES),
-                UNHEALTHY,
-                _BAD_CONTAINER_PATTERNS,
-            ],
+    agent's order, joined by ", ". Postgres described them when the heartbeat wrote the
+    containers (`Tenant.containers_bad`): unpacking 20 containers of each of 100,000
+    tenants here took 1.1 s of every storm, and 0.45 s of every quiet run."""
+    return list(
+        tenants_watched()
+        .filter(containers_bad__isnull=False)
+        .annotate(
+            bad=Func(F("containers_bad"), function="cardinality", output_field=IntegerField()),
+            described=Func(F("containers_bad"), Value(", "), function="array_to_string", output_field=TextField()),
         )
-        return cast(list[tuple[int, int, str]], cursor.fetchall())
+        .values_list("id", "bad", "described")
+    )
 
 
 def tenants_tls_expiring(*, before: datetime) -> list[tuple[int, float, str]]:

@@ -86,8 +86,9 @@ def copy_model_rows(
     for a fleet of fixtures: no model instances, no per-value preparation). `columns`
     are attnames, each row holds their values ready for the database (a JSON value as
     psycopg's Jsonb); every other field gets its default, prepared once, and auto_now
-    fields the current time. `ids`, when given, are the rows' primary keys (reserved
-    with `ids_reserve`); otherwise the table's sequence numbers them."""
+    fields the current time; Postgres computes the generated ones. `ids`, when given,
+    are the rows' primary keys (reserved with `ids_reserve`); otherwise the table's
+    sequence numbers them."""
     from django.db import connection
     from django.utils import timezone
 
@@ -96,7 +97,8 @@ def copy_model_rows(
     fixed: dict[str, object] = {}
     for model_field in model._meta.concrete_fields:
         name = model_field.attname
-        if name in columns or model_field is pk:
+        # Postgres computes a generated column itself (and refuses a value for it).
+        if name in columns or model_field is pk or model_field.generated:
             continue
         if getattr(model_field, "auto_now", False) or getattr(model_field, "auto_now_add", False):
             value: object = now

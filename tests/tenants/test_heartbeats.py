@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 
 from ops.simulation import fleet_simulate
 from tenants import redis_store
-from tenants.models import HeartbeatSample, Tenant
+from tenants.models import CONTAINER_CRASHED_STATES, CONTAINER_UNHEALTHY, HeartbeatSample, Tenant
 from tenants.services import agent_key_revoke, command_record_result, heartbeat_flush
 from tests.conftest import wait_for
 from tests.tenants.conftest import HEARTBEAT
@@ -59,6 +59,26 @@ def test_heartbeat_is_buffered_then_flushed_into_state_and_history(api, agent):
     heartbeat_flush()
     tenant.refresh_from_db()
     assert tenant.versions == {"ghost": "5.1", "nextcloud": "29.0.2"}
+
+
+@pytest.mark.django_db
+def test_the_flush_leaves_the_bad_containers_described_on_the_tenant(api, agent):
+    # given a heartbeat with one container in each crashed state, one unhealthy, one fine
+    crashed = [{"name": f"c-{state}", "state": state, "health": None} for state in CONTAINER_CRASHED_STATES]
+    sick = {"name": "odoo", "state": "running", "health": CONTAINER_UNHEALTHY}
+    fine = {"name": "web", "state": "running", "health": "healthy"}
+    beat(api, agent.api_key, containers=[fine, *crashed, sick])
+
+    # when it is flushed, Postgres describes the bad ones, in the agent's order
+    heartbeat_flush()
+    tenant = Tenant.objects.get(pk=agent.tenant.pk)
+    assert tenant.containers_bad == [*(f"c-{s} ({s})" for s in CONTAINER_CRASHED_STATES), "odoo (unhealthy)"]
+
+    # and a later heartbeat with all of them fine clears the description
+    beat(api, agent.api_key, containers=[fine])
+    heartbeat_flush()
+    tenant.refresh_from_db()
+    assert tenant.containers_bad is None
 
 
 @pytest.mark.django_db
