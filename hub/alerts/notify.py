@@ -11,9 +11,9 @@ import hashlib
 import heapq
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from operator import attrgetter
+from typing import NamedTuple
 
 import requests
 from django.conf import settings
@@ -38,9 +38,10 @@ class NotificationDeliveryError(Exception):
     """The mail server or the webhook refused or did not answer; worth retrying."""
 
 
-@dataclass(frozen=True)
-class Opening:
-    """An alert that was just opened (or escalated): what the notifications say."""
+class Opening(NamedTuple):
+    """An alert that was just opened (or escalated): what the notifications say. A named
+    tuple: an alert storm makes 100,000 of them, in a quarter of a frozen dataclass's
+    time."""
 
     alert_id: int
     subject_type: str

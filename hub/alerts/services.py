@@ -15,6 +15,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -30,9 +31,9 @@ logger = logging.getLogger(__name__)
 SEVERITY_RANK: dict[str, int] = {AlertSeverity.SOFT: 0, AlertSeverity.MEDIUM: 1, AlertSeverity.HARD: 2}
 
 
-@dataclass(frozen=True)
-class Failing:
-    """One subject that fails a check: how badly and why."""
+class Failing(NamedTuple):
+    """One subject that fails a check: how badly and why. A named tuple, quick to make
+    by the 100,000."""
 
     severity: str
     message: str
@@ -200,7 +201,7 @@ def alerts_sync(*, kind: str, subject_type: str, failing: Mapping[int, Failing] 
                   FROM {JSON_ROWS.format(columns="(r->>0)::bigint AS id, r->>1 AS message, r->>2 AS severity")} AS s
                  WHERE a.id = s.id AND a.status = 'OPEN'
                 """,  # noqa: S608 - the table name is ours, the values are parameters
-                [now, json_rows((pk, c.message, c.severity) for pk, c in still)],
+                [now, json_rows([(pk, c.message, c.severity) for pk, c in still])],
             )
         result.counted = [s for s in wanted if s in open_by_subject]
         for subject, condition in wanted.items():
@@ -245,24 +246,17 @@ def alerts_sync(*, kind: str, subject_type: str, failing: Mapping[int, Failing] 
                 kind,
                 now,
                 now,
-                json_rows((s, c.severity, c.message) for s, c in new),
+                json_rows([(s, c.severity, c.message) for s, c in new]),
                 now,
             ],
             on_conflict="ON CONFLICT DO NOTHING",
         )
-        for pk, subject, severity, message in inserted:
-            result.opened.append(subject)
-            openings.append(
-                Opening(
-                    alert_id=pk,
-                    subject_type=subject_type,
-                    subject_id=subject,
-                    kind=kind,
-                    severity=severity,
-                    message=message,
-                    first_seen_at=now,
-                )
-            )
+        # Positional: a storm makes 100,000 of them, and keywords double their cost.
+        openings.extend(
+            Opening(pk, subject_type, subject, kind, severity, message, now)
+            for pk, subject, severity, message in inserted
+        )
+        result.opened.extend(subject for _, subject, _, _ in inserted)
         if inserted:
             logger.warning("alerts: %d opened for %s on %s", len(inserted), kind, subject_type)
 
