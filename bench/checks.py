@@ -118,7 +118,7 @@ def _failing_fleet(count: int) -> int:
     from hub.db.bulksql import copy_model_rows, ids_reserve
     from monitoring.models import HubPresence
     from provisioning.models import Order, OrderStatus
-    from tenants.models import BackupReport, HeartbeatSample, Tenant, TenantStatus
+    from tenants.models import BackupReport, HeartbeatSample, Tenant, TenantContainers, TenantStatus
     from tenants.services.history import heartbeat_partitions_ensure
 
     now = timezone.now()
@@ -139,7 +139,6 @@ def _failing_fleet(count: int) -> int:
             "last_heartbeat_at",
             "disk_percent",
             "memory_percent",
-            "containers",
             "tls_expires_at",
         ),
         rows=(
@@ -151,12 +150,12 @@ def _failing_fleet(count: int) -> int:
                 now - timedelta(minutes=10),
                 95.0,
                 97.0,
-                containers,
                 now + timedelta(days=3),
             )
             for i in range(count)
         ),
     )
+    copy_model_rows(TenantContainers, columns=("tenant_id", "containers"), rows=((pk, containers) for pk in tenant_ids))
     # One tenant still heartbeats: with none at all, the Hub's intake would count as down.
     Tenant.objects.filter(pk=tenant_ids[0]).update(last_heartbeat_at=now)
     copy_model_rows(
@@ -195,16 +194,16 @@ def _heal() -> None:
     from django.utils import timezone
 
     from provisioning.models import Order, OrderStatus
-    from tenants.models import BackupReport, Tenant
+    from tenants.models import BackupReport, Tenant, TenantContainers
 
     now = timezone.now()
     Tenant.objects.update(
         last_heartbeat_at=now,
         disk_percent=10.0,
         memory_percent=10.0,
-        containers=_containers(crashed=False),
         tls_expires_at=now + timedelta(days=90),
     )
+    TenantContainers.objects.update(containers=_containers(crashed=False))
     BackupReport.objects.update(last_run=now, outcome="SUCCESS", databases={"ghost": {"status": "success"}})
     Order.objects.update(status=OrderStatus.FULFILLED)
     _settle()

@@ -7,6 +7,7 @@ heartbeat be checked without a password hash per request."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
@@ -81,16 +82,6 @@ class Tenant(models.Model):
     memory_percent = models.FloatField(null=True, blank=True)
     load = models.FloatField(null=True, blank=True)
     uptime_seconds = models.BigIntegerField(null=True, blank=True)
-    containers = models.JSONField(default=list, blank=True)
-    # "name (state)" or "name (unhealthy)" of each container that crashed or failed its
-    # health check, in the agent's order; NULL when there is none. Postgres derives it
-    # whenever `containers` is written (the function is in migration 0007), so the
-    # containers check reads one column instead of unpacking 20 containers per tenant.
-    containers_bad = models.GeneratedField(
-        expression=Func(F("containers"), function="tenant_containers_bad", output_field=ArrayField(models.TextField())),
-        output_field=ArrayField(models.TextField()),
-        db_persist=True,
-    )
     tls_expires_at = models.DateTimeField(null=True, blank=True)
     # component -> version. Heartbeats merge what the agent reports; a successful update
     # command sets its component at once. A heartbeat older than that update must not
@@ -103,6 +94,14 @@ class Tenant(models.Model):
 
     def __str__(self) -> str:
         return self.domain
+
+    @property
+    def containers(self) -> list[dict[str, Any]]:
+        """The containers the agent reported last ([] before its first heartbeat)."""
+        try:
+            return self.container_report.containers
+        except TenantContainers.DoesNotExist:
+            return []
 
     def can_receive_commands(self) -> bool:
         return self.status in TENANT_LIVE_STATUSES
@@ -121,6 +120,31 @@ class Tenant(models.Model):
 
     def can_deprovision(self) -> bool:
         return TenantStatus.DEPROVISIONING in TENANT_TRANSITIONS[self.status]
+
+
+class TenantContainers(models.Model):
+    """The containers a tenant's agent reported last, beside the tenant rather than in
+    its row: 20 containers are 1.4 kB, nine tenths of a tenant row, and every fleet
+    check reads the whole tenants table (156 MB at 100,000 tenants with them, 15 MB
+    without). The heartbeat flush writes a tenant's row only when its list changed."""
+
+    tenant = models.OneToOneField(Tenant, primary_key=True, on_delete=models.CASCADE, related_name="container_report")
+    containers = models.JSONField(default=list)
+    # "name (state)" or "name (unhealthy)" of each container that crashed or failed its
+    # health check, in the agent's order; NULL when there is none. Postgres derives it
+    # whenever `containers` is written (the function is in migration 0007), so the
+    # containers check reads one indexed column instead of unpacking 20 containers.
+    bad = models.GeneratedField(
+        expression=Func(F("containers"), function="tenant_containers_bad", output_field=ArrayField(models.TextField())),
+        output_field=ArrayField(models.TextField()),
+        db_persist=True,
+    )
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant"], name="tenant_containers_bad", condition=Q(bad__isnull=False))]
+
+    def __str__(self) -> str:
+        return f"containers of tenant {self.tenant_id}"
 
 
 class AgentCredential(models.Model):

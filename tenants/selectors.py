@@ -21,7 +21,7 @@ from tenants.models import (
 
 def tenant_list(*, filters: dict[str, Any] | None = None) -> QuerySet[Tenant]:
     filters = filters or {}
-    queryset = Tenant.objects.select_related("server").order_by("id")
+    queryset = Tenant.objects.select_related("server", "container_report").order_by("id")
     if filters.get("status"):
         queryset = queryset.filter(status=filters["status"])
     if filters.get("region"):

@@ -284,6 +284,8 @@ class KeyRotateOutputSerializer(serializers.Serializer):
 
 
 class TenantOutputSerializer(serializers.ModelSerializer):
+    containers = ContainerSerializer(many=True, read_only=True)
+
     class Meta:
         model = Tenant
         fields = [

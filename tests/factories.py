@@ -3,6 +3,7 @@ each valid with no arguments and unique per call, and a whole fleet in one state
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -10,7 +11,7 @@ import factory
 from django.utils import timezone
 
 from provisioning.models import Order, Server, ServerProvider, ServerStatus
-from tenants.models import Tenant, TenantStatus
+from tenants.models import Tenant, TenantContainers, TenantStatus
 
 
 class ServerFactory(factory.django.DjangoModelFactory[Server]):
@@ -44,19 +45,28 @@ class OrderFactory(factory.django.DjangoModelFactory[Order]):
 
 
 def healthy_fleet(count: int, **fields: Any) -> list[Tenant]:
-    """`count` ACTIVE tenants with registered agents, all well, in one statement."""
+    """`count` ACTIVE tenants with registered agents, all well, in two statements."""
     now = timezone.now()
+    containers = fields.pop("containers", [{"name": "nextcloud", "state": "running", "health": "healthy"}])
     healthy: dict[str, Any] = {
         "registered_at": now - timedelta(days=3),
         "heartbeat_interval": 60,
         "last_heartbeat_at": now,
         "disk_percent": 40.0,
         "memory_percent": 50.0,
-        "containers": [{"name": "nextcloud", "state": "running", "health": "healthy"}],
         "tls_expires_at": now + timedelta(days=60),
     }
-    tenants = TenantFactory.build_batch(count, **{**healthy, **fields})
-    return Tenant.objects.bulk_create(tenants, batch_size=2000)
+    tenants = Tenant.objects.bulk_create(TenantFactory.build_batch(count, **{**healthy, **fields}), batch_size=2000)
+    TenantContainers.objects.bulk_create([TenantContainers(tenant=t, containers=containers) for t in tenants])
+    return tenants
+
+
+def containers_report(tenants: Iterable[Tenant | int], containers: list[Any]) -> None:
+    """The containers these tenants' agents reported last, as the heartbeat flush leaves them."""
+    for tenant in tenants:
+        TenantContainers.objects.update_or_create(
+            tenant_id=tenant if isinstance(tenant, int) else tenant.pk, defaults={"containers": containers}
+        )
 
 
 def ago(**delta: float) -> Any:

@@ -25,6 +25,7 @@ from tenants.models import (
     HeartbeatRollup,
     HeartbeatSample,
     Tenant,
+    TenantContainers,
 )
 from tenants.services.agents import AgentAuthError
 from tenants.services.commands import _commands_hand_out, commands_deliver
@@ -174,6 +175,7 @@ def _samples_write(cursor: Any, samples: list[dict[str, Any]]) -> int:
     sample: one INSERT and one UPDATE per chunk. Idempotent: a sample already stored is
     skipped and an older sample never overwrites newer state. Returns tenants updated."""
     tenant_table = Tenant._meta.db_table
+    containers_table = TenantContainers._meta.db_table
     sample_table = HeartbeatSample._meta.db_table
     rollup_table = HeartbeatRollup._meta.db_table
     bucket = rollup_bucket_sql("received_at")
@@ -224,23 +226,42 @@ def _samples_write(cursor: Any, samples: list[dict[str, Any]]) -> int:
         )
     updated = 0
     for chunk in _chunks(_latest_per_tenant(samples), chunk_size):
+        # The containers follow the tenant's state: only a tenant whose state this
+        # sample moved gets them, and its row is written only when the list changed
+        # (an agent's containers change rarely, and they are most of a sample).
         cursor.execute(
             f"""
-            UPDATE {tenant_table} AS t SET
-                last_heartbeat_at = v.received_at,
-                disk_percent = v.disk,
-                memory_percent = v.mem,
-                load = v.load,
-                uptime_seconds = v.up,
-                containers = v.containers,
-                tls_expires_at = v.tls,
-                versions = CASE
-                    WHEN t.versions_updated_at IS NULL OR t.versions_updated_at < v.received_at
-                    THEN t.versions || v.versions ELSE t.versions END
-            FROM unnest(%s::bigint[], %s::timestamptz[], %s::float8[], %s::float8[], %s::float8[],
-                        %s::bigint[], %s::text[]::jsonb[], %s::timestamptz[], %s::text[]::jsonb[])
-                 AS v(id, received_at, disk, mem, load, up, containers, tls, versions)
-            WHERE t.id = v.id AND (t.last_heartbeat_at IS NULL OR t.last_heartbeat_at < v.received_at)
+            WITH v AS (
+                SELECT * FROM unnest(%s::bigint[], %s::timestamptz[], %s::float8[], %s::float8[], %s::float8[],
+                                     %s::bigint[], %s::text[]::jsonb[], %s::timestamptz[], %s::text[]::jsonb[])
+                     AS v(id, received_at, disk, mem, load, up, containers, tls, versions)
+            ), moved AS (
+                UPDATE {tenant_table} AS t SET
+                    last_heartbeat_at = v.received_at,
+                    disk_percent = v.disk,
+                    memory_percent = v.mem,
+                    load = v.load,
+                    uptime_seconds = v.up,
+                    tls_expires_at = v.tls,
+                    versions = CASE
+                        WHEN t.versions_updated_at IS NULL OR t.versions_updated_at < v.received_at
+                        THEN t.versions || v.versions ELSE t.versions END
+                FROM v
+                WHERE t.id = v.id AND (t.last_heartbeat_at IS NULL OR t.last_heartbeat_at < v.received_at)
+                RETURNING t.id
+            ), reported AS (
+                SELECT v.id, v.containers FROM v JOIN moved ON moved.id = v.id
+            ), changed AS (
+                UPDATE {containers_table} AS c SET containers = r.containers
+                FROM reported AS r
+                WHERE c.tenant_id = r.id AND c.containers IS DISTINCT FROM r.containers
+            ), first AS (
+                INSERT INTO {containers_table} (tenant_id, containers)
+                SELECT r.id, r.containers FROM reported AS r
+                WHERE NOT EXISTS (SELECT 1 FROM {containers_table} AS c WHERE c.tenant_id = r.id)
+                ON CONFLICT (tenant_id) DO NOTHING
+            )
+            SELECT count(*) FROM moved
             """,  # noqa: S608 - table names from model metadata, values bound
             [
                 [s["tenant"] for s in chunk],
@@ -254,7 +275,7 @@ def _samples_write(cursor: Any, samples: list[dict[str, Any]]) -> int:
                 [json.dumps(s["versions"]) for s in chunk],
             ],
         )
-        updated += cursor.rowcount
+        updated += cursor.fetchone()[0]
     return updated
 
 

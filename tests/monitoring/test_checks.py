@@ -19,7 +19,7 @@ from monitoring.services.checks import check_execute
 from provisioning.models import Order, OrderStatus, Server, ServerProvider, ServerStatus
 from tenants.models import BackupReport, HeartbeatSample, Tenant
 from tenants.services.history import heartbeat_partitions_ensure
-from tests.factories import OrderFactory, ServerFactory, ago, healthy_fleet
+from tests.factories import OrderFactory, ServerFactory, ago, containers_report, healthy_fleet
 
 pytestmark = pytest.mark.django_db
 
@@ -87,12 +87,10 @@ def test_disk_and_memory() -> None:
 
 def test_containers_crashed_or_unhealthy() -> None:
     crashed, unhealthy, _fine = healthy_fleet(3)
-    Tenant.objects.filter(pk=crashed.pk).update(
-        containers=[{"name": "ghost", "state": "exited", "health": None}, {"name": "n", "state": "running"}]
+    containers_report(
+        [crashed], [{"name": "ghost", "state": "exited", "health": None}, {"name": "n", "state": "running"}]
     )
-    Tenant.objects.filter(pk=unhealthy.pk).update(
-        containers=[{"name": "odoo", "state": "running", "health": "unhealthy"}]
-    )
+    containers_report([unhealthy], [{"name": "odoo", "state": "running", "health": "unhealthy"}])
 
     run("containers")
     run("containers")
@@ -103,9 +101,7 @@ def test_containers_crashed_or_unhealthy() -> None:
     assert "odoo (unhealthy)" in alerts[str(unhealthy.pk)].message
     assert {a.count for a in alerts.values()} == {2}
 
-    Tenant.objects.filter(pk__in=[crashed.pk, unhealthy.pk]).update(
-        containers=[{"name": "ghost", "state": "running", "health": "healthy"}]
-    )
+    containers_report([crashed, unhealthy], [{"name": "ghost", "state": "running", "health": "healthy"}])
     run("containers")
     assert open_alerts("containers_unhealthy") == {}
 
@@ -182,13 +178,14 @@ def test_backup_and_container_messages_list_names_in_a_stable_order() -> None:
     Postgres describes, in the agent's order, anything that is not an object skipped."""
     partial, crashed = healthy_fleet(2)
     report(partial, hours_ago=1, statuses={"zeta": "failed", "Zulu": "failed", "alpha": "failed", "beta": "success"})
-    Tenant.objects.filter(pk=crashed.pk).update(
-        containers=[
+    containers_report(
+        [crashed],
+        [
             {"name": "web", "state": "restarting"},
             {"name": "api", "state": "running"},
             "not a container",
             {"name": "Db", "state": "running", "health": "unhealthy"},
-        ]
+        ],
     )
 
     run("backups")

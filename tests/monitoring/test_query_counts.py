@@ -16,7 +16,7 @@ from hub.models import Alert, AlertStatus
 from monitoring.models import HubPresence
 from monitoring.services.checks import check_execute
 from provisioning.models import Order, OrderStatus
-from tenants.models import BackupReport, Tenant
+from tenants.models import BackupReport, Tenant, TenantContainers
 from tests.factories import ago, healthy_fleet
 
 pytestmark = pytest.mark.django_db
@@ -45,9 +45,9 @@ def healthy() -> None:
         last_heartbeat_at=timezone.now(),
         disk_percent=10.0,
         memory_percent=10.0,
-        containers=[{"name": "ghost", "state": "running", "health": "healthy"}],
         tls_expires_at=timezone.now() + timedelta(days=90),
     )
+    TenantContainers.objects.update(containers=[{"name": "ghost", "state": "running", "health": "healthy"}])
     BackupReport.objects.update(last_run=timezone.now(), outcome="SUCCESS", databases={"ghost": {"status": "success"}})
 
 

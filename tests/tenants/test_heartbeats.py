@@ -3,7 +3,7 @@ is current within seconds, the history complete, at a constant number of queries
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection
@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 
 from ops.simulation import fleet_simulate
 from tenants import redis_store
-from tenants.models import CONTAINER_CRASHED_STATES, CONTAINER_UNHEALTHY, HeartbeatSample, Tenant
+from tenants.models import CONTAINER_CRASHED_STATES, CONTAINER_UNHEALTHY, HeartbeatSample, Tenant, TenantContainers
 from tenants.services import agent_key_revoke, command_record_result, heartbeat_flush
 from tests.conftest import wait_for
 from tests.tenants.conftest import HEARTBEAT
@@ -62,7 +62,7 @@ def test_heartbeat_is_buffered_then_flushed_into_state_and_history(api, agent):
 
 
 @pytest.mark.django_db
-def test_the_flush_leaves_the_bad_containers_described_on_the_tenant(api, agent):
+def test_the_flush_leaves_the_bad_containers_described_beside_the_tenant(api, agent):
     # given a heartbeat with one container in each crashed state, one unhealthy, one fine
     crashed = [{"name": f"c-{state}", "state": state, "health": None} for state in CONTAINER_CRASHED_STATES]
     sick = {"name": "odoo", "state": "running", "health": CONTAINER_UNHEALTHY}
@@ -71,14 +71,60 @@ def test_the_flush_leaves_the_bad_containers_described_on_the_tenant(api, agent)
 
     # when it is flushed, Postgres describes the bad ones, in the agent's order
     heartbeat_flush()
-    tenant = Tenant.objects.get(pk=agent.tenant.pk)
-    assert tenant.containers_bad == [*(f"c-{s} ({s})" for s in CONTAINER_CRASHED_STATES), "odoo (unhealthy)"]
+    report = TenantContainers.objects.get(tenant=agent.tenant)
+    assert report.bad == [*(f"c-{s} ({s})" for s in CONTAINER_CRASHED_STATES), "odoo (unhealthy)"]
 
     # and a later heartbeat with all of them fine clears the description
     beat(api, agent.api_key, containers=[fine])
     heartbeat_flush()
-    tenant.refresh_from_db()
-    assert tenant.containers_bad is None
+    report.refresh_from_db()
+    assert (report.containers, report.bad) == ([fine], None)
+
+
+def containers_row_version(tenant_id: int) -> str:
+    """The Postgres row version (xmin) of the tenant's containers: a write changes it."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT xmin::text FROM {TenantContainers._meta.db_table} WHERE tenant_id = %s",
+            [tenant_id],
+        )
+        return str(cursor.fetchone()[0])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_flush_rewrites_the_containers_only_when_they_changed(api, agent):
+    # given the containers flushed once
+    beat(api, agent.api_key)
+    heartbeat_flush()
+    first = containers_row_version(agent.tenant.pk)
+
+    # when the next heartbeats report the same list, then a different one
+    beat(api, agent.api_key, disk_percent=77.0)
+    heartbeat_flush()
+    unchanged = containers_row_version(agent.tenant.pk)
+    moved_to = Tenant.objects.get(pk=agent.tenant.pk).disk_percent
+    beat(api, agent.api_key, containers=[{"name": "ghost", "state": "exited", "health": None}])
+    heartbeat_flush()
+
+    # then the row was left alone while the tenant's state moved, and rewritten after
+    assert (unchanged, moved_to) == (first, 77.0)
+    assert containers_row_version(agent.tenant.pk) != first
+    assert Tenant.objects.get(pk=agent.tenant.pk).containers == [{"name": "ghost", "state": "exited", "health": None}]
+
+
+@pytest.mark.django_db
+def test_a_heartbeat_older_than_the_tenants_state_leaves_its_containers(api, agent):
+    # given containers flushed, then a state newer than the next buffered heartbeat
+    beat(api, agent.api_key)
+    heartbeat_flush()
+    Tenant.objects.filter(pk=agent.tenant.pk).update(last_heartbeat_at=timezone.now() + timedelta(hours=1))
+
+    # when that older heartbeat, with other containers, is flushed
+    beat(api, agent.api_key, containers=[{"name": "ghost", "state": "exited", "health": None}])
+    heartbeat_flush()
+
+    # then the containers are still those of the newer state
+    assert Tenant.objects.get(pk=agent.tenant.pk).containers == HEARTBEAT["containers"]
 
 
 @pytest.mark.django_db
