@@ -45,7 +45,7 @@ class OrderFactory(factory.django.DjangoModelFactory[Order]):
 
 
 def healthy_fleet(count: int, **fields: Any) -> list[Tenant]:
-    """`count` ACTIVE tenants with registered agents, all well, in two statements."""
+    """`count` ACTIVE tenants with registered agents, all well, written in bulk."""
     now = timezone.now()
     containers = fields.pop("containers", [{"name": "nextcloud", "state": "running", "health": "healthy"}])
     healthy: dict[str, Any] = {

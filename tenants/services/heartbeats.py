@@ -172,8 +172,9 @@ def _latest_per_tenant(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _samples_write(cursor: Any, samples: list[dict[str, Any]]) -> int:
     """Insert the samples into the history and move each tenant's state to its newest
-    sample: one INSERT and one UPDATE per chunk. Idempotent: a sample already stored is
-    skipped and an older sample never overwrites newer state. Returns tenants updated."""
+    sample (and its containers, when they changed): two statements per chunk.
+    Idempotent: a sample already stored is skipped and an older sample never
+    overwrites newer state. Returns tenants updated."""
     tenant_table = Tenant._meta.db_table
     containers_table = TenantContainers._meta.db_table
     sample_table = HeartbeatSample._meta.db_table
