@@ -54,14 +54,26 @@ def _fill(tenants: int, now: datetime) -> tuple[int, int, float]:
     return raw, rollups, time.perf_counter() - started
 
 
-def _flush_one_minute(tenant_ids: list[int], now: datetime) -> tuple[float, int]:
+# What an agent reports (bench/heartbeat.lua's eight containers), and the same tenant
+# after one container crashed.
+CONTAINERS = [
+    {"name": name, "state": "running", "health": None if name in ("redis", "gitea") else "healthy"}
+    for name in ("nginx", "postgres", "redis", "openclaw", "safety-wrapper", "secrets-proxy", "nextcloud", "gitea")
+]
+CONTAINERS_CHANGED = [*CONTAINERS[:-1], {"name": "gitea", "state": "exited", "health": None}]
+
+
+def _flush_one_minute(
+    tenant_ids: list[int], now: datetime, containers: list[dict[str, str | None]]
+) -> tuple[float, int]:
     """Every tenant's heartbeat of one minute, through the buffer and the flush."""
     from tenants import redis_store
     from tenants.services import heartbeat_flush
     from tenants.services.heartbeats import _to_epoch_us
 
     at = _to_epoch_us(now)
-    sample = {"disk": 41.0, "mem": 62.0, "load": 0.4, "up": 86400, "containers": [], "versions": {}, "tls": None}
+    sample = {"disk": 41.0, "mem": 62.0, "load": 0.4, "up": 86400, "versions": {}, "tls": None}
+    sample["containers"] = containers
     client = redis_store.client()
     for start in range(0, len(tenant_ids), 10_000):
         client.rpush(
@@ -74,6 +86,19 @@ def _flush_one_minute(tenant_ids: list[int], now: datetime) -> tuple[float, int]
     started = time.perf_counter()
     flushed = heartbeat_flush()
     return time.perf_counter() - started, flushed.samples
+
+
+def _raw_sample_bytes(since: datetime) -> dict[bool, float]:
+    """The average size of a flushed raw sample's row, with and without its list."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT containers IS NOT NULL, avg(pg_column_size(s.*)) FROM tenants_heartbeatsample AS s "
+            "WHERE received_at >= %s GROUP BY 1",
+            [since],
+        )
+        return {kept: float(size) for kept, size in cursor.fetchall()}
 
 
 class _Writer(threading.Thread):
@@ -129,9 +154,11 @@ def run(quick: bool) -> Result:
         simulate_s = time.perf_counter() - started
         now = datetime.now(UTC)
         raw, rollups, fill_s = _fill(tenants, now)
-        first_flush_s, flushed = _flush_one_minute(tenant_ids, now)
-        second_flush_s, _ = _flush_one_minute(tenant_ids, now + timedelta(seconds=60))
+        first_flush_s, flushed = _flush_one_minute(tenant_ids, now, CONTAINERS)
+        second_flush_s, _ = _flush_one_minute(tenant_ids, now + timedelta(seconds=60), CONTAINERS)
+        changed_flush_s, _ = _flush_one_minute(tenant_ids, now + timedelta(seconds=120), CONTAINERS_CHANGED)
         rollups_now = HeartbeatRollup.objects.filter(bucket_start__gte=now - timedelta(minutes=10)).count()
+        sample_bytes = _raw_sample_bytes(now)
 
         raw_cutoff = now - timedelta(hours=24)
         rollup_cutoff = now - timedelta(days=30)
@@ -171,12 +198,27 @@ def run(quick: bool) -> Result:
     result.add("history written in bulk", f"{raw:,} raw samples + {rollups:,} rollups in {fill_s:.1f} s", "", None)
     result.add(
         "flush of one minute of the fleet",
-        f"{flushed:,} samples: {first_flush_s:.2f} s (new buckets), {second_flush_s:.2f} s (merged)",
+        f"{flushed:,} samples with {len(CONTAINERS)} containers each: {first_flush_s:.2f} s (the tenants' first, "
+        f"new buckets), {second_flush_s:.2f} s (the same containers, merged), {changed_flush_s:.2f} s (every "
+        "tenant's containers changed)",
         "",
         flushed == tenants,
     )
-    result.add("flush cost per sample", f"{second_flush_s / tenants * 1e6:.0f} us (history + rollup + state)", "")
-    result.add("rollup rows for those two minutes", f"{rollups_now:,}", "one per tenant and bucket", None)
+    result.add(
+        "flush cost per sample",
+        f"{second_flush_s / tenants * 1e6:.0f} us (history + rollup + state, containers unchanged); "
+        f"{changed_flush_s / tenants * 1e6:.0f} us (containers changed)",
+        "",
+    )
+    result.add(
+        "raw sample row (flushed)",
+        " / ".join(
+            f"{'with its containers' if kept else 'containers unchanged'} {size:.0f} B"
+            for kept, size in sorted(sample_bytes.items(), reverse=True)
+        ),
+        "",
+    )
+    result.add("rollup rows for those three minutes", f"{rollups_now:,}", "one per tenant and bucket", None)
     result.add(
         "maintenance",
         f"{len(done.dropped)} partitions dropped, {len(done.created)} made, {len(done.skipped)} skipped "

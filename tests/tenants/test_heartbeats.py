@@ -19,6 +19,7 @@ from tests.conftest import wait_for
 from tests.tenants.conftest import HEARTBEAT
 
 HEARTBEAT_URL = "/api/v1/agent/heartbeat"
+GHOST_EXITED = [{"name": "ghost", "state": "exited", "health": None}]
 
 
 def beat(api: APIClient, api_key: str, **changes: object) -> None:
@@ -103,13 +104,13 @@ def test_the_flush_rewrites_the_containers_only_when_they_changed(api, agent):
     heartbeat_flush()
     unchanged = containers_row_version(agent.tenant.pk)
     moved_to = Tenant.objects.get(pk=agent.tenant.pk).disk_percent
-    beat(api, agent.api_key, containers=[{"name": "ghost", "state": "exited", "health": None}])
+    beat(api, agent.api_key, containers=GHOST_EXITED)
     heartbeat_flush()
 
     # then the row was left alone while the tenant's state moved, and rewritten after
     assert (unchanged, moved_to) == (first, 77.0)
     assert containers_row_version(agent.tenant.pk) != first
-    assert Tenant.objects.get(pk=agent.tenant.pk).containers == [{"name": "ghost", "state": "exited", "health": None}]
+    assert Tenant.objects.get(pk=agent.tenant.pk).containers == GHOST_EXITED
 
 
 @pytest.mark.django_db
@@ -125,6 +126,72 @@ def test_a_heartbeat_older_than_the_tenants_state_leaves_its_containers(api, age
 
     # then the containers are still those of the newer state
     assert Tenant.objects.get(pk=agent.tenant.pk).containers == HEARTBEAT["containers"]
+
+
+def history_containers(tenant_id: int) -> list[object]:
+    return list(
+        HeartbeatSample.objects.filter(tenant_id=tenant_id).order_by("received_at").values_list("containers", flat=True)
+    )
+
+
+@pytest.mark.django_db
+def test_a_raw_sample_keeps_its_containers_only_when_they_changed(api, agent):
+    # given heartbeats flushed one by one: a list, the same, another, the same, the first
+    same, other = HEARTBEAT["containers"], GHOST_EXITED
+    for containers in (same, same, other, other, same):
+        beat(api, agent.api_key, containers=containers)
+        heartbeat_flush()
+
+    # then each sample kept its list only where it differed from the one before
+    assert history_containers(agent.tenant.pk) == [same, None, other, None, same]
+    assert Tenant.objects.get(pk=agent.tenant.pk).containers == same
+
+
+@pytest.mark.django_db
+def test_within_one_flush_each_sample_is_compared_with_the_one_before_it(api, agent, settings):
+    # given a list flushed, then four heartbeats buffered together, in chunks of one
+    beat(api, agent.api_key, containers=GHOST_EXITED)
+    heartbeat_flush()
+    settings.HEARTBEAT_FLUSH_CHUNK = 1
+    for containers in (GHOST_EXITED, HEARTBEAT["containers"], HEARTBEAT["containers"], GHOST_EXITED):
+        beat(api, agent.api_key, containers=containers)
+
+    # when they are flushed at once
+    heartbeat_flush()
+
+    # then the first is compared with the tenant's list, the others with their predecessor
+    assert history_containers(agent.tenant.pk) == [GHOST_EXITED, None, HEARTBEAT["containers"], None, GHOST_EXITED]
+
+
+@pytest.mark.django_db
+def test_a_late_sample_keeps_its_containers_even_when_they_are_the_tenants(api, agent):
+    # given the tenant's containers flushed, and its state newer than the next heartbeat
+    beat(api, agent.api_key)
+    heartbeat_flush()
+    Tenant.objects.filter(pk=agent.tenant.pk).update(last_heartbeat_at=timezone.now() + timedelta(hours=1))
+
+    # when that older heartbeat reports the very same list
+    beat(api, agent.api_key)
+    heartbeat_flush()
+
+    # then it keeps its own list: it does not follow the tenant's newest sample
+    assert history_containers(agent.tenant.pk) == [HEARTBEAT["containers"], HEARTBEAT["containers"]]
+
+
+@pytest.mark.django_db
+def test_a_tenant_list_written_without_its_digest_is_not_taken_as_the_same(api, agent):
+    # given a tenant whose containers were written by something other than the flush
+    beat(api, agent.api_key)
+    heartbeat_flush()
+    TenantContainers.objects.filter(tenant=agent.tenant).update(digest=None)
+
+    # when a heartbeat reports that same list
+    beat(api, agent.api_key)
+    heartbeat_flush()
+
+    # then its sample keeps the list, and the tenant's row gets its digest back
+    assert history_containers(agent.tenant.pk) == [HEARTBEAT["containers"], HEARTBEAT["containers"]]
+    assert TenantContainers.objects.get(tenant=agent.tenant).digest is not None
 
 
 @pytest.mark.django_db
