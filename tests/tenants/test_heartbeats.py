@@ -194,6 +194,36 @@ def test_a_tenant_list_written_without_its_digest_is_not_taken_as_the_same(api, 
     assert TenantContainers.objects.get(tenant=agent.tenant).digest is not None
 
 
+def tenant_updates_in_this_transaction() -> tuple[int, int]:
+    """(row updates, of which in place: HOT) of the tenants table in this transaction."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relname = %s",
+            [Tenant._meta.db_table],
+        )
+        updates, in_place = cursor.fetchone()
+        return int(updates), int(in_place)
+
+
+@pytest.mark.django_db
+def test_the_flush_updates_a_tenant_row_in_place(api, agent):
+    # given a tenant that heartbeated once
+    beat(api, agent.api_key)
+    heartbeat_flush()
+    updates, in_place = tenant_updates_in_this_transaction()
+
+    # when its next heartbeats are flushed
+    beat(api, agent.api_key, disk_percent=50.0, containers=GHOST_EXITED, versions={"ghost": "6.0"})
+    heartbeat_flush()
+    beat(api, agent.api_key, disk_percent=51.0)
+    heartbeat_flush()
+
+    # then each update stayed on its page (HOT): none of the columns it writes is indexed
+    updated, moved_in_place = tenant_updates_in_this_transaction()
+    assert (updated - updates, moved_in_place - in_place) == (2, 2)
+    assert Tenant.objects.get(pk=agent.tenant.pk).disk_percent == 51.0
+
+
 @pytest.mark.django_db
 def test_flushing_the_same_buffer_twice_changes_nothing_more(api, agent, monkeypatch):
     # given a flush that wrote to Postgres but died before clearing the buffer
