@@ -78,8 +78,15 @@ def _flush_one_minute(
     from tenants.services import heartbeat_flush
     from tenants.services.heartbeats import _to_epoch_us
 
-    sample = {"disk": 41.0, "mem": 62.0, "load": 0.4, "up": 86400, "versions": {}, "tls": None}
-    sample["containers"] = containers
+    sample = {
+        "disk": 41.0,
+        "mem": 62.0,
+        "load": 0.4,
+        "up": 86400,
+        "containers": containers,
+        "versions": {},
+        "tls": None,
+    }
     client = redis_store.client()
     elapsed, flushed = 0.0, 0
     for part in range(FLUSHES_A_MINUTE):
@@ -210,9 +217,9 @@ def run(quick: bool) -> Result:
     result.add(
         "flush of one minute of the fleet",
         f"{flushed:,} samples with {len(CONTAINERS)} containers each, in {FLUSHES_A_MINUTE} flushes: "
-        f"{first_flush_s:.2f} s (the tenants' first, "
-        f"new buckets), {second_flush_s:.2f} s (the same containers, merged), {changed_flush_s:.2f} s (every "
-        "tenant's containers changed)",
+        f"{first_flush_s:.2f} s (the tenants' first, new buckets), "
+        f"{second_flush_s:.2f} s (the same containers, merged), "
+        f"{changed_flush_s:.2f} s (every tenant's containers changed)",
         "",
         flushed == tenants,
     )
