@@ -1,7 +1,7 @@
 """A raw heartbeat sample keeps its containers only when they changed since the tenant's
-previous sample (NULL otherwise), and a tenant's latest list carries the digest of the
-text it came in, so the flush compares digests instead of turning every sample's list
-into jsonb. The containers were 83% of a raw sample and most of the flush's time."""
+previous sample (NULL otherwise), and a tenant's latest list carries its md5, so the
+flush compares digests instead of turning every sample's list into jsonb. The
+containers were 83% of a raw sample and most of the flush's time."""
 
 from django.db import migrations, models
 
