@@ -51,7 +51,9 @@ TENANT_TERMINAL_STATUSES = (TenantStatus.DEPROVISIONED,)
 
 # A container is bad when Docker reports it in one of these states (it stopped or keeps
 # dying) or its health check fails. Postgres's `tenant_containers_bad` holds the same
-# words, frozen in a migration: change them here and there together.
+# words, frozen in migration 0007: changing them takes a migration that replaces the
+# function and rewrites the column (`UPDATE tenants_tenantcontainers SET containers =
+# containers`); a test fails while the two disagree.
 CONTAINER_CRASHED_STATES = ("exited", "dead", "restarting")
 CONTAINER_UNHEALTHY = "unhealthy"
 

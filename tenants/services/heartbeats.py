@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 import redis
@@ -171,18 +171,26 @@ def _latest_per_tenant(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(latest.values())
 
 
-def _container_digests(samples: list[dict[str, Any]]) -> dict[int, tuple[str, str | None]]:
-    """Each sample's containers digest (md5 of the list as orjson writes it) and the
-    digest of the same tenant's sample just before it in this flush, if any, keyed by
-    id(sample). Worked out over the whole flush, not per chunk: a tenant's samples may
-    fall in two chunks."""
-    digests: dict[int, tuple[str, str | None]] = {}
+class _ContainerList(NamedTuple):
+    """A sample's containers as the JSON text sent to Postgres, its md5, and the md5
+    of the same tenant's sample just before it in this flush (None for the first)."""
+
+    text: bytes
+    digest: str
+    previous_digest: str | None
+
+
+def _container_lists(samples: list[dict[str, Any]]) -> dict[int, _ContainerList]:
+    """Each sample's containers, serialized once, keyed by id(sample). Worked out over
+    the whole flush, not per chunk: a tenant's samples may fall in two chunks."""
+    lists: dict[int, _ContainerList] = {}
     previous: dict[int, str] = {}
     for sample in sorted(samples, key=itemgetter("tenant", "at")):
-        digest = hashlib.md5(orjson.dumps(sample["containers"]), usedforsecurity=False).hexdigest()
-        digests[id(sample)] = (digest, previous.get(sample["tenant"]))
+        text = orjson.dumps(sample["containers"])
+        digest = hashlib.md5(text, usedforsecurity=False).hexdigest()
+        lists[id(sample)] = _ContainerList(text, digest, previous.get(sample["tenant"]))
         previous[sample["tenant"]] = digest
-    return digests
+    return lists
 
 
 # A chunk's samples, one array per column, zipped by ROWS FROM. The containers and
@@ -199,7 +207,7 @@ SAMPLE_ROWS = (
 )
 
 
-def _sample_rows(samples: list[dict[str, Any]], digests: dict[int, tuple[str, str | None]]) -> list[object]:
+def _sample_rows(samples: list[dict[str, Any]], lists: dict[int, _ContainerList]) -> list[object]:
     """The parameters of SAMPLE_ROWS for these samples."""
     return [
         [s["tenant"] for s in samples],
@@ -208,11 +216,11 @@ def _sample_rows(samples: list[dict[str, Any]], digests: dict[int, tuple[str, st
         [s["mem"] for s in samples],
         [s["load"] for s in samples],
         [s["up"] for s in samples],
-        [digests[id(s)][0] for s in samples],
-        [digests[id(s)][1] for s in samples],
+        [lists[id(s)].digest for s in samples],
+        [lists[id(s)].previous_digest for s in samples],
         [s["tls"] for s in samples],
         orjson.dumps([s["versions"] for s in samples]).decode(),
-        orjson.dumps([s["containers"] for s in samples]).decode(),
+        (b"[" + b",".join(lists[id(s)].text for s in samples) + b"]").decode(),
     ]
 
 
@@ -236,7 +244,7 @@ def _samples_write(cursor: Any, samples: list[dict[str, Any]]) -> int:
     rollup_table = HeartbeatRollup._meta.db_table
     bucket = rollup_bucket_sql("received_at")
     chunk_size = settings.HEARTBEAT_FLUSH_CHUNK
-    digests = _container_digests(samples)
+    lists = _container_lists(samples)
     for chunk in _chunks(samples, chunk_size):
         # The samples this statement really inserted (a sample already stored is
         # skipped) are the ones it adds to their rollups: each is counted once.
@@ -274,7 +282,7 @@ def _samples_write(cursor: Any, samples: list[dict[str, Any]]) -> int:
                 load_max = greatest(r.load_max, EXCLUDED.load_max),
                 uptime_min = least(r.uptime_min, EXCLUDED.uptime_min)
             """,  # noqa: S608 - table names from model metadata, values bound
-            _sample_rows(chunk, digests),
+            _sample_rows(chunk, lists),
         )
     updated = 0
     for chunk in _chunks(_latest_per_tenant(samples), chunk_size):
@@ -311,7 +319,7 @@ def _samples_write(cursor: Any, samples: list[dict[str, Any]]) -> int:
             )
             SELECT count(*) FROM moved
             """,  # noqa: S608 - table names from model metadata, values bound
-            _sample_rows(chunk, digests),
+            _sample_rows(chunk, lists),
         )
         updated += cursor.fetchone()[0]
     return updated
