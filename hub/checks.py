@@ -23,3 +23,12 @@ def broker_timeouts_check(app_configs: Any, **kwargs: Any) -> list[Error]:
     if settings.PIPELINE_LEASE_SECONDS * 2 > settings.PIPELINE_MAX_STEP_TIMEOUT:
         errors.append(Error("PIPELINE_LEASE_SECONDS is too long for the step timeout", id="hub.E003"))
     return errors
+
+
+@register()
+def heartbeat_history_check(app_configs: Any, **kwargs: Any) -> list[Error]:
+    """The 5-minute rollups are condensed into hours: a bucket must not straddle one."""
+    seconds = settings.HEARTBEAT_ROLLUP_SECONDS
+    if seconds <= 0 or 3600 % seconds:
+        return [Error(f"HEARTBEAT_ROLLUP_SECONDS ({seconds}) must divide an hour (3600)", id="hub.E004")]
+    return []

@@ -589,10 +589,16 @@ RESTORE_DRILL_SCRATCH_DIR = env.str("RESTORE_DRILL_SCRATCH_DIR", default=str(BAS
 RESTORE_DRILL_CHECK_SUBSET = env.str("RESTORE_DRILL_CHECK_SUBSET", default="5%")
 RESTORE_DRILL_TIMEOUT = env.int("RESTORE_DRILL_TIMEOUT", default=600)
 # Heartbeat history (tenants/services/history.py): raw samples in hourly partitions,
-# 5-minute rollups in daily ones; retention drops whole partitions.
+# 5-minute rollups in daily ones, condensed into hours once HEARTBEAT_ROLLUP_RETENTION_DAYS
+# old; the hours are kept to HEARTBEAT_HISTORY_RETENTION_DAYS. Retention drops whole
+# partitions. HEARTBEAT_ROLLUP_SECONDS must divide an hour.
 HEARTBEAT_HISTORY_RETENTION_DAYS = env.int("HEARTBEAT_HISTORY_RETENTION_DAYS", default=30)
+HEARTBEAT_ROLLUP_RETENTION_DAYS = env.int("HEARTBEAT_ROLLUP_RETENTION_DAYS", default=7)
 HEARTBEAT_RAW_RETENTION_HOURS = env.int("HEARTBEAT_RAW_RETENTION_HOURS", default=24)
 HEARTBEAT_ROLLUP_SECONDS = env.int("HEARTBEAT_ROLLUP_SECONDS", default=300)
+# Days of 5-minute rollups one maintenance run (hourly) condenses at most: one a day is
+# due in steady state; a backlog (after an upgrade or an outage) is worked off in turns.
+HEARTBEAT_CONDENSE_DAYS_PER_RUN = env.int("HEARTBEAT_CONDENSE_DAYS_PER_RUN", default=2)
 HEARTBEAT_PARTITIONS_AHEAD_HOURS = env.int("HEARTBEAT_PARTITIONS_AHEAD_HOURS", default=6)
 HEARTBEAT_PARTITION_LOCK_TIMEOUT_MS = env.int("HEARTBEAT_PARTITION_LOCK_TIMEOUT_MS", default=100)
 

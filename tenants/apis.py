@@ -40,6 +40,8 @@ from tenants.serializers import (
     CommandResultInputSerializer,
     HeartbeatInputSerializer,
     HeartbeatOutputSerializer,
+    HistoryOutputSerializer,
+    HistoryQuerySerializer,
     KeyRotateOutputSerializer,
     KeysRevokeOutputSerializer,
     RegisterInputSerializer,
@@ -251,6 +253,31 @@ class TenantCommandListApi(generics.ListAPIView):
         data.is_valid(raise_exception=True)
         command = services.command_queue(tenant_id=tenant.pk, actor=request.user.get_username(), **data.validated_data)
         return Response(CommandOutputSerializer(command).data, status=status.HTTP_201_CREATED)
+
+
+class TenantHistoryApi(APIView):
+    @extend_schema(
+        tags=["tenants"],
+        parameters=[
+            TENANT_ID,
+            OpenApiParameter("since", OpenApiTypes.DATETIME, description="from (default: 24 hours before until)"),
+            OpenApiParameter("until", OpenApiTypes.DATETIME, description="to (default: now)"),
+        ],
+        responses={200: HistoryOutputSerializer, 400: ERROR, 404: ERROR},
+    )
+    def get(self, request: Request, pk: str) -> Response:
+        """The tenant's heartbeat history: 5-minute buckets for the last
+        HEARTBEAT_ROLLUP_RETENTION_DAYS, hours before that."""
+        tenant = get_object_or_404(Tenant.objects.all(), pk=pk)
+        query = HistoryQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        span = query.validated_data
+        points = selectors.heartbeat_history(tenant_id=tenant.pk, since=span["since"], until=span["until"])
+        return Response(
+            HistoryOutputSerializer(
+                {"tenant": tenant.pk, "since": span["since"], "until": span["until"], "points": points}
+            ).data
+        )
 
 
 class TenantRegistrationTokenApi(APIView):

@@ -239,7 +239,7 @@ class HeartbeatSample(models.Model):
 
 class HeartbeatRollup(models.Model):
     """The downsampled history: one row per tenant and HEARTBEAT_ROLLUP_SECONDS bucket
-    (5 minutes), kept HEARTBEAT_HISTORY_RETENTION_DAYS, in a table partitioned by the
+    (5 minutes), kept HEARTBEAT_ROLLUP_RETENTION_DAYS, in a table partitioned by the
     day. Written in the flush's own statement from exactly the samples it inserted, so
     a sample is counted once however often the flush runs; sums and maxima merge."""
 
@@ -274,6 +274,33 @@ class HeartbeatRollup(models.Model):
     @property
     def load_avg(self) -> float:
         return self.load_sum / self.samples
+
+
+class HeartbeatHourly(models.Model):
+    """The older history: one row per tenant and hour, condensed from a day's 5-minute
+    rollups once they are HEARTBEAT_ROLLUP_RETENTION_DAYS old (the 5-minute day is then
+    dropped), and kept until HEARTBEAT_HISTORY_RETENTION_DAYS, in daily partitions. An
+    hour's row is written once and never updated."""
+
+    pk = models.CompositePrimaryKey("tenant", "bucket_start")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="heartbeat_hours", db_constraint=False)
+    bucket_start = models.DateTimeField()
+    samples = models.IntegerField()
+    disk_sum = models.FloatField()
+    disk_max = models.FloatField()
+    memory_sum = models.FloatField()
+    memory_max = models.FloatField()
+    load_sum = models.FloatField()
+    load_max = models.FloatField()
+    uptime_min = models.BigIntegerField()
+
+    class Meta:
+        managed = False
+        db_table = "tenants_heartbeathourly"
+        ordering = ["-bucket_start"]
+
+    def __str__(self) -> str:
+        return f"heartbeats {self.tenant_id} @ {self.bucket_start:%Y-%m-%d %H}h x{self.samples}"
 
 
 class BackupOutcome(models.TextChoices):

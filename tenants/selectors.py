@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Max, Q, QuerySet
 
@@ -15,6 +16,8 @@ from tenants.models import (
     BackupReport,
     Command,
     CommandStatus,
+    HeartbeatHourly,
+    HeartbeatRollup,
     Tenant,
 )
 
@@ -101,3 +104,52 @@ def final_backup_confirmed(*, tenant_id: int, since: datetime) -> bool:
     return BackupReport.objects.filter(
         tenant_id=tenant_id, last_run__gte=since, outcome=BackupOutcome.SUCCESS, remote_sync__status="success"
     ).exists()
+
+
+class HistoryPoint(NamedTuple):
+    """One bucket of a tenant's heartbeat history: its start, its width in seconds, and
+    what the samples in it said."""
+
+    start: datetime
+    seconds: int
+    samples: int
+    disk_avg: float
+    disk_max: float
+    memory_avg: float
+    memory_max: float
+    load_avg: float
+    load_max: float
+    uptime_min: int
+
+
+_HISTORY_SQL = """
+    SELECT bucket_start, {rollup_seconds}, samples, disk_sum / samples, disk_max, memory_sum / samples, memory_max,
+           load_sum / samples, load_max, uptime_min
+    FROM {rollups} WHERE tenant_id = %(tenant)s
+      AND bucket_start > %(since)s - make_interval(secs => {rollup_seconds}) AND bucket_start < %(until)s
+    UNION ALL
+    SELECT h.bucket_start, 3600, h.samples, h.disk_sum / h.samples, h.disk_max, h.memory_sum / h.samples,
+           h.memory_max, h.load_sum / h.samples, h.load_max, h.uptime_min
+    FROM {hourly} h WHERE h.tenant_id = %(tenant)s
+      AND h.bucket_start > %(since)s - interval '1 hour' AND h.bucket_start < %(until)s
+      AND NOT EXISTS (
+          SELECT 1 FROM {rollups} r WHERE r.tenant_id = h.tenant_id
+            AND r.bucket_start >= h.bucket_start AND r.bucket_start < h.bucket_start + interval '1 hour'
+      )
+    ORDER BY 1
+"""
+
+
+def heartbeat_history(*, tenant_id: int, since: datetime, until: datetime) -> list[HistoryPoint]:
+    """The tenant's history from `since` to `until`, oldest first, in one query: the
+    5-minute rollups where they are still kept, hours before that. An hour condensed
+    while its 5-minute rows are still there (its day not dropped yet) is given once,
+    in 5 minutes."""
+    sql = _HISTORY_SQL.format(
+        rollups=HeartbeatRollup._meta.db_table,
+        hourly=HeartbeatHourly._meta.db_table,
+        rollup_seconds=int(settings.HEARTBEAT_ROLLUP_SECONDS),
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"tenant": tenant_id, "since": since, "until": until})
+        return [HistoryPoint(*row) for row in cursor.fetchall()]

@@ -4,9 +4,10 @@ output serializers shape the answers."""
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import empty
@@ -360,3 +361,37 @@ class RegistrationTokenOutputSerializer(serializers.Serializer):
 
 class KeysRevokeOutputSerializer(serializers.Serializer):
     revoked = serializers.IntegerField()
+
+
+class HistoryQuerySerializer(StrictSerializer):
+    """The span of a tenant's history to read (ISO 8601); the last 24 hours by default."""
+
+    since = BoundedDateTimeField(required=False)
+    until = BoundedDateTimeField(required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        until = attrs.get("until") or timezone.now()
+        since = attrs.get("since") or until - timedelta(hours=24)
+        if since >= until:
+            raise serializers.ValidationError({"since": ["Must be before until."]})
+        return {"since": since, "until": until}
+
+
+class HistoryPointSerializer(serializers.Serializer):
+    start = serializers.DateTimeField()
+    seconds = serializers.IntegerField(help_text="the bucket's width: 300 (5 minutes) or 3600 (an hour)")
+    samples = serializers.IntegerField()
+    disk_avg = serializers.FloatField()
+    disk_max = serializers.FloatField()
+    memory_avg = serializers.FloatField()
+    memory_max = serializers.FloatField()
+    load_avg = serializers.FloatField()
+    load_max = serializers.FloatField()
+    uptime_min = serializers.IntegerField()
+
+
+class HistoryOutputSerializer(serializers.Serializer):
+    tenant = serializers.IntegerField()
+    since = serializers.DateTimeField()
+    until = serializers.DateTimeField()
+    points = HistoryPointSerializer(many=True)

@@ -13,6 +13,7 @@ urlpatterns = [
     path("agent/commands/<str:pk>/result", apis.AgentCommandResultApi.as_view(), name="agent-command-result"),
     path("tenants/", apis.TenantListApi.as_view(), name="tenant-list"),
     path("tenants/<str:pk>/", apis.TenantDetailApi.as_view(), name="tenant-detail"),
+    path("tenants/<str:pk>/history/", apis.TenantHistoryApi.as_view(), name="tenant-history"),
     path("tenants/<str:pk>/commands/", apis.TenantCommandListApi.as_view(), name="tenant-commands"),
     path(
         "tenants/<str:pk>/registration-token/",

@@ -68,13 +68,12 @@ class Maintenance:
     skipped: list[str] = field(default_factory=list)
     longest_statement_ms: float = 0.0
 
-    def merge(self, other: Maintenance) -> Maintenance:
-        return Maintenance(
-            created=self.created + other.created,
-            dropped=self.dropped + other.dropped,
-            skipped=self.skipped + other.skipped,
-            longest_statement_ms=max(self.longest_statement_ms, other.longest_statement_ms),
-        )
+    def add(self, other: Maintenance) -> None:
+        """Add what `other` did to this run's report."""
+        self.created += other.created
+        self.dropped += other.dropped
+        self.skipped += other.skipped
+        self.longest_statement_ms = max(self.longest_statement_ms, other.longest_statement_ms)
 
 
 def is_missing_partition(exc: BaseException) -> bool:

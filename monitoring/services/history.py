@@ -1,6 +1,7 @@
-"""Keeping the heartbeat history to its retention: the partitions ahead are made and
-the ones past retention dropped whole (tenants.services.history), so no statement
-scans or deletes rows of the live tables."""
+"""Keeping the heartbeat history to its retention: the partitions ahead are made, the
+5-minute days past their retention condensed into hours, and the partitions past
+retention dropped whole (tenants.services.history), so no statement scans or deletes
+rows of the live tables."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ def heartbeat_history_prune() -> dict[str, Any]:
     return {
         "created": len(done.created),
         "dropped": done.dropped,
+        "condensed": done.condensed,
+        "condensed_hours": done.condensed_hours,
+        "longest_condense_ms": round(done.longest_condense_ms, 1),
         "skipped": done.skipped,
         "longest_statement_ms": round(done.longest_statement_ms, 1),
     }
