@@ -116,6 +116,7 @@ ENDPOINTS: dict[tuple[str, str], Row] = {
     ("/api/v1/tenants/", "GET"): Row(STAFF, 200),
     ("/api/v1/tenants/{id}/", "GET"): Row(STAFF, 200, obj="tenant"),
     ("/api/v1/tenants/{id}/commands/", "GET"): Row(STAFF, 200, obj="tenant"),
+    ("/api/v1/tenants/{id}/history/", "GET"): Row(STAFF, 200, obj="tenant"),
     ("/api/v1/tenants/{id}/commands/", "POST"): Row(STAFF, 201, obj="tenant", body=lambda w: {"type": "diagnostics"}),
     ("/api/v1/tenants/{id}/registration-token/", "POST"): Row(STAFF, 201, obj="tenant", body=EMPTY),
     ("/api/v1/tenants/{id}/revoke-keys/", "POST"): Row(STAFF, 200, obj="tenant"),
