@@ -1,10 +1,12 @@
 """Benchmark 6: heartbeat history at fleet scale. A fleet of 100,000 tenants; a day of
-raw samples and a month of 5-minute rollups written in bulk into their partitions;
-then one minute of the fleet's heartbeats flushed (history, rollups and state), and
-the hourly maintenance (partitions ahead, whole partitions past retention dropped)
-run while a writer keeps inserting into the live partition. The writer's statement
-times before and during the maintenance, and the longest DDL statement, say how long
-anything held a lock the live table's writers wait on."""
+raw samples and a month of 5-minute rollups written in bulk into their partitions,
+one day of them as dense as the fleet writes it (288 a tenant) for 10,000 tenants;
+then one minute of the fleet's heartbeats flushed (history, rollups and state), the
+dense day condensed into hours (what one day costs), and the hourly maintenance
+(partitions ahead, the days past the rollups' retention condensed, whole partitions
+past retention dropped) run while a writer keeps inserting into the live partition.
+The writer's statement times before and during the maintenance, and the longest DDL
+statement, say how long anything held a lock the live table's writers wait on."""
 
 from __future__ import annotations
 
@@ -12,18 +14,22 @@ import json
 import statistics
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from bench.common import Result, database_url, fresh_database, percentile
 
 GOAL_LOCK_MS = 100.0
 RAW_HOURS = 26  # the retention's 24 and two more past it
-ROLLUP_DAYS = 32  # the retention's 30 and two more past it
+ROLLUP_DAYS = 32  # the history's retention of 30 and two more past it
+DENSE_DAY = 3  # days ago: inside the 5-minute retention, so the maintenance leaves it
+DENSE_TENANTS = 10_000
 
 
 def _fill(tenants: int, now: datetime) -> tuple[int, int, float]:
     """A day (and two hours) of raw samples, one per tenant and hour, and a month (and
-    two days) of rollups, one per tenant and day, written by INSERT ... SELECT."""
+    two days) of rollups, one per tenant and day, except the dense day: every 5-minute
+    bucket of DENSE_TENANTS tenants. Written by INSERT ... SELECT."""
     from django.db import connection
 
     from hub.db.partitions import partitions_ensure
@@ -44,6 +50,15 @@ def _fill(tenants: int, now: datetime) -> tuple[int, int, float]:
             raw += cursor.rowcount
         for day in range(1, ROLLUP_DAYS + 1):
             start = ROLLUPS.floor(now - timedelta(days=day))
+            if day == DENSE_DAY:
+                cursor.execute(
+                    "INSERT INTO tenants_heartbeatrollup SELECT t.id, %s + make_interval(secs => b * 300), 5,"
+                    " 200, 41, 300, 61, 2.5, 0.6, 86400 + b * 300"
+                    " FROM (SELECT id FROM tenants_tenant ORDER BY id LIMIT %s) AS t, generate_series(0, 287) AS b",
+                    [start, DENSE_TENANTS],
+                )
+                rollups += cursor.rowcount
+                continue
             cursor.execute(
                 "INSERT INTO tenants_heartbeatrollup SELECT id, %s + make_interval(secs => (id %% 288) * 300), 5,"
                 " 200, 41, 300, 61, 2.5, 0.6, 86400 FROM tenants_tenant",
@@ -119,6 +134,54 @@ def _raw_sample_bytes(since: datetime) -> dict[bool, float]:
         return {kept: float(size) for kept, size in cursor.fetchall()}
 
 
+def _history_samples(first: datetime, last: datetime) -> int:
+    """Samples counted by the 5-minute rollups and the hours whose buckets start in
+    [first, last), each moment in one of them."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT coalesce(sum(samples), 0) FROM tenants_heartbeatrollup"
+            " WHERE bucket_start >= %(first)s AND bucket_start < %(last)s)"
+            " + (SELECT coalesce(sum(samples), 0) FROM tenants_heartbeathourly"
+            " WHERE bucket_start >= %(first)s AND bucket_start < %(last)s)",
+            {"first": first, "last": last},
+        )
+        return int(cursor.fetchone()[0])
+
+
+@dataclass(frozen=True)
+class _Condensed:
+    rows: int
+    hours: int
+    seconds: float
+    rollup_bytes: int
+    hourly_bytes: int
+
+
+def _condense_dense_day(now: datetime) -> _Condensed:
+    """The dense day condensed into hours, as the maintenance does once a day."""
+    from django.db import connection
+
+    from hub.db.partitions import partitions
+    from tenants.services.history import HOURLY, ROLLUPS, HistoryMaintenance, rollups_condense_day
+
+    partition = partitions(ROLLUPS)[ROLLUPS.partition_name(now - timedelta(days=DENSE_DAY))]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'SELECT count(*), pg_total_relation_size(%s::regclass) FROM "{partition.name}"', [partition.name]
+        )
+        rows, rollup_bytes = cursor.fetchone()
+    report = HistoryMaintenance()
+    started = time.perf_counter()
+    rollups_condense_day(partition, report=report)
+    seconds = time.perf_counter() - started
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_total_relation_size(%s::regclass)", [HOURLY.partition_name(partition.start)])
+        (hourly_bytes,) = cursor.fetchone()
+    return _Condensed(rows, report.condensed_hours, seconds, rollup_bytes, hourly_bytes)
+
+
 class _Writer(threading.Thread):
     """Inserts 500 samples into the live partition every 20 ms on a connection of its
     own, timing every statement."""
@@ -158,9 +221,10 @@ def run(quick: bool) -> Result:
     tenants = 2_000 if quick else 100_000
     result = Result(
         f"heartbeat history: {tenants:,} tenants, {RAW_HOURS} h of raw samples and {ROLLUP_DAYS} days of rollups, "
-        "one minute flushed, the hourly maintenance under a live writer"
+        "one minute flushed, a day condensed into hours, the hourly maintenance under a live writer"
     )
     from django.db import connection
+    from django.test import override_settings
 
     from ops.simulation import fleet_simulate
     from tenants.models import HeartbeatRollup, HeartbeatSample
@@ -178,19 +242,22 @@ def run(quick: bool) -> Result:
         rollups_now = HeartbeatRollup.objects.filter(bucket_start__gte=now - timedelta(minutes=10)).count()
         sample_bytes = _raw_sample_bytes(now)
 
+        dense = _condense_dense_day(now)
+
         raw_cutoff = now - timedelta(hours=24)
-        rollup_cutoff = now - timedelta(days=30)
+        # Whole hours after the history's cutoff: an hour straddling it is kept whole.
+        history_from = RAW.floor(now - timedelta(days=30)) + timedelta(hours=1)
         recent = now - timedelta(minutes=10)
         kept_raw_before = HeartbeatSample.objects.filter(received_at__gte=raw_cutoff, received_at__lt=now).count()
-        kept_rollups_before = HeartbeatRollup.objects.filter(
-            bucket_start__gte=rollup_cutoff, bucket_start__lt=recent
-        ).count()
+        samples_before = _history_samples(history_from, recent)
 
         writer = _Writer(tenant_ids)
         writer.start()
         time.sleep(2.0)
         maintain_started = time.perf_counter()
-        done = heartbeat_history_maintain(now=now)
+        # Every day due, in one run (a run condenses HEARTBEAT_CONDENSE_DAYS_PER_RUN).
+        with override_settings(HEARTBEAT_CONDENSE_DAYS_PER_RUN=ROLLUP_DAYS):
+            done = heartbeat_history_maintain(now=now)
         maintain_s = time.perf_counter() - maintain_started
         time.sleep(1.0)
         writer.stop.set()
@@ -199,9 +266,8 @@ def run(quick: bool) -> Result:
         during = writer.between(maintain_started, maintain_started + maintain_s)
 
         kept_raw_after = HeartbeatSample.objects.filter(received_at__gte=raw_cutoff, received_at__lt=now).count()
-        kept_rollups_after = HeartbeatRollup.objects.filter(
-            bucket_start__gte=rollup_cutoff, bucket_start__lt=recent
-        ).count()
+        samples_after = _history_samples(history_from, recent)
+        rollups_left = HeartbeatRollup.objects.filter(bucket_start__lt=now - timedelta(days=8)).count()
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT pg_total_relation_size(%s::regclass)", [RAW.partition_name(now - timedelta(hours=2))]
@@ -245,6 +311,29 @@ def run(quick: bool) -> Result:
         "",
         not done.skipped,
     )
+    dense_tenants = dense.rows // 288
+    result.add(
+        "days condensed into hours by the maintenance",
+        f"{len(done.condensed)} days ({done.condensed_hours:,} hours written), the longest statement "
+        f"{done.longest_condense_ms:.0f} ms; 5-minute rows left older than 8 days: {rollups_left:,}",
+        "every day past 7 days",
+        rollups_left == 0 and len(done.condensed) >= 21,
+    )
+    result.add(
+        f"one dense day condensed ({dense_tenants:,} tenants x 288 buckets)",
+        f"{dense.rows:,} 5-minute rows into {dense.hours:,} hours in {dense.seconds * 1000:.0f} ms "
+        f"({dense.seconds / dense.rows * 1e6:.2f} us a row; a day of 100,000 tenants: "
+        f"{dense.seconds / dense.rows * 28_800_000:.0f} s)",
+        "",
+        dense.hours == dense.rows // 12,
+    )
+    result.add(
+        "a dense day on disk",
+        f"5-minute {dense.rollup_bytes / dense.rows:.0f} B/row ({dense.rollup_bytes / dense_tenants / 1e3:.0f} kB a "
+        f"tenant), hours {dense.hourly_bytes / dense.hours:.0f} B/row "
+        f"({dense.hourly_bytes / dense_tenants / 1e3:.1f} kB a tenant)",
+        "",
+    )
     result.add(
         "longest DDL statement (lock held)",
         f"{done.longest_statement_ms:.1f} ms",
@@ -266,9 +355,10 @@ def run(quick: bool) -> Result:
     )
     result.add(
         "kept: everything younger than retention",
-        f"raw {kept_raw_after:,} of {kept_raw_before:,}; rollups {kept_rollups_after:,} of {kept_rollups_before:,}",
+        f"raw {kept_raw_after:,} of {kept_raw_before:,}; samples counted in the 5-minute rollups and hours "
+        f"{samples_after:,} of {samples_before:,}",
         "all",
-        kept_raw_after == kept_raw_before and kept_rollups_after == kept_rollups_before,
+        kept_raw_after == kept_raw_before and samples_after == samples_before,
     )
     result.add(
         "one partition on disk",
