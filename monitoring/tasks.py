@@ -21,9 +21,14 @@ def check_heartbeats() -> dict[str, Any]:
     return _check("heartbeats")
 
 
-@shared_task(name="monitoring.check_resources")
-def check_resources() -> dict[str, Any]:
-    return _check("resources")
+@shared_task(name="monitoring.check_disk")
+def check_disk() -> dict[str, Any]:
+    return _check("disk")
+
+
+@shared_task(name="monitoring.check_memory")
+def check_memory() -> dict[str, Any]:
+    return _check("memory")
 
 
 @shared_task(name="monitoring.check_containers")

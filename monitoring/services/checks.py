@@ -11,8 +11,9 @@ from monitoring.services.customer_notices import health_notices_send
 from monitoring.services.health import (
     check_backups,
     check_containers,
+    check_disk,
     check_heartbeats,
-    check_resources,
+    check_memory,
     check_tls,
 )
 from monitoring.services.history import heartbeat_history_prune
@@ -25,7 +26,8 @@ from provisioning.services.snapshots import snapshots_run
 
 CHECKS: dict[str, Callable[[], dict[str, Any]]] = {
     "heartbeats": check_heartbeats,
-    "resources": check_resources,
+    "disk": check_disk,
+    "memory": check_memory,
     "containers": check_containers,
     "tls": check_tls,
     "backups": check_backups,

@@ -70,8 +70,10 @@ def test_disk_and_memory() -> None:
     Tenant.objects.filter(pk=full.pk).update(disk_percent=91.0)
     Tenant.objects.filter(pk=busy.pk).update(memory_percent=95.0)
 
-    run("resources")
-    run("resources")
+    run("disk")
+    run("disk")
+    run("memory")
+    run("memory")
 
     assert list(open_alerts("disk_high")) == [str(full.pk)]
     assert list(open_alerts("memory_high")) == [str(busy.pk)]
@@ -81,8 +83,10 @@ def test_disk_and_memory() -> None:
 
     Tenant.objects.filter(pk=full.pk).update(disk_percent=85.0)
     Tenant.objects.filter(pk=busy.pk).update(memory_percent=40.0)
-    run("resources")
-    assert open_alerts("disk_high") == {} and open_alerts("memory_high") == {}
+    run("disk")
+    assert open_alerts("disk_high") == {} and list(open_alerts("memory_high")) == [str(busy.pk)]
+    run("memory")
+    assert open_alerts("memory_high") == {}
 
 
 def test_containers_crashed_or_unhealthy() -> None:
@@ -276,16 +280,16 @@ def test_a_check_never_runs_twice_at_once() -> None:
     other = connections.create_connection("default")
     try:
         with other.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_lock(%s)", [lock_key("monitoring.check:resources")])
+            cursor.execute("SELECT pg_advisory_lock(%s)", [lock_key("monitoring.check:disk")])
         # when the check is started
-        result = check_execute(name="resources")
+        result = check_execute(name="disk")
         # then it does nothing
         assert result.ran is False
-        assert not CheckRun.objects.filter(name="resources").exists()
+        assert not CheckRun.objects.filter(name="disk").exists()
         # and once the other session lets go, it runs
         with other.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [lock_key("monitoring.check:resources")])
-        assert check_execute(name="resources").ran is True
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [lock_key("monitoring.check:disk")])
+        assert check_execute(name="disk").ran is True
     finally:
         other.close()
 

@@ -11,7 +11,7 @@ from django.utils import timezone
 from hub.models import CustomerNotice
 from monitoring.models import HubPresence
 from monitoring.services.customer_notices import health_notices_send
-from monitoring.services.health import check_heartbeats, check_resources
+from monitoring.services.health import check_disk, check_heartbeats
 from provisioning.models import Order
 from tenants.models import Tenant
 from tests.factories import healthy_fleet
@@ -38,7 +38,7 @@ def test_a_medium_problem_reaches_the_customer_after_three_failures_once_per_epi
 
     seen = []
     for _ in range(4):
-        check_resources()
+        check_disk()
         health_notices_send()
         seen.append(notices_of(full))
 
@@ -49,13 +49,13 @@ def test_a_medium_problem_reaches_the_customer_after_three_failures_once_per_epi
 
     # the disk is cleaned (the episode ends), then fills again: a new episode, told again
     Tenant.objects.filter(pk=full.pk).update(disk_percent=40.0)
-    check_resources()
+    check_disk()
     Tenant.objects.filter(pk=full.pk).update(disk_percent=97.0)
     for _ in range(2):
-        check_resources()
+        check_disk()
         health_notices_send()
     assert notices_of(full) == ["health_disk_high"]
-    check_resources()
+    check_disk()
     health_notices_send()
     assert notices_of(full) == ["health_disk_high", "health_disk_high"]
 

@@ -88,7 +88,7 @@ def queries_for(name: str, count: int, at_most: Any) -> tuple[int, int, int]:
     return counts[0], counts[1], counts[2]
 
 
-@pytest.mark.parametrize("check", ["heartbeats", "resources", "containers", "tls", "backups"])
+@pytest.mark.parametrize("check", ["heartbeats", "disk", "memory", "containers", "tls", "backups"])
 def test_queries_do_not_grow_with_the_fleet(check: str, django_assert_max_num_queries: Any) -> None:
     small = queries_for(check, SMALL, django_assert_max_num_queries)
     big = queries_for(check, BIG, django_assert_max_num_queries)
@@ -125,7 +125,13 @@ def test_the_schedule_is_in_the_database_and_every_task_exists() -> None:
     from hub.celery import app
 
     tasks = {t.name: t for t in PeriodicTask.objects.filter(name__startswith="monitoring ")}
-    assert len(tasks) == 15
+    assert len(tasks) == 16
+    assert "monitoring resources" not in tasks
+    assert {tasks["monitoring disk"].task, tasks["monitoring memory"].task} == {
+        "monitoring.check_disk",
+        "monitoring.check_memory",
+    }
+    assert tasks["monitoring disk"].interval.every == tasks["monitoring memory"].interval.every == 60
     assert all(t.queue == "monitoring" and t.enabled for t in tasks.values())
     assert tasks["monitoring hub database backup"].crontab.hour == "3"
     assert tasks["monitoring server snapshots"].interval.every == 900

@@ -126,19 +126,19 @@ def test_a_scheduled_check_runs_on_the_worker_and_its_alert_is_mailed_once(notif
     (tenant,) = healthy_fleet(1, disk_percent=97.0)
 
     # when beat's message for the check reaches the worker, twice
-    app.send_task("monitoring.check_resources")
+    app.send_task("monitoring.check_disk")
     wait_for(
         lambda: Alert.objects.filter(kind="disk_high", subject_id=str(tenant.pk)).exists(),
         timeout=30,
         message="the disk alert",
     )
-    app.send_task("monitoring.check_resources")
+    app.send_task("monitoring.check_disk")
     wait_for(lambda: Alert.objects.get(kind="disk_high").count == 2, timeout=30, message="the alert counted")
 
     # then one alert, one email
     wait_for(lambda: all_sent(1), timeout=30, message="the email sent")
     assert len(mails(mail_dir)) == 1
-    assert CheckRun.objects.get(name="resources").runs == 2
+    assert CheckRun.objects.get(name="disk").runs == 2
 
 
 def messages(worker: Any, task: str, event: str) -> int:
