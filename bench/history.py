@@ -54,7 +54,9 @@ def _fill(tenants: int, now: datetime) -> tuple[int, int, float]:
                 cursor.execute(
                     "INSERT INTO tenants_heartbeatrollup SELECT t.id, %s + make_interval(secs => b * 300), 5,"
                     " 200, 41, 300, 61, 2.5, 0.6, 86400 + b * 300"
-                    " FROM (SELECT id FROM tenants_tenant ORDER BY id LIMIT %s) AS t, generate_series(0, 287) AS b",
+                    " FROM (SELECT id FROM tenants_tenant ORDER BY id LIMIT %s) AS t, generate_series(0, 287) AS b"
+                    # Laid out as the flush writes it: bucket after bucket, every tenant in each.
+                    " ORDER BY b, t.id",
                     [start, DENSE_TENANTS],
                 )
                 rollups += cursor.rowcount
