@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 from django.utils import timezone
 
 from hub.db.partitions import (
@@ -86,11 +86,7 @@ def rollups_condense_day(partition: Partition, *, report: HistoryMaintenance) ->
         )
     )
     started = time.perf_counter()
-    with transaction.atomic(), connection.cursor() as cursor:
-        # The partition's key is (tenant, bucket): read in its order, each tenant's hours
-        # are summed as they stream by. A hash aggregate of a whole day spilled 2.9 GB to
-        # temporary files at 100,000 tenants and was 17-25% slower (bench/RESULTS.md).
-        cursor.execute("SET LOCAL enable_hashagg = off")
+    with connection.cursor() as cursor:
         cursor.execute(CONDENSE_SQL.format(hourly=HOURLY.name, partition=partition.name))
         report.condensed_hours += max(cursor.rowcount, 0)
     report.longest_condense_ms = max(report.longest_condense_ms, (time.perf_counter() - started) * 1000)
