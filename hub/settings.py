@@ -6,6 +6,7 @@ from typing import Any
 
 import environ
 from kombu import Queue
+from redis.connection import parse_url as parse_redis_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -456,7 +457,12 @@ AGENT_HEARTBEAT_INTERVAL = env.int("AGENT_HEARTBEAT_INTERVAL", default=60)
 # a client that reconnects with Last-Event-ID and follow the channel.
 EVENTS_REDIS_URL = env.str("EVENTS_REDIS_URL", default=REDIS_URL)
 EVENTS_STREAM = env.str("EVENTS_STREAM", default="hub:events")
-EVENTS_CHANNEL = env.str("EVENTS_CHANNEL", default="hub:events")
+# Pub/sub channels are server-wide, blind to the database a client selected: two Hubs
+# sharing a Redis server on different databases would hear each other's events (and a
+# neighbour's later ids would hide their own). The default channel names the database.
+EVENTS_CHANNEL = env.str(
+    "EVENTS_CHANNEL", default=f"{EVENTS_STREAM}@db{parse_redis_url(EVENTS_REDIS_URL).get('db') or 0}"
+)
 # Events kept for replay: of the whole operation, and of each order (kept a day after its last).
 EVENTS_HISTORY_LENGTH = env.int("EVENTS_HISTORY_LENGTH", default=10_000)
 EVENTS_SCOPE_HISTORY_LENGTH = env.int("EVENTS_SCOPE_HISTORY_LENGTH", default=1_000)

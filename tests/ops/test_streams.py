@@ -7,6 +7,10 @@ twice; one whose missed events are gone gets a snapshot; an idle stream gets com
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,9 +25,9 @@ from rest_framework.authtoken.models import Token
 
 from hub.alerts.services import alert_raise
 from hub.audit import status_move
-from hub.events import stream_key
+from hub.events import send, stream_key
 from provisioning.models import ORDER_TRANSITIONS, Order, OrderStatus
-from tests.conftest import WebServer
+from tests.conftest import ROOT, WebServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -51,12 +55,16 @@ class EventReader:
         self.comments: list[str] = []
         self.received: list[Event] = []
 
-    def next(self, of: str = "") -> Event:
+    def next(self, of: str = "", within: float = 20.0) -> Event:
         """The next event whose type starts with `of` (comments and the reconnection delay
-        are set aside). The fleet-wide stream also carries what the suite's worker finishes
+        are set aside), read `within` seconds (the keep-alive comments make each line come
+        within one). The fleet-wide stream also carries what the suite's worker finishes
         for earlier tests: those are skipped, but every event is kept in `received`."""
         fields: dict[str, str] = {}
+        deadline = time.monotonic() + within
         for line in self.lines:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {of or 'event'} within {within} s; received {self.received}")
             if line == "":
                 if "event" in fields:
                     event = Event(fields.get("id", ""), fields["event"], json.loads(fields.get("data", "null")))
@@ -213,3 +221,40 @@ def test_the_streams_refuse_bad_callers_and_bad_input_with_json(web_server: WebS
         f"{web_server.url}/api/v1/events", headers={**staff, "Last-Event-ID": "'; DROP TABLE"}, timeout=5
     )
     assert bad_id.status_code == 400 and bad_id.json()["error"] == "invalid"
+
+
+# A database of the test Redis server no shard, bench or demo uses.
+NEIGHBOUR_REDIS_URL = "redis://127.0.0.1:6379/9"
+
+
+def test_a_hub_on_another_database_of_the_same_redis_server_is_not_heard(
+    web_server: WebServer, staff_token: str
+) -> None:
+    """Pub/sub ignores the database a client selected. A second Hub, on database 9 with
+    its settings left at their defaults, publishes events whose ids run far ahead of
+    ours: none reaches our stream, and our own next event is not taken for one already
+    sent."""
+    neighbour = redis.Redis.from_url(NEIGHBOUR_REDIS_URL)
+    neighbour.delete(stream_key())
+    neighbour.xadd(stream_key(), {"type": "neighbour.start", "data": "{}"}, id="9999999999999-0")
+    reader = EventReader(f"{web_server.url}/api/v1/events", staff_token)
+    try:
+        reader.next()
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("EVENTS_", "REDIS_", "CELERY_", "TEST_", "DJANGO_SETTINGS"))
+        }
+        env.update(DJANGO_SETTINGS_MODULE="hub.settings", REDIS_URL=NEIGHBOUR_REDIS_URL)
+        script = "import django; django.setup(); from hub.events import send; print(send('neighbour.ping', {}))"
+        told = subprocess.run(
+            [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True
+        )
+        assert told.stdout.strip() == "['9999999999999-1']", told.stdout + told.stderr
+
+        assert send("own.ping", {"after": "neighbour"})
+        assert reader.next(of="own.ping").data == {"after": "neighbour"}
+        assert not [event for event in reader.received if event.type.startswith("neighbour.")]
+    finally:
+        reader.close()
+        neighbour.delete(stream_key())
