@@ -28,6 +28,13 @@ ROOT = Path(__file__).resolve().parent.parent
 ALL_QUEUES = ",".join(settings.HUB_QUEUES)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # WhiteNoise warns on every in-process request while STATIC_ROOT does not exist
+    # (on a fresh clone, until the first web process collects the static files):
+    # hundreds of warnings that would hide a real one.
+    Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
+
+
 def waiting_on_a_lock(pid: int) -> bool:
     """Whether the Postgres backend `pid` is blocked on a lock (ask from autocommit:
     inside a transaction pg_stat_activity is a snapshot)."""
