@@ -2,7 +2,8 @@
 (scripts/web.sh), the real Redis and the test database: a new client gets the snapshot
 first, then the events published after each commit; a client that reconnects with
 Last-Event-ID gets exactly the events it missed, in order, then the live ones, none
-twice; one whose missed events are gone gets a snapshot; an idle stream gets comments."""
+twice; one whose missed events are gone gets a snapshot; an idle stream gets comments;
+a Hub on another database of the same Redis server is not heard."""
 
 from __future__ import annotations
 
@@ -248,7 +249,7 @@ def test_a_hub_on_another_database_of_the_same_redis_server_is_not_heard(
         env.update(DJANGO_SETTINGS_MODULE="hub.settings", REDIS_URL=NEIGHBOUR_REDIS_URL)
         script = "import django; django.setup(); from hub.events import send; print(send('neighbour.ping', {}))"
         told = subprocess.run(
-            [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True
+            [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
         )
         assert told.stdout.strip() == "['9999999999999-1']", told.stdout + told.stderr
 
