@@ -625,6 +625,10 @@ ROLLOUT_HEARTBEAT_LOSS_RATE = env.float("ROLLOUT_HEARTBEAT_LOSS_RATE", default=0
 ROLLOUT_HEARTBEAT_STALE_INTERVALS = env.int("ROLLOUT_HEARTBEAT_STALE_INTERVALS", default=3)
 # An update unanswered this long counts as timed out (its command expires then too).
 ROLLOUT_UPDATE_TIMEOUT = env.int("ROLLOUT_UPDATE_TIMEOUT", default=3600)
+# A stage's `update` commands are queued this many to a transaction: the first part
+# with the dispatch, the rest right after it by the rollouts.send_updates task (and by
+# the evaluation, should that task be lost). A stage no larger goes out all at once.
+ROLLOUT_COMMANDS_PER_TRANSACTION = env.int("ROLLOUT_COMMANDS_PER_TRANSACTION", default=10_000)
 # How long a stage may take beyond its soak time, or wait for a promote, before it halts.
 ROLLOUT_STAGE_DEADLINE = env.int("ROLLOUT_STAGE_DEADLINE", default=24 * 3600)
 ROLLOUT_AUTO_ADVANCE = env.bool("ROLLOUT_AUTO_ADVANCE", default=True)

@@ -122,7 +122,17 @@ class ReleaseAdmin(admin.ModelAdmin):
         return False
 
 
-STAGE_FIELDS = ("position", "name", "soak_seconds", "status", "progress", "gate", "gate_reason", "deadline_at")
+STAGE_FIELDS = (
+    "position",
+    "name",
+    "soak_seconds",
+    "status",
+    "progress",
+    "updates_unsent",
+    "gate",
+    "gate_reason",
+    "deadline_at",
+)
 
 
 class StageInline(admin.TabularInline):

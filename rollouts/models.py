@@ -173,6 +173,9 @@ class RolloutStage(models.Model):
     status = models.CharField(max_length=20, choices=StageStatus.choices, default=StageStatus.PENDING)
     planned_size = models.PositiveIntegerField(null=True, blank=True)
     dispatched = models.PositiveIntegerField(default=0)
+    updates_unsent = models.PositiveIntegerField(
+        default=0, help_text="dispatched updates whose commands are still to be queued (a large stage goes in parts)"
+    )
     started_at = models.DateTimeField(null=True, blank=True)
     updates_done_at = models.DateTimeField(null=True, blank=True, help_text="soak starts here")
     awaiting_promote_since = models.DateTimeField(null=True, blank=True)
@@ -223,7 +226,14 @@ class TenantUpdate(models.Model):
     from_version = models.CharField(max_length=VERSION_MAX, blank=True, default="")
     to_version = models.CharField(max_length=VERSION_MAX)
     status = models.CharField(max_length=12, choices=UpdateStatus.choices, default=UpdateStatus.PENDING)
-    command = models.ForeignKey("tenants.Command", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # The id of the `update` command that carries this update, chosen when the update is
+    # written. A large stage's commands are queued in parts after the dispatch commits
+    # (rollouts.services.dispatch), so for a moment the id names a command not written
+    # yet: no key in Postgres, which would refuse that at commit. Commands are never
+    # deleted; an ORM delete would still clear the id (SET_NULL runs in Django).
+    command = models.ForeignKey(
+        "tenants.Command", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_constraint=False
+    )
     attempts = models.PositiveSmallIntegerField(default=0)
     sent_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -136,6 +136,7 @@ class StageOutputSerializer(serializers.ModelSerializer):
             "status",
             "planned_size",
             "dispatched",
+            "updates_unsent",
             "counts",
             "started_at",
             "updates_done_at",

@@ -7,6 +7,7 @@
 - lifecycle: start, pause, resume, promote, abort, roll back, retry, halts;
 - evaluate: the beat job that syncs outcomes and judges every running rollout."""
 
+from rollouts.services.dispatch import stage_send_rest
 from rollouts.services.evaluate import EvaluateReport, rollout_evaluate, rollouts_evaluate, updates_sync_outcomes
 from rollouts.services.lifecycle import (
     rollout_abort,
@@ -56,6 +57,7 @@ __all__ = [
     "rollout_start",
     "rollout_submit",
     "rollouts_evaluate",
+    "stage_send_rest",
     "stage_spec_errors",
     "updates_sync_outcomes",
 ]

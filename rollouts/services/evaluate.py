@@ -15,6 +15,7 @@ from hub.alerts.services import alert_raise, alert_resolve
 from hub.db.locks import single_flight
 from hub.freeze import fleet_frozen
 from hub.models import AlertSeverity, AuditEvent
+from hub.queue import enqueue_on_commit
 from rollouts import selectors
 from rollouts.gate import GateResult, Signals, Thresholds, gate_evaluate
 from rollouts.models import (
@@ -26,6 +27,7 @@ from rollouts.models import (
     StageStatus,
     TenantUpdate,
 )
+from rollouts.services.dispatch import SEND_UPDATES_TASK
 from rollouts.services.lifecycle import advance, halt, rollback_check, stage_pass
 from rollouts.services.transitions import (
     ALERT_INCONCLUSIVE,
@@ -124,6 +126,10 @@ def rollout_evaluate(*, rollout_id: int, now: datetime | None = None) -> GateRes
     stage = current_stage(rollout)
     if stage is None or stage.status not in STAGE_STARTED_STATUSES:
         return None
+    if stage.updates_unsent:
+        # Queued again in case the task the dispatch queued was lost; a second one
+        # running at once is harmless (stage_send_rest).
+        enqueue_on_commit(SEND_UPDATES_TASK, rollout.pk)
     stage_counts, totals = selectors.update_counts(
         rollout_id=rollout.pk, stage_id=stage.pk, now=now, update_timeout=rollout.update_timeout_seconds
     )
