@@ -8,6 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from hub.db.filters import matches_no_row
 from hub.errors import NotFound
 from hub.pipeline.models import Job
 from hub.pipeline.selectors import jobs_with_steps
@@ -47,6 +48,8 @@ class OrderListCreateApi(generics.ListAPIView):
     def get_queryset(self) -> QuerySet[Order]:
         queryset = orders_with_steps()
         wanted = self.request.query_params.get("status")
+        if matches_no_row(wanted):
+            return queryset.none()
         return queryset.filter(status=wanted) if wanted else queryset
 
     @extend_schema(request=OrderInputSerializer, responses={201: OrderOutputSerializer})
@@ -87,6 +90,8 @@ class ServerListCreateApi(generics.ListAPIView):
         queryset = Server.objects.order_by("id")
         for field in ("status", "region", "tier", "provider"):
             value = self.request.query_params.get(field)
+            if matches_no_row(value):
+                return queryset.none()
             if value:
                 queryset = queryset.filter(**{field: value})
         return queryset

@@ -27,6 +27,7 @@ from django.db.models import (
 from django.db.models.fields.json import KT
 from django.db.models.functions import Coalesce
 
+from hub.db.filters import matches_no_row
 from hub.releases import CurrentRelease
 from rollouts.models import (
     UPDATE_DISPATCHED_STATUSES,
@@ -271,17 +272,12 @@ def failing_updates(*, rollout_id: int, limit: int = 50) -> QuerySet[TenantUpdat
     )
 
 
-def _unstorable(filters: dict[str, Any]) -> bool:
-    """A filter value Postgres cannot even compare (a NUL character) matches no row."""
-    return any(isinstance(value, str) and "\x00" in value for value in filters.values())
-
-
 def rollout_list(*, filters: dict[str, Any] | None = None) -> QuerySet[Rollout]:
     filters = filters or {}
     queryset = Rollout.objects.select_related("release").prefetch_related(
         Prefetch("stages", queryset=RolloutStage.objects.order_by("position"))
     )
-    if _unstorable(filters):
+    if matches_no_row(*filters.values()):
         return queryset.none()
     if filters.get("status"):
         queryset = queryset.filter(status=filters["status"])
@@ -293,7 +289,7 @@ def rollout_list(*, filters: dict[str, Any] | None = None) -> QuerySet[Rollout]:
 def release_list(*, filters: dict[str, Any] | None = None) -> QuerySet[Release]:
     filters = filters or {}
     queryset = Release.objects.order_by("-id")
-    if _unstorable(filters):
+    if matches_no_row(*filters.values()):
         return queryset.none()
     if filters.get("component"):
         queryset = queryset.filter(component=filters["component"])

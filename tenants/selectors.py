@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Max, Q, QuerySet
 
+from hub.db.filters import matches_no_row
 from tenants.models import (
     COMMAND_OPEN_STATUSES,
     AgentCredential,
@@ -25,6 +26,8 @@ from tenants.models import (
 def tenant_list(*, filters: dict[str, Any] | None = None) -> QuerySet[Tenant]:
     filters = filters or {}
     queryset = Tenant.objects.select_related("server", "container_report").order_by("id")
+    if matches_no_row(*filters.values()):
+        return queryset.none()
     if filters.get("status"):
         queryset = queryset.filter(status=filters["status"])
     if filters.get("region"):

@@ -4,6 +4,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from hub.db.filters import matches_no_row
 from hub.pipeline.selectors import jobs_with_steps
 from hub.pipeline.serializers import JobOutputSerializer
 from hub.pipeline.services import job_cancel, job_retry
@@ -15,6 +16,8 @@ class JobListApi(generics.ListAPIView):
     def get_queryset(self):
         queryset = jobs_with_steps()
         status = self.request.query_params.get("status")
+        if matches_no_row(status):
+            return queryset.none()
         return queryset.filter(status=status) if status else queryset
 
 
