@@ -10,7 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from hub.db.bulksql import insert_skipping_conflicts
@@ -101,6 +101,14 @@ def stage_send(*, rollout: Rollout, stage: RolloutStage, now: datetime) -> int:
     return written
 
 
+def updates_without_command(**stage_filter: Any) -> QuerySet[TenantUpdate]:
+    """The SENT updates (of the stages `stage_filter` picks) whose command, named by
+    id at dispatch, was not queued yet: the next parts of a stage sent in parts."""
+    return TenantUpdate.objects.filter(status=UpdateStatus.SENT, command__isnull=False, **stage_filter).exclude(
+        Exists(Command.objects.filter(pk=OuterRef("command_id")))
+    )
+
+
 def stage_commands_send(*, rollout: Rollout, stage: RolloutStage, now: datetime) -> int:
     """Queue the next part of the stage's `update` commands: one for each SENT update
     of the stage that has none yet, oldest update first, at most
@@ -118,10 +126,7 @@ def stage_commands_send(*, rollout: Rollout, stage: RolloutStage, now: datetime)
     part = max(1, settings.ROLLOUT_COMMANDS_PER_TRANSACTION)
     waited = (now - stage.started_at).total_seconds() if stage.started_at else 0.0
     queued = commands_queue_select(
-        source=TenantUpdate.objects.filter(stage=stage, status=UpdateStatus.SENT, command__isnull=False)
-        .exclude(Exists(Command.objects.filter(pk=OuterRef("command_id"))))
-        .order_by("id")
-        .values_list("command_id", "tenant_id")[:part],
+        source=updates_without_command(stage=stage).order_by("id").values_list("command_id", "tenant_id")[:part],
         type=CommandType.UPDATE,
         payload=update_payload(rollout),
         actor=actor_for(rollout),
@@ -243,11 +248,7 @@ def updates_unqueued_take_back(*, rollout: Rollout) -> list[tuple[int, str]]:
     if not stages:
         return []
     RolloutStage.objects.filter(pk__in=stages).update(updates_unsent=0)
-    return list(
-        TenantUpdate.objects.filter(stage_id__in=stages, status=UpdateStatus.SENT)
-        .exclude(Exists(Command.objects.filter(pk=OuterRef("command_id"))))
-        .values_list("pk", "status")
-    )
+    return list(updates_without_command(stage_id__in=stages).values_list("pk", "status"))
 
 
 def updates_resend(*, rollout: Rollout, statuses: Sequence[str], actor: str, now: datetime) -> int:
