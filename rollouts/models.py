@@ -222,7 +222,13 @@ class TenantUpdate(models.Model):
     stage = models.ForeignKey(
         RolloutStage, on_delete=models.CASCADE, related_name="updates", db_constraint=False, db_index=False
     )
-    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="rollout_updates")
+    # No key in Postgres either: a dispatch takes its tenants from the tenants table in
+    # the same statement, tenants are never deleted (the admin refuses; an ORM delete
+    # still cascades in Django), and the key's checks locked every tenant of the stage
+    # row by row, a third of a 100,000-tenant dispatch (bench/RESULTS.md, 2026-12-07).
+    tenant = models.ForeignKey(
+        "tenants.Tenant", on_delete=models.CASCADE, related_name="rollout_updates", db_constraint=False
+    )
     from_version = models.CharField(max_length=VERSION_MAX, blank=True, default="")
     to_version = models.CharField(max_length=VERSION_MAX)
     status = models.CharField(max_length=12, choices=UpdateStatus.choices, default=UpdateStatus.PENDING)
@@ -232,14 +238,20 @@ class TenantUpdate(models.Model):
     # yet: no key in Postgres, which would refuse that at commit. Commands are never
     # deleted; an ORM delete would still clear the id (SET_NULL runs in Django).
     command = models.ForeignKey(
-        "tenants.Command", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_constraint=False
+        "tenants.Command",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
     )
     attempts = models.PositiveSmallIntegerField(default=0)
     sent_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
     rollback_command = models.ForeignKey(
-        "tenants.Command", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "tenants.Command", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
     rollback_sent_at = models.DateTimeField(null=True, blank=True)
     rollback_finished_at = models.DateTimeField(null=True, blank=True)
@@ -251,7 +263,9 @@ class TenantUpdate(models.Model):
         indexes = [
             models.Index(fields=["rollout", "status"], name="tenant_update_by_status"),
             models.Index(fields=["stage", "status"], name="tenant_update_stage_status"),
-            # What the evaluation's outcome sync scans: updates and rollbacks awaiting an answer.
+            # The command ids are indexed only where they are looked up: updates and
+            # rollbacks awaiting an answer (the evaluation's outcome sync, a withdrawal).
+            # Full indexes would add two entries a row to a dispatch, for no query.
             models.Index(fields=["command"], name="tenant_update_awaiting", condition=Q(status="SENT")),
             models.Index(
                 fields=["rollback_command"],

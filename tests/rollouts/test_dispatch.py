@@ -176,6 +176,23 @@ def test_the_database_refuses_an_update_whose_stage_is_of_another_rollout_or_mis
     assert TenantUpdate.objects.filter(rollout=first).count() == 1
 
 
+def test_a_tenant_deleted_through_the_orm_takes_its_updates_with_it(
+    make_fleet: Any, make_rollout: Any, on_commit: Any
+) -> None:
+    # given a stage dispatched to two tenants (the update's tenant has no key in
+    # Postgres, so nothing there would remove or refuse an orphan)
+    fleet: Fleet = make_fleet(2)
+    rollout = make_rollout(stages=[StageSpec(percent=100, soak_seconds=3600)])
+    on_commit(rollout_start, rollout_id=rollout.pk, actor="test")
+    gone, kept = (agent.tenant_id for agent in fleet.agents)
+
+    # when one tenant is deleted through the ORM
+    Tenant.objects.filter(pk=gone).delete()
+
+    # then Django's cascade took its update; the other tenant's stays
+    assert list(TenantUpdate.objects.filter(rollout=rollout).values_list("tenant_id", flat=True)) == [kept]
+
+
 def uuid_millis(value: uuid.UUID) -> int:
     return value.int >> 80
 
