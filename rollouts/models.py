@@ -212,10 +212,10 @@ UPDATE_DISPATCHED_STATUSES = (UpdateStatus.SENT, UpdateStatus.SUCCEEDED, UpdateS
 
 
 class TenantUpdate(models.Model):
-    # One foreign key in Postgres checks both: (stage_id, rollout_id) references the
-    # stage's (id, rollout_id) (migration 0004), so an update names a stage of its own
-    # rollout. A dispatch of 100,000 updates is checked 100,000 times less at commit.
-    # Indexes of their own would repeat the composite ones below.
+    # Postgres checks both at once, (stage_id, rollout_id) against the stage's (id,
+    # rollout_id), so an update names a stage of its own rollout: once per statement
+    # by triggers (migration 0007), where a foreign key checked each of a dispatch's
+    # 100,000 rows. Indexes of their own would repeat the composite ones below.
     rollout = models.ForeignKey(
         Rollout, on_delete=models.CASCADE, related_name="updates", db_constraint=False, db_index=False
     )
@@ -225,7 +225,7 @@ class TenantUpdate(models.Model):
     # No key in Postgres either: a dispatch takes its tenants from the tenants table in
     # the same statement, tenants are never deleted (the admin refuses; an ORM delete
     # still cascades in Django), and the key's checks locked every tenant of the stage
-    # row by row, a third of a 100,000-tenant dispatch (bench/RESULTS.md, 2026-12-07).
+    # row by row, a third of a 100,000-tenant dispatch (bench/RESULTS.md, 2026-12-06 23:20).
     tenant = models.ForeignKey(
         "tenants.Tenant", on_delete=models.CASCADE, related_name="rollout_updates", db_constraint=False
     )
@@ -235,7 +235,8 @@ class TenantUpdate(models.Model):
     # The id of the `update` command that carries this update, chosen when the update is
     # written. A large stage's commands are queued in parts after the dispatch commits
     # (rollouts.services.dispatch), so for a moment the id names a command not written
-    # yet: no key in Postgres, which would refuse that at commit. Commands are never
+    # yet: no key in Postgres, which would refuse that at commit; the rollback command's
+    # has none either (its check ran for each row, even a NULL). Commands are never
     # deleted; an ORM delete would still clear the id (SET_NULL runs in Django).
     command = models.ForeignKey(
         "tenants.Command",
@@ -251,7 +252,13 @@ class TenantUpdate(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
     rollback_command = models.ForeignKey(
-        "tenants.Command", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+        "tenants.Command",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
     )
     rollback_sent_at = models.DateTimeField(null=True, blank=True)
     rollback_finished_at = models.DateTimeField(null=True, blank=True)

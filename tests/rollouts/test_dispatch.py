@@ -176,6 +176,102 @@ def test_the_database_refuses_an_update_whose_stage_is_of_another_rollout_or_mis
     assert TenantUpdate.objects.filter(rollout=first).count() == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_the_database_refuses_to_move_an_update_or_to_remove_or_rekey_a_stage_it_names(
+    make_fleet: Any, make_rollout: Any
+) -> None:
+    # given an update written in the first rollout's stage, and a second rollout
+    fleet: Fleet = make_fleet(1)
+    first = make_rollout(stages=[StageSpec(percent=100, soak_seconds=0)])
+    second = make_rollout(stages=[StageSpec(percent=100, soak_seconds=0)])
+    stage, other_stage = RolloutStage.objects.get(rollout=first), RolloutStage.objects.get(rollout=second)
+    update = TenantUpdate.objects.create(
+        rollout=first, stage=stage, tenant_id=fleet.agents[0].tenant_id, to_version=NEW
+    )
+
+    def refused(sql: str, params: list[Any]) -> None:
+        with (
+            pytest.raises(IntegrityError, match="tenant_update_stage_of_its_rollout"),
+            transaction.atomic(),
+            connection.cursor() as cursor,
+        ):
+            cursor.execute(sql, params)
+
+    # when the update is moved to the other rollout's stage, or the stage it names is
+    # deleted or given another rollout, behind the ORM's back: then each is refused
+    refused(
+        "UPDATE rollouts_tenantupdate SET stage_id = %s, rollout_id = %s WHERE id = %s",
+        [other_stage.pk, second.pk, update.pk],
+    )
+    refused("DELETE FROM rollouts_rolloutstage WHERE id = %s", [stage.pk])
+    refused("UPDATE rollouts_rolloutstage SET rollout_id = %s WHERE id = %s", [second.pk, stage.pk])
+    update.refresh_from_db()
+    assert (update.rollout_id, update.stage_id) == (first.pk, stage.pk)
+    # and its other fields still change, through the ORM's save too
+    update.status = UpdateStatus.SKIPPED
+    update.save()
+    # and the other rollout's stage, named by no update, can go; the first rollout
+    # goes through the ORM with its stages and updates
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM rollouts_rolloutstage WHERE id = %s", [other_stage.pk])
+    Rollout.objects.filter(pk=first.pk).delete()
+    assert not TenantUpdate.objects.exists() and not RolloutStage.objects.filter(rollout=first).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stage_delete_waits_for_the_open_dispatch_that_names_it_then_is_refused(
+    make_fleet: Any, make_rollout: Any
+) -> None:
+    # given a transaction that wrote an update naming a stage and has not committed
+    fleet: Fleet = make_fleet(1)
+    rollout = make_rollout(stages=[StageSpec(percent=100, soak_seconds=0)])
+    stage = RolloutStage.objects.get(rollout=rollout)
+    written, may_commit = threading.Event(), threading.Event()
+    pids: dict[str, int] = {}
+    errors: list[BaseException] = []
+
+    def dispatch() -> None:
+        try:
+            with transaction.atomic():
+                TenantUpdate.objects.create(
+                    rollout=rollout, stage=stage, tenant_id=fleet.agents[0].tenant_id, to_version=NEW
+                )
+                written.set()
+                assert may_commit.wait(timeout=30)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+            written.set()
+        finally:
+            connections.close_all()
+
+    def delete_stage() -> None:
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                pids["delete"] = cursor.fetchone()[0]
+                cursor.execute("DELETE FROM rollouts_rolloutstage WHERE id = %s", [stage.pk])
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    writer = threading.Thread(target=dispatch)
+    writer.start()
+    assert written.wait(timeout=30)
+    # when another transaction deletes the stage meanwhile
+    deleter = threading.Thread(target=delete_stage)
+    deleter.start()
+    # then it waits on the insert's key-share lock on the stage...
+    wait_for(lambda: "delete" in pids and waiting_on_a_lock(pids["delete"]), timeout=30, message="a blocked delete")
+    may_commit.set()
+    writer.join(timeout=30)
+    deleter.join(timeout=30)
+    # ...and once the update is committed, the delete is refused: both rows stay
+    assert len(errors) == 1 and isinstance(errors[0], IntegrityError), errors
+    assert "tenant_update_stage_of_its_rollout" in str(errors[0])
+    assert RolloutStage.objects.filter(pk=stage.pk).exists() and TenantUpdate.objects.filter(stage=stage).exists()
+
+
 def test_a_tenant_deleted_through_the_orm_takes_its_updates_with_it(
     make_fleet: Any, make_rollout: Any, on_commit: Any
 ) -> None:
