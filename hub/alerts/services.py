@@ -250,7 +250,7 @@ def alerts_sync(*, kind: str, subject_type: str, failing: Mapping[int, Failing] 
                 now,
             ],
             on_conflict="ON CONFLICT DO NOTHING",
-        )
+        ).rows
         # Positional: a storm makes 100,000 of them, and keywords double their cost.
         openings.extend(
             Opening(pk, subject_type, subject, kind, severity, message, now)

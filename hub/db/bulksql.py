@@ -15,7 +15,7 @@ under 1 ms, and Postgres takes them apart:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from django.db import IntegrityError, connection, transaction
@@ -137,21 +137,29 @@ def ids_reserve(model: type[Model], count: int) -> list[int]:
         return [row[0] for row in cursor.fetchall()]
 
 
-def insert_skipping_conflicts(sql: str, params: Sequence[Any], *, on_conflict: str) -> list[tuple[Any, ...]]:
+class Inserted(NamedTuple):
+    rows: list[tuple[Any, ...]]  # what the statement returns, if it has a RETURNING
+    written: int  # how many rows it inserted (a RETURNING only to count them costs a tuplestore)
+
+
+def insert_skipping_conflicts(sql: str, params: Sequence[Any], *, on_conflict: str) -> Inserted:
     """Run `sql`, a bulk INSERT with `{on_conflict}` where its ON CONFLICT clause goes,
-    and return what it returns (if it has a RETURNING). It is tried first without the
-    clause, in a savepoint: a plain insert of 100,000 rows takes about two thirds of the
-    time of one with ON CONFLICT, which has each row inserted speculatively and
+    and return what it returns and how many rows it inserted. It is tried first without
+    the clause, in a savepoint: a plain insert of 100,000 rows takes about two thirds of
+    the time of one with ON CONFLICT, which has each row inserted speculatively and
     confirmed. Callers pick only rows that do not conflict yet, so the clause is a
     safety net; a row another transaction wrote meanwhile fails the whole statement,
     which is then run again with the clause (and skips it)."""
     try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(sql.format(on_conflict=""), params)
-            return cursor.fetchall() if cursor.description else []
+        with transaction.atomic():
+            return _insert(sql.format(on_conflict=""), params)
     except IntegrityError as exc:
         if not isinstance(exc.__cause__, pg_errors.UniqueViolation):
             raise
+    return _insert(sql.format(on_conflict=on_conflict), params)
+
+
+def _insert(sql: str, params: Sequence[Any]) -> Inserted:
     with connection.cursor() as cursor:
-        cursor.execute(sql.format(on_conflict=on_conflict), params)
-        return cursor.fetchall() if cursor.description else []
+        cursor.execute(sql, params)
+        return Inserted(rows=cursor.fetchall() if cursor.description else [], written=cursor.rowcount)

@@ -73,17 +73,16 @@ def updates_insert_sent(*, rollout: Rollout, stage: RolloutStage, now: datetime,
         rollout=rollout, stage=stage, now=now, limit=limit
     ).query.sql_with_params()
     table = TenantUpdate._meta.db_table
-    ((written,),) = insert_skipping_conflicts(
-        f"WITH written AS (INSERT INTO {table} "  # noqa: S608 - table from model metadata, candidates built by the ORM, values bound
+    return insert_skipping_conflicts(
+        f"INSERT INTO {table} "  # noqa: S608 - table from model metadata, candidates built by the ORM, values bound
         "(rollout_id, stage_id, tenant_id, from_version, to_version, status, command_id, attempts, sent_at, "
         "error, rollback_error) "
         f"SELECT %s, %s, c.tenant_id, c.from_version, %s, %s, {UUID7_SQL}, 1, %s, '', '' "
         f"FROM ({candidates_sql.replace('{', '{{').replace('}', '}}')}) AS c(tenant_id, from_version) "
-        "{on_conflict} RETURNING 1) SELECT count(*) FROM written",
+        "{on_conflict}",
         [rollout.pk, stage.pk, rollout.target_version, UpdateStatus.SENT, now, *candidates_params],
         on_conflict="ON CONFLICT ON CONSTRAINT tenant_update_once_per_rollout DO NOTHING",
-    )
-    return int(written)
+    ).written
 
 
 def stage_send(*, rollout: Rollout, stage: RolloutStage, now: datetime) -> int:

@@ -40,8 +40,8 @@ def open_alert(subject: str, message: str) -> Alert:
 
 
 def test_rows_without_a_conflict_are_inserted_and_returned() -> None:
-    rows = insert_skipping_conflicts(INSERT, [1, ["1", "2"]], on_conflict=ON_CONFLICT)
-    assert sorted(rows) == [("1",), ("2",)]
+    rows, count = insert_skipping_conflicts(INSERT, [1, ["1", "2"]], on_conflict=ON_CONFLICT)
+    assert sorted(rows) == [("1",), ("2",)] and count == 2
     assert Alert.objects.count() == 2
 
 
@@ -50,10 +50,10 @@ def test_a_conflicting_row_is_skipped_and_the_others_still_inserted() -> None:
     existing = open_alert("2", "already open")
 
     # when three are inserted, subject 2 among them
-    rows = insert_skipping_conflicts(INSERT, [1, ["1", "2", "3"]], on_conflict=ON_CONFLICT)
+    rows, count = insert_skipping_conflicts(INSERT, [1, ["1", "2", "3"]], on_conflict=ON_CONFLICT)
 
-    # then the other two are inserted, and the open one is left as it was
-    assert sorted(rows) == [("1",), ("3",)]
+    # then the other two are inserted and counted, and the open one is left as it was
+    assert sorted(rows) == [("1",), ("3",)] and count == 2
     assert Alert.objects.count() == 3
     existing.refresh_from_db()
     assert (existing.message, existing.severity) == ("already open", "critical")
