@@ -225,7 +225,7 @@ class TenantUpdate(models.Model):
     # No key in Postgres either: a dispatch takes its tenants from the tenants table in
     # the same statement, tenants are never deleted (the admin refuses; an ORM delete
     # still cascades in Django), and the key's checks locked every tenant of the stage
-    # row by row, a third of a 100,000-tenant dispatch (bench/RESULTS.md, 2026-12-06 23:20).
+    # row by row, a fifth of a 100,000-tenant dispatch (bench/RESULTS.md, 2026-12-06 23:20).
     tenant = models.ForeignKey(
         "tenants.Tenant", on_delete=models.CASCADE, related_name="rollout_updates", db_constraint=False
     )

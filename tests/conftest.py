@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -44,6 +45,55 @@ def waiting_on_a_lock(pid: int) -> bool:
         cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid])
         row = cursor.fetchone()
     return row is not None and row[0] == "Lock"
+
+
+def blocked_behind(hold: Callable[[], Any], then: Callable[[], Any], *, what: str) -> tuple[Any, Any]:
+    """Run `hold` in a transaction of its own thread and leave it open; run `then` in a
+    second thread and wait until its Postgres backend is blocked on a lock; then let the
+    first commit. Returns what each returned, or the exception it raised."""
+    from django.db import connections, transaction
+
+    held, may_commit = threading.Event(), threading.Event()
+    pids: list[int] = []
+    results: dict[str, Any] = {}
+
+    def holding() -> None:
+        try:
+            with transaction.atomic():
+                results["hold"] = hold()
+                held.set()
+                assert may_commit.wait(timeout=30)
+        except BaseException as exc:  # returned to the test
+            results["hold"] = exc
+            held.set()
+        finally:
+            connections.close_all()
+
+    def waiting() -> None:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                pids.append(cursor.fetchone()[0])
+            results["then"] = then()
+        except BaseException as exc:  # returned to the test
+            results["then"] = exc
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=holding)
+    holder.start()
+    assert held.wait(timeout=30)
+    waiter = threading.Thread(target=waiting)
+    try:
+        if not isinstance(results["hold"], BaseException):
+            waiter.start()
+            wait_for(lambda: pids and waiting_on_a_lock(pids[0]), timeout=30, message=what)
+    finally:
+        may_commit.set()
+        holder.join(timeout=30)
+        if waiter.ident is not None:
+            waiter.join(timeout=30)
+    return results["hold"], results.get("then")
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.1, message: str = "") -> Any:

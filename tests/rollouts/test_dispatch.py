@@ -4,14 +4,13 @@ stage is dispatched again, one after the other or at the same time."""
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.db import IntegrityError, connection, connections, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from hub.models import AuditEvent
@@ -20,7 +19,7 @@ from rollouts.services import StageSpec, rollout_start, updates_sync_outcomes
 from rollouts.services.dispatch import stage_send
 from tenants import redis_store
 from tenants.models import Command, CommandType, Tenant, TenantStatus
-from tests.conftest import wait_for, waiting_on_a_lock
+from tests.conftest import blocked_behind
 from tests.rollouts.conftest import COMPONENT, NEW, NEW_IMAGE, Fleet
 
 pytestmark = pytest.mark.django_db
@@ -106,43 +105,17 @@ def test_two_dispatches_of_a_stage_at_once_send_one_command_per_tenant(make_flee
     make_fleet(8)
     rollout = make_rollout(stages=[StageSpec(percent=100, soak_seconds=3600)])
     Rollout.objects.filter(pk=rollout.pk).update(status="RUNNING", current_position=0, started_at=timezone.now())
-    first_sent, first_may_commit = threading.Event(), threading.Event()
-    sent: dict[str, int] = {}
-    pids: dict[str, int] = {}
-    errors: list[BaseException] = []
 
-    def dispatch(name: str, hold: bool) -> None:
-        try:
-            with transaction.atomic():
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_backend_pid()")
-                    pids[name] = cursor.fetchone()[0]
-                loaded = Rollout.objects.select_related("release").get(pk=rollout.pk)
-                stage = RolloutStage.objects.get(rollout=loaded)
-                sent[name] = stage_send(rollout=loaded, stage=stage, now=timezone.now())
-                if hold:
-                    first_sent.set()
-                    assert first_may_commit.wait(timeout=30)
-        except BaseException as exc:  # reported by the main thread
-            errors.append(exc)
-            first_sent.set()
-        finally:
-            connections.close_all()
+    def dispatch() -> int:
+        with transaction.atomic():
+            loaded = Rollout.objects.select_related("release").get(pk=rollout.pk)
+            return stage_send(rollout=loaded, stage=RolloutStage.objects.get(rollout=loaded), now=timezone.now())
 
     # when a second dispatch runs while the first one's transaction is still open
-    first = threading.Thread(target=dispatch, args=("first", True))
-    second = threading.Thread(target=dispatch, args=("second", False))
-    first.start()
-    assert first_sent.wait(timeout=30)
-    second.start()
-    wait_for(lambda: "second" in pids and waiting_on_a_lock(pids["second"]), timeout=30, message="a blocked dispatch")
-    first_may_commit.set()
-    first.join(timeout=30)
-    second.join(timeout=30)
+    first, second = blocked_behind(dispatch, dispatch, what="a blocked dispatch")
 
     # then the second one waited for the first, and added nothing
-    assert not errors, errors
-    assert sent == {"first": 8, "second": 0}
+    assert (first, second) == (8, 0)
     by_tenant = commands_by_tenant(rollout)
     assert len(by_tenant) == 8 and all(len(commands) == 1 for commands in by_tenant.values())
     assert TenantUpdate.objects.filter(rollout=rollout).count() == 8
@@ -226,49 +199,22 @@ def test_a_stage_delete_waits_for_the_open_dispatch_that_names_it_then_is_refuse
     fleet: Fleet = make_fleet(1)
     rollout = make_rollout(stages=[StageSpec(percent=100, soak_seconds=0)])
     stage = RolloutStage.objects.get(rollout=rollout)
-    written, may_commit = threading.Event(), threading.Event()
-    pids: dict[str, int] = {}
-    errors: list[BaseException] = []
 
-    def dispatch() -> None:
-        try:
-            with transaction.atomic():
-                TenantUpdate.objects.create(
-                    rollout=rollout, stage=stage, tenant_id=fleet.agents[0].tenant_id, to_version=NEW
-                )
-                written.set()
-                assert may_commit.wait(timeout=30)
-        except BaseException as exc:  # reported by the main thread
-            errors.append(exc)
-            written.set()
-        finally:
-            connections.close_all()
+    def dispatch() -> TenantUpdate:
+        return TenantUpdate.objects.create(
+            rollout=rollout, stage=stage, tenant_id=fleet.agents[0].tenant_id, to_version=NEW
+        )
 
     def delete_stage() -> None:
-        try:
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute("SELECT pg_backend_pid()")
-                pids["delete"] = cursor.fetchone()[0]
-                cursor.execute("DELETE FROM rollouts_rolloutstage WHERE id = %s", [stage.pk])
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("DELETE FROM rollouts_rolloutstage WHERE id = %s", [stage.pk])
 
-    writer = threading.Thread(target=dispatch)
-    writer.start()
-    assert written.wait(timeout=30)
-    # when another transaction deletes the stage meanwhile
-    deleter = threading.Thread(target=delete_stage)
-    deleter.start()
-    # then it waits on the insert's key-share lock on the stage...
-    wait_for(lambda: "delete" in pids and waiting_on_a_lock(pids["delete"]), timeout=30, message="a blocked delete")
-    may_commit.set()
-    writer.join(timeout=30)
-    deleter.join(timeout=30)
-    # ...and once the update is committed, the delete is refused: both rows stay
-    assert len(errors) == 1 and isinstance(errors[0], IntegrityError), errors
-    assert "tenant_update_stage_of_its_rollout" in str(errors[0])
+    # when another transaction deletes the stage meanwhile, then it waits on the
+    # insert's key-share lock on the stage, and once the update is committed, the
+    # delete is refused: both rows stay
+    written, deleted = blocked_behind(dispatch, delete_stage, what="a blocked delete")
+    assert isinstance(written, TenantUpdate)
+    assert isinstance(deleted, IntegrityError) and "tenant_update_stage_of_its_rollout" in str(deleted)
     assert RolloutStage.objects.filter(pk=stage.pk).exists() and TenantUpdate.objects.filter(stage=stage).exists()
 
 

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 import redis
-from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from hub.models import AuditEvent
@@ -30,7 +28,7 @@ from rollouts.services import (
 )
 from rollouts.services.dispatch import SEND_UPDATES_TASK
 from tenants.models import Command, CommandStatus
-from tests.conftest import queues_taken_from_session_worker, wait_for, waiting_on_a_lock
+from tests.conftest import blocked_behind, queues_taken_from_session_worker, wait_for
 from tests.rollouts.conftest import Fleet
 
 pytestmark = pytest.mark.django_db
@@ -181,49 +179,19 @@ def test_the_rest_waits_for_a_pause_in_progress_and_then_queues_nothing(
     make_fleet(8)
     rollout = make_rollout(stages=[StageSpec(percent=100, soak_seconds=3600)])
     rollout_start(rollout_id=rollout.pk, actor="test")
-    paused, may_commit = threading.Event(), threading.Event()
-    pids: dict[str, int] = {}
-    queued: list[int] = []
-    errors: list[BaseException] = []
 
     def pause() -> None:
-        try:
-            with transaction.atomic():
-                rollout_pause(rollout_id=rollout.pk, actor="staff:ops")
-                paused.set()
-                assert may_commit.wait(timeout=30)
-        except BaseException as exc:  # reported by the main thread
-            errors.append(exc)
-            paused.set()
-        finally:
-            connections.close_all()
+        rollout_pause(rollout_id=rollout.pk, actor="staff:ops")
 
-    def send_rest() -> None:
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_backend_pid()")
-                pids["sender"] = cursor.fetchone()[0]
-            queued.append(stage_send_rest(rollout_id=rollout.pk))
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
+    def send_rest() -> int:
+        return stage_send_rest(rollout_id=rollout.pk)
 
     # when the task starts while a pause holds the rollout, before the pause commits
-    pausing = threading.Thread(target=pause)
-    pausing.start()
-    assert paused.wait(timeout=30)
-    sender = threading.Thread(target=send_rest)
-    sender.start()
-    wait_for(lambda: "sender" in pids and waiting_on_a_lock(pids["sender"]), timeout=30, message="a blocked sender")
-    may_commit.set()
-    pausing.join(timeout=30)
-    sender.join(timeout=30)
+    paused, queued = blocked_behind(pause, send_rest, what="a blocked sender")
 
     # then the sender waited for the pause, saw the rollout PAUSED and queued nothing:
     # no command reaches an agent after the pause took the updates back
-    assert not errors, errors
-    assert queued == [0]
+    assert paused is None and queued == 0
     assert Rollout.objects.get(pk=rollout.pk).status == RolloutStatus.PAUSED
     assert not Command.objects.filter(created_by=f"rollout:{rollout.pk}", status=CommandStatus.PENDING).exists()
     assert TenantUpdate.objects.filter(rollout=rollout, status=UpdateStatus.PENDING).count() == 8
