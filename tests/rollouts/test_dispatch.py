@@ -137,7 +137,7 @@ def test_the_database_refuses_an_update_whose_stage_is_of_another_rollout_or_mis
             TenantUpdate.objects.create(tenant_id=tenant_id, to_version=NEW, **fields)
 
     # when an update of the first rollout names the second's stage, or a stage that is not
-    # there, then its commit fails (one key, (stage, rollout), checks both at commit)
+    # there, then its insert fails (the rule checks (stage, rollout) together, per statement)
     with pytest.raises(IntegrityError, match="tenant_update_stage_of_its_rollout"):
         write(rollout=first, stage=other_stage)
     with pytest.raises(IntegrityError, match="tenant_update_stage_of_its_rollout"):
