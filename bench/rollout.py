@@ -5,7 +5,9 @@ and writes its update in bulk, and the first ROLLOUT_COMMANDS_PER_TRANSACTION of
 `update` commands, and its queries on both fleets, which must be the same (the
 side-by-side comparison of this bench). Then the time of the rest of the commands,
 queued in parts after the start commits (`stage_send_rest`, run here as the
-rollouts.send_updates task would run it). The Hub's
+rollouts.send_updates task would run it), and of a pause before any agent took its
+command (every command withdrawn, every update taken back) and the resume that sends
+them all again: each a constant number of queries too. The Hub's
 CPU time (this process; Postgres works in its own) says how much is Python, whatever
 the load on the machine.
 
@@ -17,6 +19,7 @@ a table the size of a real one, not an empty one."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bench.common import Result, fresh_database
@@ -25,6 +28,13 @@ GOAL_SECONDS = 2.0
 DIGEST = "@sha256:" + "b" * 64
 COMPONENT = "safety-wrapper"
 HISTORY_COMMANDS = 10
+
+
+@dataclass
+class Timed:
+    seconds: float
+    queries: int
+    moved: int
 
 
 @dataclass
@@ -37,6 +47,8 @@ class Dispatch:
     commands_with_start: int
     rest_seconds: float
     commands: int
+    pause: Timed
+    resume: Timed
 
 
 def _fleet(count: int) -> None:
@@ -78,7 +90,15 @@ def _dispatch(count: int) -> Dispatch:
     from django.test.utils import CaptureQueriesContext
 
     from rollouts.models import RolloutStatus, TenantUpdate, UpdateStatus
-    from rollouts.services import StageSpec, release_create, rollout_create, rollout_start, stage_send_rest
+    from rollouts.services import (
+        StageSpec,
+        release_create,
+        rollout_create,
+        rollout_pause,
+        rollout_resume,
+        rollout_start,
+        stage_send_rest,
+    )
     from tenants.models import Command
 
     _fleet(count)
@@ -101,16 +121,39 @@ def _dispatch(count: int) -> Dispatch:
     started = time.perf_counter()
     stage_send_rest(rollout_id=rollout.pk)
     rest = time.perf_counter() - started
+    sent = TenantUpdate.objects.filter(rollout=rollout, status=UpdateStatus.SENT).count()
+    all_commands = commands.count()
+    pause = _timed(
+        lambda: rollout_pause(rollout_id=rollout.pk, actor="bench"),
+        lambda: TenantUpdate.objects.filter(rollout=rollout, status=UpdateStatus.PENDING).count(),
+    )
+    resume = _timed(
+        lambda: rollout_resume(rollout_id=rollout.pk, actor="bench"),
+        lambda: TenantUpdate.objects.filter(rollout=rollout, status=UpdateStatus.SENT, attempts=2).count(),
+    )
     return Dispatch(
         tenants=count,
         seconds=elapsed,
         cpu_seconds=cpu,
         queries=len(captured.captured_queries),
-        sent=TenantUpdate.objects.filter(rollout=rollout, status=UpdateStatus.SENT).count(),
+        sent=sent,
         commands_with_start=with_start,
         rest_seconds=rest,
-        commands=commands.count(),
+        commands=all_commands,
+        pause=pause,
+        resume=resume,
     )
+
+
+def _timed(action: Callable[[], object], moved: Callable[[], int]) -> Timed:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        started = time.perf_counter()
+        action()
+        elapsed = time.perf_counter() - started
+    return Timed(seconds=elapsed, queries=len(captured.captured_queries), moved=moved())
 
 
 def run(quick: bool) -> Result:
@@ -145,6 +188,21 @@ def run(quick: bool) -> Result:
         "every tenant",
         (little.sent, little.commands, big.sent, big.commands) == (small, small, large, large),
     )
+    for name, small_run, large_run in (
+        ("pause (every command withdrawn)", little.pause, big.pause),
+        ("resume (every update sent again)", little.resume, big.resume),
+    ):
+        result.add(
+            f"{name} at {small:,} / {large:,}",
+            f"{small_run.seconds * 1000:.0f} / {large_run.seconds * 1000:,.0f} ms",
+            "",
+        )
+        result.add(
+            f"  queries {small:,} vs {large:,}, updates moved",
+            f"{small_run.queries} vs {large_run.queries}; {small_run.moved:,} and {large_run.moved:,}",
+            "equal; every tenant",
+            small_run.queries == large_run.queries and (small_run.moved, large_run.moved) == (small, large),
+        )
     growth = big.seconds / little.seconds if little.seconds else float("nan")
     result.ratio = (
         f"queries at {large:,} / at {small:,} = {big.queries / little.queries:.2f}; "

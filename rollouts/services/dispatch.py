@@ -28,8 +28,8 @@ from rollouts.models import (
     UpdateStatus,
 )
 from rollouts.services.transitions import current_stage, rollout_locked, rollout_progressed, stage_move
-from tenants.models import TENANT_LIVE_STATUSES, Command, CommandStatus, CommandType
-from tenants.services.commands_bulk import commands_queue_bulk, commands_queue_select, commands_withdraw_bulk
+from tenants.models import TENANT_LIVE_STATUSES, Command, CommandType, Tenant
+from tenants.services.commands_bulk import commands_queue_select, commands_withdraw_bulk
 
 SEND_UPDATES_TASK = "rollouts.send_updates"
 
@@ -42,21 +42,14 @@ def actor_for(rollout: Rollout) -> str:
     return f"rollout:{rollout.pk}"
 
 
-def updates_mark_sent(*, pairs: Sequence[tuple[int, uuid.UUID]], now: datetime, rollback: bool) -> None:
-    """Point each update at its new command, in one statement."""
+def updates_mark_rollback_sent(*, pairs: Sequence[tuple[int, uuid.UUID]], now: datetime) -> None:
+    """Point each update at its rollback command, in one statement."""
     if not pairs:
         return
     table = TenantUpdate._meta.db_table
-    if rollback:
-        assignments = "rollback_command_id = v.command_id, rollback_sent_at = %s"
-    else:
-        assignments = (
-            "command_id = v.command_id, sent_at = %s, status = 'SENT', attempts = u.attempts + 1, "
-            "finished_at = NULL, error = ''"
-        )
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} AS u SET {assignments} "  # noqa: S608 - table from model metadata, values bound
+            f"UPDATE {table} AS u SET rollback_command_id = v.command_id, rollback_sent_at = %s "  # noqa: S608 - table from model metadata, values bound
             "FROM unnest(%s::bigint[], %s::uuid[]) AS v(id, command_id) WHERE u.id = v.id",
             [now, [pk for pk, _ in pairs], [command_id for _, command_id in pairs]],
         )
@@ -179,33 +172,50 @@ def stage_send_rest(*, rollout_id: int) -> int:
             queued += sent_now
 
 
-def updates_move(*, rows: Sequence[tuple[int, str]], new: str, actor: str, reason: str, **fields: Any) -> int:
-    """Move these updates ((id, old status) pairs) to `new`, with one audit row each:
-    two statements whatever their number."""
-    if not rows:
-        return 0
-    TenantUpdate.objects.filter(pk__in=[pk for pk, _ in rows]).update(status=new, **fields)
-    AuditEvent.objects.bulk_create(
-        [
-            AuditEvent(
-                actor=actor,
-                action="rollout.update.status",
-                object_type="tenant_update",
-                object_id=str(pk),
-                old={"status": old},
-                new={"status": new},
-                reason=reason[:2000],
+def updates_move(
+    *,
+    where: str,
+    params: Sequence[Any],
+    new: str,
+    actor: str,
+    reason: str,
+    also: str = "",
+    also_params: Sequence[Any] = (),
+) -> int:
+    """Move the updates `where` picks (a condition on `u`) to `new`, setting `also`
+    besides, with one audit row each saying the status before and after: one statement
+    whatever their number, no row through Python. Returns how many moved."""
+    table = TenantUpdate._meta.db_table
+    audit = AuditEvent._meta.db_table
+    assignments = f"status = %s, {also}" if also else "status = %s"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH moved AS (
+                UPDATE {table} AS u SET {assignments}
+                FROM {table} AS before
+                WHERE before.id = u.id AND {where}
+                RETURNING u.id, before.status AS old
             )
-            for pk, old in rows
-        ]
-    )
-    return len(rows)
+            INSERT INTO {audit} (actor, action, object_type, object_id, old, new, reason, created_at)
+            SELECT %s, 'rollout.update.status', 'tenant_update', moved.id::text,
+                   jsonb_build_object('status', moved.old), jsonb_build_object('status', %s::text), %s, now()
+            FROM moved
+            """,  # noqa: S608 - table names from model metadata, conditions written here, values bound
+            [new, *also_params, *params, actor, new, reason[:2000]],
+        )
+        return cursor.rowcount
 
 
 def updates_skip_pending(*, rollout: Rollout, actor: str, reason: str, now: datetime) -> int:
-    rows = list(TenantUpdate.objects.filter(rollout=rollout, status=UpdateStatus.PENDING).values_list("pk", "status"))
     return updates_move(
-        rows=rows, new=UpdateStatus.SKIPPED, actor=actor, reason=reason, error=reason[:2000], finished_at=now
+        where="u.rollout_id = %s AND u.status = %s",
+        params=[rollout.pk, UpdateStatus.PENDING],
+        new=UpdateStatus.SKIPPED,
+        actor=actor,
+        reason=reason,
+        also="error = %s, finished_at = %s",
+        also_params=[reason[:2000], now],
     )
 
 
@@ -214,76 +224,91 @@ def updates_withdraw(*, rollout: Rollout, actor: str, reason: str, to_status: st
     are withdrawn, and the updates of a stage sent in parts whose commands were not
     queued yet are taken back as they are (the caller holds the rollout's lock, which
     `stage_send_rest` takes for each part). The updates go back to PENDING (to be
-    re-sent on resume or retry) or end SKIPPED."""
-    command_ids = list(
-        TenantUpdate.objects.filter(
-            rollout=rollout, status=UpdateStatus.SENT, command__status=CommandStatus.PENDING
-        ).values_list("command_id", flat=True)
+    re-sent on resume or retry) or end SKIPPED. A constant number of statements."""
+    withdrawn = commands_withdraw_bulk(
+        command_ids=list(
+            TenantUpdate.objects.filter(rollout=rollout, status=UpdateStatus.SENT, command__isnull=False).values_list(
+                "command_id", flat=True
+            )
+        ),
+        actor=actor,
+        reason=reason,
     )
-    withdrawn = commands_withdraw_bulk(command_ids=command_ids, actor=actor, reason=reason)
-    rows = (
-        list(
-            TenantUpdate.objects.filter(
-                rollout=rollout, command_id__in=withdrawn, status=UpdateStatus.SENT
-            ).values_list("pk", "status")
-        )
-        if withdrawn
-        else []
-    )
-    unqueued = updates_unqueued_take_back(rollout=rollout)
     why = f"withdrawn before delivery: {reason}"
     error = "" if to_status == UpdateStatus.PENDING else why[:2000]
-    moved = updates_move(rows=rows, new=to_status, actor=actor, reason=why, sent_at=None, error=error)
+    moved = 0
+    if withdrawn:
+        moved = updates_move(
+            where="u.rollout_id = %s AND u.status = %s AND u.command_id = ANY(%s::uuid[])",
+            params=[rollout.pk, UpdateStatus.SENT, withdrawn],
+            new=to_status,
+            actor=actor,
+            reason=why,
+            also="sent_at = NULL, error = %s",
+            also_params=[error],
+        )
+    unqueued = updates_unqueued_take_back(rollout=rollout)
+    if not unqueued:
+        return moved
     # Their command ids name commands never written: a resend gives them new ones.
     return moved + updates_move(
-        rows=unqueued, new=to_status, actor=actor, reason=why, sent_at=None, error=error, command=None
+        where="u.id = ANY(%s::bigint[])",
+        params=[unqueued],
+        new=to_status,
+        actor=actor,
+        reason=why,
+        also="sent_at = NULL, error = %s, command_id = NULL",
+        also_params=[error],
     )
 
 
-def updates_unqueued_take_back(*, rollout: Rollout) -> list[tuple[int, str]]:
-    """The rollout's SENT updates whose commands were never queued, (id, status) pairs;
-    their stages are told none is left to queue. One query when there are none."""
+def updates_unqueued_take_back(*, rollout: Rollout) -> list[int]:
+    """The ids of the rollout's SENT updates whose commands were never queued; their
+    stages are told none is left to queue. One query when there are none."""
     stages = list(RolloutStage.objects.filter(rollout=rollout, updates_unsent__gt=0).values_list("pk", flat=True))
     if not stages:
         return []
     RolloutStage.objects.filter(pk__in=stages).update(updates_unsent=0)
-    return list(updates_without_command(stage_id__in=stages).values_list("pk", "status"))
+    return list(updates_without_command(stage_id__in=stages).values_list("pk", flat=True))
 
 
 def updates_resend(*, rollout: Rollout, statuses: Sequence[str], actor: str, now: datetime) -> int:
-    """Send the rollout's updates in these statuses again, with new commands, in bulk.
-    Tenants no longer live are skipped."""
-    rows = list(
-        TenantUpdate.objects.filter(rollout=rollout, status__in=statuses)
-        .order_by("id")
-        .values_list("pk", "status", "tenant_id", "tenant__status")
-    )
-    live = [(pk, tenant_id) for pk, _, tenant_id, status in rows if status in TENANT_LIVE_STATUSES]
-    gone = [(pk, old) for pk, old, _, status in rows if status not in TENANT_LIVE_STATUSES]
+    """Send the rollout's updates in these statuses again, with new commands, in a
+    constant number of statements: the updates of tenants no longer live end SKIPPED,
+    the others are SENT again naming new command ids, and the commands are written from
+    them with one INSERT ... SELECT. Returns how many were sent."""
     why = "tenant no longer takes commands"
-    updates_move(rows=gone, new=UpdateStatus.SKIPPED, actor=actor, reason=why, error=why, finished_at=now)
-    payload = update_payload(rollout)
-    commands = commands_queue_bulk(
-        tenant_ids=[tenant_id for _, tenant_id in live],
-        type=CommandType.UPDATE,
-        payloads=[payload] * len(live),
-        actor=actor_for(rollout),
-        ttl_seconds=rollout.update_timeout_seconds,
+    tenants = Tenant._meta.db_table
+    updates_move(
+        where=(
+            f"u.rollout_id = %s AND u.status = ANY(%s) AND NOT EXISTS "  # noqa: S608 - table from model metadata
+            f"(SELECT 1 FROM {tenants} AS t WHERE t.id = u.tenant_id AND t.status = ANY(%s))"
+        ),
+        params=[rollout.pk, list(statuses), list(TENANT_LIVE_STATUSES)],
+        new=UpdateStatus.SKIPPED,
+        actor=actor,
+        reason=why,
+        also="error = %s, finished_at = %s",
+        also_params=[why, now],
     )
-    updates_mark_sent(pairs=[(pk, c.pk) for (pk, _), c in zip(live, commands, strict=True)], now=now, rollback=False)
-    AuditEvent.objects.bulk_create(
-        [
-            AuditEvent(
-                actor=actor,
-                action="rollout.update.status",
-                object_type="tenant_update",
-                object_id=str(pk),
-                old={"status": old},
-                new={"status": UpdateStatus.SENT},
-                reason="sent again",
-            )
-            for pk, old, _, status in rows
-            if status in TENANT_LIVE_STATUSES
-        ]
+    resent = updates_move(
+        where="u.rollout_id = %s AND u.status = ANY(%s)",
+        params=[rollout.pk, list(statuses)],
+        new=UpdateStatus.SENT,
+        actor=actor,
+        reason="sent again",
+        also=f"command_id = {UUID7_SQL}, sent_at = %s, attempts = u.attempts + 1, finished_at = NULL, error = ''",
+        also_params=[now],
     )
-    return len(live)
+    if resent:
+        commands_queue_select(
+            source=updates_without_command(rollout=rollout).values_list("command_id", "tenant_id"),
+            type=CommandType.UPDATE,
+            payload=update_payload(rollout),
+            actor=actor_for(rollout),
+            ttl_seconds=rollout.update_timeout_seconds,
+            subject_type="rollout",
+            subject_id=rollout.pk,
+            subject={"sent_again": resent},
+        )
+    return resent

@@ -29,7 +29,7 @@ from rollouts.models import (
 from rollouts.services.dispatch import (
     actor_for,
     stage_dispatch,
-    updates_mark_sent,
+    updates_mark_rollback_sent,
     updates_resend,
     updates_skip_pending,
     updates_withdraw,
@@ -320,9 +320,7 @@ def rollback_begin(*, rollout: Rollout, actor: str, reason: str, now: datetime) 
         actor=actor_for(rollout),
         ttl_seconds=rollout.update_timeout_seconds,
     )
-    updates_mark_sent(
-        pairs=[(pk, c.pk) for (pk, _, _), c in zip(sendable, commands, strict=True)], now=now, rollback=True
-    )
+    updates_mark_rollback_sent(pairs=[(pk, c.pk) for (pk, _, _), c in zip(sendable, commands, strict=True)], now=now)
     stage = current_stage(rollout)
     if stage is not None and stage.status in STAGE_STARTED_STATUSES:
         stage.finished_at = now

@@ -147,38 +147,47 @@ def commands_queue_select(
     return len(tenant_ids)
 
 
-@transaction.atomic
 def commands_withdraw_bulk(*, command_ids: Sequence[uuid.UUID], actor: str, reason: str) -> list[uuid.UUID]:
     """Take back the commands no agent has been handed yet (PENDING); they end EXPIRED
-    with a note. Delivered ones are left alone: the agent may be running them. Returns
-    the ids withdrawn."""
+    with a note, one audit row each. Delivered ones are left alone: the agent may be
+    running them. Returns the ids withdrawn.
+
+    One statement whatever their number. The ids come as one array constant, which
+    Postgres hashes and counts: joined to the rows naming them instead, right after a
+    dispatch of 100,000 (before autovacuum had analysed either table), Postgres
+    estimated one row a side and scanned the open commands once per update, for over
+    18 minutes under the rollout's lock."""
     if not command_ids:
         return []
-    withdrawn = list(
-        Command.objects.select_for_update()
-        .filter(pk__in=command_ids, status=CommandStatus.PENDING)
-        .values_list("pk", flat=True)
-    )
-    if not withdrawn:
-        return []
+    table = Command._meta.db_table
+    audit = AuditEvent._meta.db_table
+    result = {"status": "withdrawn", "output": f"withdrawn before delivery: {reason}"[:2000]}
     now = timezone.now()
-    Command.objects.filter(pk__in=withdrawn).update(
-        status=CommandStatus.EXPIRED,
-        finished_at=now,
-        result={"status": "withdrawn", "output": f"withdrawn before delivery: {reason}"[:2000]},
-    )
-    AuditEvent.objects.bulk_create(
-        [
-            AuditEvent(
-                actor=actor,
-                action="command.withdraw",
-                object_type="command",
-                object_id=str(pk),
-                old={"status": CommandStatus.PENDING},
-                new={"status": CommandStatus.EXPIRED},
-                reason=reason[:2000],
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH withdrawn AS (
+                UPDATE {table} SET status = %s, finished_at = %s, result = %s::jsonb
+                WHERE id = ANY(%s::uuid[]) AND status = %s
+                RETURNING id
+            ), audited AS (
+                INSERT INTO {audit} (actor, action, object_type, object_id, old, new, reason, created_at)
+                SELECT %s, 'command.withdraw', 'command', withdrawn.id::text, %s::jsonb, %s::jsonb, %s, %s
+                FROM withdrawn
             )
-            for pk in withdrawn
-        ]
-    )
-    return withdrawn
+            SELECT id FROM withdrawn
+            """,  # noqa: S608 - table names from model metadata, values bound
+            [
+                CommandStatus.EXPIRED,
+                now,
+                json.dumps(result),
+                list(command_ids),
+                CommandStatus.PENDING,
+                actor,
+                json.dumps({"status": CommandStatus.PENDING}),
+                json.dumps({"status": CommandStatus.EXPIRED}),
+                reason[:2000],
+                now,
+            ],
+        )
+        return [command_id for (command_id,) in cursor.fetchall()]

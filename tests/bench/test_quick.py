@@ -103,12 +103,15 @@ def test_fleet_checks_take_as_many_queries_for_the_small_and_the_large_fleet(qui
     assert "1.00 for every check" in data["ratio"]
 
 
-def test_rollout_dispatch_sends_every_tenant_an_update_in_constant_queries(quick: dict[str, Any]) -> None:
+def test_rollout_dispatch_pause_and_resume_move_every_tenant_in_constant_queries(quick: dict[str, Any]) -> None:
     data = result(quick, "rollout")
     queries = [r for r in data["rows"] if r["name"].startswith("queries ")]
     assert queries and queries[0]["passed"], queries
     assert row(data, "updates SENT / update commands")["passed"]
     assert ratio_value(data, "queries at 200 / at 20") == 1.0
+    # A pause that withdraws every command, and the resume that sends them all again.
+    moved = [r for r in data["rows"] if r["name"].strip().endswith("updates moved")]
+    assert len(moved) == 2 and all(r["passed"] for r in moved), moved
 
 
 def test_heartbeat_history_flushes_every_sample_and_prunes_only_what_is_past_retention(quick: dict[str, Any]) -> None:

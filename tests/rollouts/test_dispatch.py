@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from hub.models import AuditEvent
 from rollouts.models import Rollout, RolloutStage, TenantUpdate, UpdateStatus
-from rollouts.services import StageSpec, rollout_start, updates_sync_outcomes
+from rollouts.services import StageSpec, rollout_pause, rollout_resume, rollout_start, updates_sync_outcomes
 from rollouts.services.dispatch import stage_send
 from tenants import redis_store
 from tenants.models import Command, CommandType, Tenant, TenantStatus
@@ -273,3 +273,71 @@ def test_command_ids_are_uuid7_in_creation_order_whether_python_or_postgres_made
         assert (value.version, value.variant) == (7, uuid.RFC_4122), value
     assert all(before_ms - 1 <= uuid_millis(value) <= after_ms + 1 for value in dispatched)
     assert first.pk < min(dispatched) and max(dispatched) < last.pk
+
+
+def test_a_pause_and_a_resume_audit_every_command_and_update_they_move(
+    make_fleet: Any, make_rollout: Any, on_commit: Any
+) -> None:
+    # given a started one-stage rollout over 6 tenants, one of whose agents has already
+    # run its update
+    fleet: Fleet = make_fleet(6)
+    rollout = make_rollout(stages=[StageSpec(percent=100, soak_seconds=3600)], update_timeout_seconds=900)
+    on_commit(rollout_start, rollout_id=rollout.pk, actor="test")
+    ran, *waiting = fleet.agents
+    for agent in waiting:
+        agent.silent = True
+    fleet.round()
+    first_commands = {c.tenant_id: c.pk for cs in commands_by_tenant(rollout).values() for c in cs}
+
+    # when staff pause it
+    on_commit(rollout_pause, rollout_id=rollout.pk, actor="staff:ops", reason="bad canary")
+
+    # then the five undelivered commands are withdrawn and their updates taken back,
+    # one audit row each; the delivered one is left alone
+    withdrawn = AuditEvent.objects.filter(action="command.withdraw", actor="staff:ops")
+    assert {a.object_id for a in withdrawn} == {str(first_commands[a.tenant_id]) for a in waiting}
+    assert all(
+        (a.old, a.new, a.reason) == ({"status": "PENDING"}, {"status": "EXPIRED"}, "bad canary") for a in withdrawn
+    )
+    moved = AuditEvent.objects.filter(action="rollout.update.status", actor="staff:ops")
+    updates = {u.tenant_id: u for u in TenantUpdate.objects.filter(rollout=rollout)}
+    assert {a.object_id for a in moved} == {str(updates[a.tenant_id].pk) for a in waiting}
+    assert all((a.old, a.new) == ({"status": "SENT"}, {"status": "PENDING"}) for a in moved)
+    assert updates[ran.tenant_id].status == UpdateStatus.SENT and updates[ran.tenant_id].command_id is not None
+    assert all(updates[a.tenant_id].sent_at is None and updates[a.tenant_id].error == "" for a in waiting)
+
+    # when one of them is deprovisioned, and the rollout resumed
+    gone, *live = waiting
+    Tenant.objects.filter(pk=gone.tenant_id).update(status=TenantStatus.DEPROVISIONED)
+    on_commit(rollout_resume, rollout_id=rollout.pk, actor="staff:lead")
+    after_resume = timezone.now()
+
+    # then the four live tenants' updates are sent again with new commands, the
+    # deprovisioned one's is skipped, each with an audit row, and one row for the commands
+    updates = {u.tenant_id: u for u in TenantUpdate.objects.filter(rollout=rollout)}
+    resent = [updates[a.tenant_id] for a in live]
+    assert all(u.status == UpdateStatus.SENT and u.attempts == 2 and u.sent_at is not None for u in resent)
+    skipped = updates[gone.tenant_id]
+    assert (skipped.status, skipped.error, skipped.finished_at is not None) == (
+        UpdateStatus.SKIPPED,
+        "tenant no longer takes commands",
+        True,
+    )
+    audit = {a.object_id: a for a in AuditEvent.objects.filter(action="rollout.update.status", actor="staff:lead")}
+    assert {k: (a.old, a.new, a.reason) for k, a in audit.items()} == {
+        **{str(u.pk): ({"status": "PENDING"}, {"status": "SENT"}, "sent again") for u in resent},
+        str(skipped.pk): ({"status": "PENDING"}, {"status": "SKIPPED"}, "tenant no longer takes commands"),
+    }
+    new_commands = Command.objects.filter(pk__in=[u.command_id for u in resent], status="PENDING")
+    assert {c.tenant_id for c in new_commands} == {a.tenant_id for a in live}
+    assert not {u.command_id for u in resent} & set(first_commands.values())
+    assert all(timedelta(seconds=890) < c.expires_at - after_resume <= timedelta(seconds=900) for c in new_commands)
+    assert not Command.objects.filter(tenant_id=gone.tenant_id, status="PENDING").exists()
+    queued = AuditEvent.objects.filter(action="command.queue_bulk", object_id=str(rollout.pk)).latest("id")
+    assert queued.new is not None and (queued.new["sent_again"], queued.new["commands"]) == (4, 4)
+
+    # and the four agents run them once each
+    for agent in live:
+        agent.silent = False
+    fleet.round()
+    assert [len(a.executed) for a in live] == [1, 1, 1, 1] and len(ran.executed) == 1
