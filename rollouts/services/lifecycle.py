@@ -313,14 +313,16 @@ def rollback_begin(*, rollout: Rollout, actor: str, reason: str, now: datetime) 
             rollback_error="cannot roll back: previous version unknown or tenant no longer live",
             rollback_finished_at=now,
         )
-    commands = commands_queue_bulk(
+    command_ids = commands_queue_bulk(
         tenant_ids=[tenant_id for _, tenant_id, _ in sendable],
         type=CommandType.UPDATE,
         payloads=[payload for _, _, payload in sendable],
         actor=actor_for(rollout),
         ttl_seconds=rollout.update_timeout_seconds,
     )
-    updates_mark_rollback_sent(pairs=[(pk, c.pk) for (pk, _, _), c in zip(sendable, commands, strict=True)], now=now)
+    updates_mark_rollback_sent(
+        pairs=[(pk, command_id) for (pk, _, _), command_id in zip(sendable, command_ids, strict=True)], now=now
+    )
     stage = current_stage(rollout)
     if stage is not None and stage.status in STAGE_STARTED_STATUSES:
         stage.finished_at = now

@@ -21,8 +21,10 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
+from psycopg.types.json import Jsonb
 
 from hub.audit import audit_record
+from hub.db.bulksql import copy_model_rows
 from hub.db.ids import time_ordered_uuid
 from hub.errors import DomainError
 from hub.models import AuditEvent
@@ -48,9 +50,10 @@ def commands_queue_bulk(
     payloads: Sequence[dict[str, Any]],
     actor: str,
     ttl_seconds: int | None = None,
-) -> list[Command]:
-    """One command per tenant (payloads[i] for tenant_ids[i]), in the given order.
-    Refuses the whole batch if any tenant takes no commands or any payload is invalid."""
+) -> list[uuid.UUID]:
+    """One command per tenant (payloads[i] for tenant_ids[i]), in the given order, with
+    one audit row each. Refuses the whole batch if any tenant takes no commands or any
+    payload is invalid. Returns the commands' ids, in the same order."""
     if len(tenant_ids) != len(payloads):
         raise ValueError("one payload per tenant")
     if not tenant_ids:
@@ -66,37 +69,37 @@ def commands_queue_bulk(
     )
     if not_live:
         raise DomainError(f"tenants {not_live} take no commands", code="tenant_not_live")
-    now = timezone.now()
     ttl = ttl_seconds if ttl_seconds is not None else settings.COMMAND_TTL
-    expires_at = now + timedelta(seconds=ttl)
-    commands = Command.objects.bulk_create(
-        [
-            Command(
-                id=time_ordered_uuid(),
-                tenant_id=tenant_id,
-                type=type,
-                payload=payload,
-                created_by=actor,
-                expires_at=expires_at,
-            )
+    expires_at = timezone.now() + timedelta(seconds=ttl)
+    command_ids = [time_ordered_uuid() for _ in tenant_ids]
+    # COPY, not bulk_create: no model instance per row. A rollback of 100,000 tenants
+    # built 200,000 of them (the commands and their audit rows) in one transaction.
+    copy_model_rows(
+        Command,
+        columns=("tenant_id", "type", "payload", "created_by", "expires_at"),
+        rows=(
+            (tenant_id, type, Jsonb(payload), actor, expires_at)
             for tenant_id, payload in zip(tenant_ids, payloads, strict=True)
-        ]
+        ),
+        ids=command_ids,
     )
-    AuditEvent.objects.bulk_create(
-        [
-            AuditEvent(
-                actor=actor,
-                action="command.queue",
-                object_type="command",
-                object_id=str(command.pk),
-                new={"tenant": command.tenant_id, "type": type, "payload": command.payload, "status": command.status},
+    copy_model_rows(
+        AuditEvent,
+        columns=("actor", "action", "object_type", "object_id", "new"),
+        rows=(
+            (
+                actor,
+                "command.queue",
+                "command",
+                str(command_id),
+                Jsonb({"tenant": tenant_id, "type": type, "payload": payload, "status": CommandStatus.PENDING}),
             )
-            for command in commands
-        ]
+            for command_id, tenant_id, payload in zip(command_ids, tenant_ids, payloads, strict=True)
+        ),
     )
     flagged = list(dict.fromkeys(tenant_ids))
     transaction.on_commit(lambda: _flag_commands_due(flagged))
-    return commands
+    return command_ids
 
 
 @transaction.atomic

@@ -144,6 +144,19 @@ def test_failures_above_the_threshold_in_the_canary_halt_and_roll_back_exactly_t
     )
     assert {c.payload["version"] for c in rollback_commands} == {OLD}
     assert {c.payload["image"] for c in rollback_commands} == {OLD_IMAGE}
+    # each with an audit row saying who queued what for which tenant
+    queued = {
+        e.object_id: e
+        for e in AuditEvent.objects.filter(action="command.queue", object_id__in=[str(c.pk) for c in rollback_commands])
+    }
+    assert {c.pk: (queued[str(c.pk)].actor, queued[str(c.pk)].new) for c in rollback_commands} == {
+        c.pk: (
+            f"rollout:{rollout.pk}",
+            {"tenant": c.tenant_id, "type": "update", "payload": c.payload, "status": "PENDING"},
+        )
+        for c in rollback_commands
+    }
+    assert all(c.status == "PENDING" and c.created_by == f"rollout:{rollout.pk}" for c in rollback_commands)
 
     # when the agents run the rollback
     fleet.round()
