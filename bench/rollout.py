@@ -6,8 +6,9 @@ and writes its update in bulk, and the first ROLLOUT_COMMANDS_PER_TRANSACTION of
 side-by-side comparison of this bench). Then the time of the rest of the commands,
 queued in parts after the start commits (`stage_send_rest`, run here as the
 rollouts.send_updates task would run it), and of a pause before any agent took its
-command (every command withdrawn, every update taken back) and the resume that sends
-them all again: each a constant number of queries too. The Hub's
+command (every command withdrawn, every update taken back), the resume that sends
+them all again, and a rollback of the whole stage (a command back to the old version
+for every tenant): each a constant number of queries too. The Hub's
 CPU time (this process; Postgres works in its own) says how much is Python, whatever
 the load on the machine.
 
@@ -49,6 +50,7 @@ class Dispatch:
     commands: int
     pause: Timed
     resume: Timed
+    rollback: Timed
 
 
 def _fleet(count: int) -> None:
@@ -88,6 +90,7 @@ def _fleet(count: int) -> None:
 def _dispatch(count: int) -> Dispatch:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
 
     from rollouts.models import RolloutStatus, TenantUpdate, UpdateStatus
     from rollouts.services import (
@@ -96,8 +99,10 @@ def _dispatch(count: int) -> Dispatch:
         rollout_create,
         rollout_pause,
         rollout_resume,
+        rollout_rollback,
         rollout_start,
         stage_send_rest,
+        updates_sync_outcomes,
     )
     from tenants.models import Command
 
@@ -131,6 +136,18 @@ def _dispatch(count: int) -> Dispatch:
         lambda: rollout_resume(rollout_id=rollout.pk, actor="bench"),
         lambda: TenantUpdate.objects.filter(rollout=rollout, status=UpdateStatus.SENT, attempts=2).count(),
     )
+    # Every agent answers (the update succeeded, its old image kept), and then the stage
+    # is rolled back: a command back to 1.0.0 for every tenant.
+    commands.filter(status="PENDING").update(
+        status="SUCCEEDED",
+        finished_at=timezone.now(),
+        result={"status": "succeeded", "details": {"previous_image": f"ghcr.io/example/{COMPONENT}:1.0.0{DIGEST}"}},
+    )
+    updates_sync_outcomes()
+    rollback = _timed(
+        lambda: rollout_rollback(rollout_id=rollout.pk, actor="bench"),
+        lambda: TenantUpdate.objects.filter(rollout=rollout, rollback_command__isnull=False).count(),
+    )
     return Dispatch(
         tenants=count,
         seconds=elapsed,
@@ -142,6 +159,7 @@ def _dispatch(count: int) -> Dispatch:
         commands=all_commands,
         pause=pause,
         resume=resume,
+        rollback=rollback,
     )
 
 
@@ -191,6 +209,7 @@ def run(quick: bool) -> Result:
     for name, small_run, large_run in (
         ("pause (every command withdrawn)", little.pause, big.pause),
         ("resume (every update sent again)", little.resume, big.resume),
+        ("rollback (a command to every tenant)", little.rollback, big.rollback),
     ):
         result.add(
             f"{name} at {small:,} / {large:,}",

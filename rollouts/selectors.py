@@ -296,11 +296,6 @@ def release_list(*, filters: dict[str, Any] | None = None) -> QuerySet[Release]:
     return queryset
 
 
-def release_previous_images(*, component: str, versions: Sequence[str]) -> dict[str, str]:
-    """version -> image of the known releases of the component (the rollback targets)."""
-    return dict(Release.objects.filter(component=component, version__in=set(versions)).values_list("version", "image"))
-
-
 def current_releases(components: Iterable[str]) -> dict[str, Release]:
     """component -> the release a new tenant gets: the release of the component's last
     COMPLETED rollout, else the release staff marked as its default. A component with

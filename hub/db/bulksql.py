@@ -80,7 +80,7 @@ def _as_list(value: object) -> list[object]:
 
 
 def copy_model_rows(
-    model: type[Model], *, columns: Sequence[str], rows: Iterable[Sequence[object]], ids: Sequence[object] | None = None
+    model: type[Model], *, columns: Sequence[str], rows: Iterable[Sequence[object]], ids: Sequence[int] | None = None
 ) -> None:
     """Write `rows` into `model`'s table with COPY (many times faster than bulk_create
     for a fleet of fixtures: no model instances, no per-value preparation). `columns`

@@ -3,7 +3,6 @@ resent, skipped."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,19 +39,6 @@ def update_payload(rollout: Rollout) -> dict[str, Any]:
 
 def actor_for(rollout: Rollout) -> str:
     return f"rollout:{rollout.pk}"
-
-
-def updates_mark_rollback_sent(*, pairs: Sequence[tuple[int, uuid.UUID]], now: datetime) -> None:
-    """Point each update at its rollback command, in one statement."""
-    if not pairs:
-        return
-    table = TenantUpdate._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} AS u SET rollback_command_id = v.command_id, rollback_sent_at = %s "  # noqa: S608 - table from model metadata, values bound
-            "FROM unnest(%s::bigint[], %s::uuid[]) AS v(id, command_id) WHERE u.id = v.id",
-            [now, [pk for pk, _ in pairs], [command_id for _, command_id in pairs]],
-        )
 
 
 def updates_insert_sent(*, rollout: Rollout, stage: RolloutStage, now: datetime, limit: int | None) -> int:

@@ -4,13 +4,17 @@ promote, abort, roll back, retry; halts and the rollback of what was updated."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Case, CharField, Exists, F, Func, JSONField, OuterRef, Q, Subquery, Value, When
+from django.db.models.expressions import RawSQL
+from django.db.models.fields.json import KeyTextTransform, KeyTransform
+from django.db.models.functions import Coalesce, JSONObject, NullIf
+from django.db.models.lookups import Exact
 from django.utils import timezone
 
 from hub.alerts.services import alert_raise, alert_resolve
+from hub.db.ids import UUID7_SQL
 from hub.errors import DomainError
 from hub.freeze import fleet_refuse_if_frozen
 from hub.models import AlertSeverity
@@ -19,6 +23,7 @@ from rollouts.models import (
     STAGE_STARTED_STATUSES,
     GateOutcome,
     OnHalt,
+    Release,
     Rollout,
     RolloutStage,
     RolloutStatus,
@@ -29,7 +34,6 @@ from rollouts.models import (
 from rollouts.services.dispatch import (
     actor_for,
     stage_dispatch,
-    updates_mark_rollback_sent,
     updates_resend,
     updates_skip_pending,
     updates_withdraw,
@@ -45,8 +49,8 @@ from rollouts.services.transitions import (
     rollout_move,
     stage_move,
 )
-from tenants.models import TENANT_LIVE_STATUSES, CommandType
-from tenants.services.commands_bulk import commands_queue_bulk
+from tenants.models import TENANT_LIVE_STATUSES, Command, CommandType
+from tenants.services.commands_bulk import commands_queue_select
 
 
 def advance(*, rollout: Rollout, actor: str, now: datetime) -> None:
@@ -285,43 +289,65 @@ def needs_rollback() -> Q:
     )
 
 
+def rollback_payload(rollout: Rollout) -> Func:
+    """An update's rollback payload, as a JSON expression: the component, the version it
+    came from, and that version's image, from the known release or, failing that, from
+    what the agent said it replaced (`details.previous_image` of the update's answer);
+    no image when neither is known."""
+    answered = KeyTransform("previous_image", KeyTransform("details", "command__result"))
+    answered_image = Case(
+        When(
+            Exact(Func(answered, function="jsonb_typeof", output_field=CharField()), "string"),
+            then=NullIf(KeyTextTransform("previous_image", KeyTransform("details", "command__result")), Value("")),
+        ),
+        default=None,
+        output_field=CharField(),
+    )
+    release_image = Subquery(
+        Release.objects.filter(component=rollout.component, version=OuterRef("from_version"))
+        .exclude(image="")
+        .values("image")[:1]
+    )
+    return Func(
+        JSONObject(
+            component=Value(rollout.component),
+            version=F("from_version"),
+            image=Coalesce(release_image, answered_image),
+        ),
+        function="jsonb_strip_nulls",
+        output_field=JSONField(),
+    )
+
+
 def rollback_begin(*, rollout: Rollout, actor: str, reason: str, now: datetime) -> None:
     """The fast path back: an `update` to its previous version for every tenant the
-    rollout updated, newest stage first, all at once (no stages, no soak)."""
+    rollout updated, newest stage first, all at once (no stages, no soak). A constant
+    number of statements: the updates that cannot be rolled back are marked, the others
+    name a new command id each, and the commands are written from them with one
+    INSERT ... SELECT, each with its tenant's payload (`rollback_payload`)."""
     updates_withdraw(rollout=rollout, actor=actor, reason=reason, to_status=UpdateStatus.SKIPPED)
     updates_skip_pending(rollout=rollout, actor=actor, reason=f"not sent: {reason}", now=now)
-    targets = list(
-        TenantUpdate.objects.filter(rollout=rollout, rollback_command__isnull=True)
-        .filter(needs_rollback())
-        .order_by("-stage__position", "id")
-        .values_list("pk", "tenant_id", "from_version", "command__result", "tenant__status")
+    owed = TenantUpdate.objects.filter(
+        rollout=rollout, rollback_command__isnull=True, rollback_finished_at__isnull=True
+    ).filter(needs_rollback())
+    unrollable = owed.filter(Q(from_version="") | ~Q(tenant__status__in=TENANT_LIVE_STATUSES)).update(
+        rollback_error="cannot roll back: previous version unknown or tenant no longer live",
+        rollback_finished_at=now,
     )
-    images = selectors.release_previous_images(component=rollout.component, versions=[t[2] for t in targets if t[2]])
-    sendable: list[tuple[int, int, dict[str, Any]]] = []
-    unrollable: list[int] = []
-    for pk, tenant_id, from_version, result, tenant_status in targets:
-        if not from_version or tenant_status not in TENANT_LIVE_STATUSES:
-            unrollable.append(pk)
-            continue
-        payload: dict[str, Any] = {"component": rollout.component, "version": from_version}
-        previous_image = images.get(from_version) or ((result or {}).get("details") or {}).get("previous_image")
-        if isinstance(previous_image, str) and previous_image:
-            payload["image"] = previous_image
-        sendable.append((pk, tenant_id, payload))
-    if unrollable:
-        TenantUpdate.objects.filter(pk__in=unrollable).update(
-            rollback_error="cannot roll back: previous version unknown or tenant no longer live",
-            rollback_finished_at=now,
-        )
-    command_ids = commands_queue_bulk(
-        tenant_ids=[tenant_id for _, tenant_id, _ in sendable],
+    sendable = owed.update(rollback_command_id=RawSQL(UUID7_SQL, []), rollback_sent_at=now)  # noqa: S611 - a constant
+    commands_queue_select(
+        source=TenantUpdate.objects.filter(rollout=rollout, rollback_command__isnull=False)
+        .exclude(Exists(Command.objects.filter(pk=OuterRef("rollback_command_id"))))
+        .annotate(payload=rollback_payload(rollout))
+        .order_by("-stage__position", "id")
+        .values_list("rollback_command_id", "tenant_id", "payload"),
         type=CommandType.UPDATE,
-        payloads=[payload for _, _, payload in sendable],
+        payload=None,
         actor=actor_for(rollout),
         ttl_seconds=rollout.update_timeout_seconds,
-    )
-    updates_mark_rollback_sent(
-        pairs=[(pk, command_id) for (pk, _, _), command_id in zip(sendable, command_ids, strict=True)], now=now
+        subject_type="rollout",
+        subject_id=rollout.pk,
+        subject={"rollback": True},
     )
     stage = current_stage(rollout)
     if stage is not None and stage.status in STAGE_STARTED_STATUSES:
@@ -332,7 +358,7 @@ def rollback_begin(*, rollout: Rollout, actor: str, reason: str, now: datetime) 
         rollout,
         RolloutStatus.ROLLING_BACK,
         actor=actor,
-        reason=f"{reason}; {len(sendable)} rollback commands sent, {len(unrollable)} tenants cannot be rolled back",
+        reason=f"{reason}; {sendable} rollback commands sent, {unrollable} tenants cannot be rolled back",
         fields=["paused_at"],
     )
     rollback_check(rollout=rollout, actor=actor, now=now)

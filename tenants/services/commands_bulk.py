@@ -2,10 +2,10 @@
 (validate, insert, audit, flag the tenant in Redis after commit), in a constant number
 of queries whatever the number of tenants. Used by fleet-wide work such as rollouts.
 
-`commands_queue_bulk` takes a list of tenants and writes one audit row per command;
 `commands_queue_select` takes a query and writes the commands with one INSERT ... SELECT
 (no row passes through Python) and one audit row for the whole batch: the commands
-carry their creator in `created_by`, and the caller's rows point at them."""
+carry their creator in `created_by`, and the caller's rows point at them.
+`commands_withdraw_bulk` takes back the ones no agent has been handed yet."""
 
 from __future__ import annotations
 
@@ -21,16 +21,13 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
-from psycopg.types.json import Jsonb
 
 from hub.audit import audit_record
-from hub.db.bulksql import copy_model_rows
-from hub.db.ids import time_ordered_uuid
 from hub.errors import DomainError
 from hub.models import AuditEvent
 from tenants import redis_store
 from tenants.command_payloads import command_payload_errors
-from tenants.models import TENANT_LIVE_STATUSES, Command, CommandStatus, Tenant
+from tenants.models import Command, CommandStatus
 
 logger = logging.getLogger(__name__)
 
@@ -43,71 +40,11 @@ def _flag_commands_due(tenant_ids: list[int]) -> None:
 
 
 @transaction.atomic
-def commands_queue_bulk(
-    *,
-    tenant_ids: Sequence[int],
-    type: str,
-    payloads: Sequence[dict[str, Any]],
-    actor: str,
-    ttl_seconds: int | None = None,
-) -> list[uuid.UUID]:
-    """One command per tenant (payloads[i] for tenant_ids[i]), in the given order, with
-    one audit row each. Refuses the whole batch if any tenant takes no commands or any
-    payload is invalid. Returns the commands' ids, in the same order."""
-    if len(tenant_ids) != len(payloads):
-        raise ValueError("one payload per tenant")
-    if not tenant_ids:
-        return []
-    for encoded in {json.dumps(p, sort_keys=True) for p in payloads}:
-        errors = command_payload_errors(type=type, payload=json.loads(encoded))
-        if errors:
-            raise DomainError("; ".join(errors), code="invalid_command")
-    not_live = list(
-        Tenant.objects.filter(pk__in=tenant_ids)
-        .exclude(status__in=TENANT_LIVE_STATUSES)
-        .values_list("pk", flat=True)[:10]
-    )
-    if not_live:
-        raise DomainError(f"tenants {not_live} take no commands", code="tenant_not_live")
-    ttl = ttl_seconds if ttl_seconds is not None else settings.COMMAND_TTL
-    expires_at = timezone.now() + timedelta(seconds=ttl)
-    command_ids = [time_ordered_uuid() for _ in tenant_ids]
-    # COPY, not bulk_create: no model instance per row. A rollback of 100,000 tenants
-    # built 200,000 of them (the commands and their audit rows) in one transaction.
-    copy_model_rows(
-        Command,
-        columns=("tenant_id", "type", "payload", "created_by", "expires_at"),
-        rows=(
-            (tenant_id, type, Jsonb(payload), actor, expires_at)
-            for tenant_id, payload in zip(tenant_ids, payloads, strict=True)
-        ),
-        ids=command_ids,
-    )
-    copy_model_rows(
-        AuditEvent,
-        columns=("actor", "action", "object_type", "object_id", "new"),
-        rows=(
-            (
-                actor,
-                "command.queue",
-                "command",
-                str(command_id),
-                Jsonb({"tenant": tenant_id, "type": type, "payload": payload, "status": CommandStatus.PENDING}),
-            )
-            for command_id, tenant_id, payload in zip(command_ids, tenant_ids, payloads, strict=True)
-        ),
-    )
-    flagged = list(dict.fromkeys(tenant_ids))
-    transaction.on_commit(lambda: _flag_commands_due(flagged))
-    return command_ids
-
-
-@transaction.atomic
 def commands_queue_select(
     *,
     source: QuerySet[Any, Any],
     type: str,
-    payload: dict[str, Any],
+    payload: dict[str, Any] | None,
     actor: str,
     ttl_seconds: int | None = None,
     subject_type: str,
@@ -116,34 +53,48 @@ def commands_queue_select(
 ) -> int:
     """One command per row of `source`, a `values_list(command id, tenant id)` query
     whose tenants all take commands (the caller's filter guarantees it, e.g. ACTIVE),
-    with the same payload. One audit row says who queued how many commands for what
-    (`subject_type`/`subject_id`, plus `subject` details); the flagged tenants' next
-    heartbeats hand the commands out. Returns how many were queued."""
-    errors = command_payload_errors(type=type, payload=payload)
-    if errors:
-        raise DomainError("; ".join(errors), code="invalid_command")
+    with the same payload; or, with `payload` None, each with its own, from a third
+    column of `source` (a JSON object), every distinct one validated first. One audit
+    row says who queued how many commands for what (`subject_type`/`subject_id`, plus
+    `subject` details); the flagged tenants' next heartbeats hand the commands out.
+    Returns how many were queued."""
+    source_sql, source_params = source.query.sql_with_params()
+    if payload is None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT DISTINCT s.payload FROM ({source_sql}) AS s(command_id, tenant_id, payload)",  # noqa: S608 - built by the ORM
+                source_params,
+            )
+            payloads = [row[0] if isinstance(row[0], dict) else json.loads(row[0]) for row in cursor.fetchall()]
+        columns, payload_sql, payload_params = "s(command_id, tenant_id, payload)", "s.payload::jsonb", []
+    else:
+        payloads = [payload]
+        columns, payload_sql, payload_params = "s(command_id, tenant_id)", "%s::jsonb", [json.dumps(payload)]
+    for each in payloads:
+        errors = command_payload_errors(type=type, payload=each)
+        if errors:
+            raise DomainError("; ".join(errors), code="invalid_command")
     now = timezone.now()
     ttl = ttl_seconds if ttl_seconds is not None else settings.COMMAND_TTL
-    source_sql, source_params = source.query.sql_with_params()
     table = Command._meta.db_table
-    values: list[Any] = [type, json.dumps(payload), CommandStatus.PENDING, actor, now, now + timedelta(seconds=ttl)]
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} "  # noqa: S608 - table from model metadata, source built by the ORM, values bound
             "(id, tenant_id, type, payload, status, created_by, created_at, expires_at, delivery_count) "
-            "SELECT s.command_id, s.tenant_id, %s, %s::jsonb, %s, %s, %s, %s, 0 "
-            f"FROM ({source_sql}) AS s(command_id, tenant_id) RETURNING tenant_id",
-            [*values, *source_params],
+            f"SELECT s.command_id, s.tenant_id, %s, {payload_sql}, %s, %s, %s, %s, 0 "
+            f"FROM ({source_sql}) AS {columns} RETURNING tenant_id",
+            [type, *payload_params, CommandStatus.PENDING, actor, now, now + timedelta(seconds=ttl), *source_params],
         )
         tenant_ids = [tenant_id for (tenant_id,) in cursor.fetchall()]
     if not tenant_ids:
         return 0
+    described = {"payload": payload} if payload is not None else {"payloads": payloads}
     audit_record(
         actor=actor,
         action="command.queue_bulk",
         object_type=subject_type,
         object_id=subject_id,
-        new={**(subject or {}), "type": type, "payload": payload, "commands": len(tenant_ids)},
+        new={**(subject or {}), "type": type, **described, "commands": len(tenant_ids)},
     )
     flagged = list(dict.fromkeys(tenant_ids))
     transaction.on_commit(lambda: _flag_commands_due(flagged))

@@ -21,10 +21,12 @@ from rollouts.models import (
     UpdateStatus,
 )
 from rollouts.services import (
+    StageSpec,
     rollout_evaluate,
     rollout_pause,
     rollout_resume,
     rollout_retry,
+    rollout_rollback,
     rollout_start,
     updates_sync_outcomes,
 )
@@ -144,17 +146,14 @@ def test_failures_above_the_threshold_in_the_canary_halt_and_roll_back_exactly_t
     )
     assert {c.payload["version"] for c in rollback_commands} == {OLD}
     assert {c.payload["image"] for c in rollback_commands} == {OLD_IMAGE}
-    # each with an audit row saying who queued what for which tenant
-    queued = {
-        e.object_id: e
-        for e in AuditEvent.objects.filter(action="command.queue", object_id__in=[str(c.pk) for c in rollback_commands])
-    }
-    assert {c.pk: (queued[str(c.pk)].actor, queued[str(c.pk)].new) for c in rollback_commands} == {
-        c.pk: (
-            f"rollout:{rollout.pk}",
-            {"tenant": c.tenant_id, "type": "update", "payload": c.payload, "status": "PENDING"},
-        )
-        for c in rollback_commands
+    # and one audit row says who queued how many, with which payloads
+    queued = AuditEvent.objects.get(action="command.queue_bulk", object_id=str(rollout.pk), new__rollback=True)
+    assert queued.actor == f"rollout:{rollout.pk}"
+    assert queued.new == {
+        "rollback": True,
+        "type": "update",
+        "payloads": [{"component": COMPONENT, "version": OLD, "image": OLD_IMAGE}],
+        "commands": len(updated),
     }
     assert all(c.status == "PENDING" and c.created_by == f"rollout:{rollout.pk}" for c in rollback_commands)
 
@@ -391,3 +390,49 @@ def test_in_the_last_stage_the_earlier_stages_are_the_control_group(make_fleet, 
     assert loss.outcome == GateOutcome.FAIL and "heartbeat loss among updated tenants" in loss.reason
     rollout.refresh_from_db()
     assert rollout.status == RolloutStatus.HALTED
+
+
+def test_a_rollback_sends_each_tenant_its_own_previous_version_and_marks_those_it_cannot_roll_back(
+    make_fleet, make_rollout, on_commit
+):
+    # given a one-stage rollout answered by 6 tenants, of which: one came from a version
+    # the Hub has no release of, whose agent said which image it replaced; one from a
+    # version the agent said nothing about; one from an unknown version; one since
+    # deprovisioned
+    fleet = make_fleet(6)
+    rollout = make_rollout(stages=[StageSpec(percent=100, soak_seconds=3600)])
+    on_commit(rollout_start, rollout_id=rollout.pk, actor="test")
+    fleet.round()
+    updates_sync_outcomes()
+    known, answered, silent, unknown, gone, other = TenantUpdate.objects.filter(rollout=rollout).order_by("tenant_id")
+    kept_image = "registry.example.test/openclaw:0.9.0@sha256:" + "c" * 64
+    for update, details in ((answered, {"previous_image": kept_image}), (silent, {"previous_image": 7})):
+        update.from_version = "0.9.0"
+        update.save(update_fields=["from_version"])
+        assert update.command_id is not None
+        Command.objects.filter(pk=update.command_id).update(result={"status": "succeeded", "details": details})
+    TenantUpdate.objects.filter(pk=unknown.pk).update(from_version="")
+    Tenant.objects.filter(pk=gone.tenant_id).update(status="DEPROVISIONED")
+
+    # when staff roll it back
+    on_commit(rollout_rollback, rollout_id=rollout.pk, actor="staff:ops")
+
+    # then each tenant that can be rolled back gets its own payload, the image from the
+    # Hub's release or else from the agent's answer, or none
+    updates = {u.pk: u for u in TenantUpdate.objects.filter(rollout=rollout)}
+    sent = {u.rollback_command_id: u for u in updates.values() if u.rollback_command_id is not None}
+    rollback_commands = list(Command.objects.filter(pk__in=list(sent)))
+    assert {sent[c.pk].pk: c.payload for c in rollback_commands} == {
+        known.pk: {"component": COMPONENT, "version": OLD, "image": OLD_IMAGE},
+        answered.pk: {"component": COMPONENT, "version": "0.9.0", "image": kept_image},
+        silent.pk: {"component": COMPONENT, "version": "0.9.0"},
+        other.pk: {"component": COMPONENT, "version": OLD, "image": OLD_IMAGE},
+    }
+    assert all(c.tenant_id == sent[c.pk].tenant_id for c in rollback_commands)
+    # and the two it cannot roll back say why, with no command
+    for pk in (unknown.pk, gone.pk):
+        assert updates[pk].rollback_command_id is None and updates[pk].rollback_finished_at is not None
+        assert updates[pk].rollback_error == "cannot roll back: previous version unknown or tenant no longer live"
+    rollout.refresh_from_db()
+    assert rollout.status == RolloutStatus.ROLLING_BACK
+    assert "4 rollback commands sent, 2 tenants cannot be rolled back" in rollout.status_reason
