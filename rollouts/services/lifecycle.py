@@ -294,11 +294,14 @@ def rollback_payload(rollout: Rollout) -> Func:
     came from, and that version's image, from the known release or, failing that, from
     what the agent said it replaced (`details.previous_image` of the update's answer);
     no image when neither is known."""
-    answered = KeyTransform("previous_image", KeyTransform("details", "command__result"))
+    details = KeyTransform("details", "command__result")
     answered_image = Case(
         When(
-            Exact(Func(answered, function="jsonb_typeof", output_field=CharField()), "string"),
-            then=NullIf(KeyTextTransform("previous_image", KeyTransform("details", "command__result")), Value("")),
+            Exact(
+                Func(KeyTransform("previous_image", details), function="jsonb_typeof", output_field=CharField()),
+                "string",
+            ),
+            then=NullIf(KeyTextTransform("previous_image", details), Value("")),
         ),
         default=None,
         output_field=CharField(),
