@@ -226,9 +226,10 @@ def test_retention_keeps_seven_daily_and_four_weekly_snapshots(
     sandbox: Sandbox, fresh_hosts: Any, hub_settings: dict[str, str]
 ) -> None:
     host = prepared_tenant_host(sandbox, fresh_hosts, "acme-retention")
-    # given 40 days of nightly snapshots already in the repository (back-dated)
+    # given nightly snapshots back-dated over 40 days: every night of the last nine, then
+    # every third, so that most weeks hold two or three (the weekly rule keeps one)
     today = datetime.now(UTC).date()
-    days = [today - timedelta(days=n) for n in range(1, 41)]
+    days = [today - timedelta(days=n) for n in [*range(1, 10), *range(12, 41, 3)]]
     backdate = "\n".join(
         f'"$HOST_ROOT/opt/hub/bin/hub-restic" backup -q --host acme-retention.{ZONE} --tag hub-nightly '
         f'--time "{day.isoformat()} 02:00:00" "$HOST_ROOT/etc/hostname"'
