@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
-from django.db.models import Case, CharField, Exists, F, Func, JSONField, OuterRef, Q, Subquery, Value, When
+from django.db.models import Case, CharField, Count, Exists, F, Func, JSONField, OuterRef, Q, Subquery, Value, When
 from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Coalesce, JSONObject, NullIf
@@ -94,8 +94,10 @@ def rollout_start(*, rollout_id: int, actor: str, reason: str = "") -> Rollout:
         raise conflict
     now = timezone.now()
     eligible = selectors.tenants_eligible(component=rollout.component, version=rollout.target_version, now=now)
-    internal = eligible.filter(is_internal=True).count()
-    population = eligible.filter(is_internal=False).count()
+    counted = eligible.aggregate(
+        internal=Count("pk", filter=Q(is_internal=True)), population=Count("pk", filter=Q(is_internal=False))
+    )
+    internal, population = counted["internal"], counted["population"]
     if not internal and not population:
         raise DomainError(
             f"no eligible tenants: every ACTIVE tenant with a fresh heartbeat runs {rollout.component} "
