@@ -226,8 +226,15 @@ class TenantUpdate(models.Model):
     # the same statement, tenants are never deleted (the admin refuses; an ORM delete
     # still cascades in Django), and the key's checks locked every tenant of the stage
     # row by row, a fifth of a 100,000-tenant dispatch (bench/RESULTS.md, 2026-12-06 23:20).
+    # Nor an index of its own: every lookup names the rollout too, which the unique
+    # (rollout, tenant) index serves, and each index is an entry per update a dispatch
+    # writes (bench/RESULTS.md, 2026-12-07 06:00).
     tenant = models.ForeignKey(
-        "tenants.Tenant", on_delete=models.CASCADE, related_name="rollout_updates", db_constraint=False
+        "tenants.Tenant",
+        on_delete=models.CASCADE,
+        related_name="rollout_updates",
+        db_constraint=False,
+        db_index=False,
     )
     from_version = models.CharField(max_length=VERSION_MAX, blank=True, default="")
     to_version = models.CharField(max_length=VERSION_MAX)
@@ -267,8 +274,11 @@ class TenantUpdate(models.Model):
     class Meta:
         ordering = ["id"]
         constraints = [models.UniqueConstraint(fields=["rollout", "tenant"], name="tenant_update_once_per_rollout")]
+        # A rollout's updates by status come from the unique (rollout, tenant) index: the
+        # rollout-wide reads (counts, bars, a pause's or a rollback's moves) read every
+        # update of the rollout or most of them, and a (rollout, status) index cost a
+        # dispatch 8% (bench/RESULTS.md, 2026-12-07 06:00).
         indexes = [
-            models.Index(fields=["rollout", "status"], name="tenant_update_by_status"),
             models.Index(fields=["stage", "status"], name="tenant_update_stage_status"),
             # The command ids are indexed only where they are looked up: updates and
             # rollbacks awaiting an answer (the evaluation's outcome sync, a withdrawal).
