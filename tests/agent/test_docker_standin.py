@@ -165,29 +165,6 @@ def test_a_file_the_compose_schema_rejects_is_refused(docker_cli: Any, host_root
     assert container_states(host_root) == {}
 
 
-def test_a_file_accepted_once_is_still_checked_every_time_it_changes(docker_cli: Any, host_root: Path) -> None:
-    # given a file the schema accepted once, its verdict remembered
-    path = stack_file(host_root, f'services:\n  app:\n    image: {PINNED}\n    container_name: "123"\n')
-    assert docker_cli("compose", "-f", str(path), "ps").returncode == 0
-    verdicts = host_root / "var/lib/sandbox-docker/compose-verdicts"
-    assert len(list(verdicts.iterdir())) == 1
-
-    # when it is edited so the schema rejects it: the same text with a number where the
-    # schema wants a string, then a key the schema does not know
-    path.write_text(f"services:\n  app:\n    image: {PINNED}\n    container_name: 123\n")
-    as_number = docker_cli("compose", "-f", str(path), "ps", check=False)
-    path.write_text(f'services:\n  app:\n    image: {PINNED}\n    container_name: "123"\n    colour: red\n')
-    unknown_key = docker_cli("compose", "-f", str(path), "up", "-d", check=False)
-
-    # then each is refused with Compose's words, nothing started, no verdict added
-    assert as_number.returncode == 15
-    assert f"validating {path}: services.app.container_name 123 is not of type 'string'" in as_number.stderr
-    assert unknown_key.returncode == 15
-    assert "services.app Additional property colour is not allowed" in unknown_key.stderr
-    assert container_states(host_root) == {}
-    assert len(list(verdicts.iterdir())) == 1
-
-
 @pytest.mark.parametrize(
     ("body", "words"),
     [

@@ -64,8 +64,6 @@ class Paths:
             raise DockerError("sandbox docker: set HOST_ROOT (or SANDBOX_DOCKER_STATE) to the sandbox root", 125)
         self.state.parent.mkdir(parents=True, exist_ok=True)
         self.calls.parent.mkdir(parents=True, exist_ok=True)
-        # One empty file per compose document the schema accepted (`schema_errors`).
-        self.verdicts = self.state.parent / "compose-verdicts"
 
 
 def record_call(paths: Paths, args: list[str], **extra: object) -> None:
@@ -638,27 +636,12 @@ class _Interpolation:
         return value
 
 
-def schema_errors(document: Any, verdicts: Path) -> list[str]:
-    """What the Compose schema says of `document`, as Compose words it. Compose checks
-    the file on every command, and so does this stand-in; what it accepted once is
-    remembered in `verdicts`, named by a digest of the schema and of the document (its
-    `repr`, which tells a number from a string and keeps the file's order), so a
-    heartbeat's `compose ps` does not import jsonschema (50 ms) to accept the same file
-    again. A refusal is not remembered: it is worded anew each time."""
-    import hashlib
-
-    schema = Path(COMPOSE_SCHEMA).read_bytes()
-    accepted = verdicts / hashlib.sha256(schema + b"\0" + repr(document).encode()).hexdigest()
-    if accepted.exists():
-        return []
+def _schema_errors(document: Any) -> list[str]:
     _dist_packages()
     import jsonschema
 
-    validator = jsonschema.Draft7Validator(lean.loads(schema))
+    validator = jsonschema.Draft7Validator(lean.loads(Path(COMPOSE_SCHEMA).read_text()))
     errors = sorted(validator.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path])
-    if not errors:
-        verdicts.mkdir(parents=True, exist_ok=True)
-        accepted.write_text("")
     return [f"{'.'.join(str(p) for p in e.absolute_path) or '(root)'} {_compose_words(e)}" for e in errors]
 
 
@@ -674,7 +657,7 @@ def _compose_words(error: Any) -> str:
     return f"Additional property {extra[0]} is not allowed" if extra else str(error.message)
 
 
-def load_compose_file(path: Path, env: dict[str, str], verdicts: Path) -> dict[str, Any]:
+def load_compose_file(path: Path, env: dict[str, str]) -> dict[str, Any]:
     """One compose file as Compose loads it: YAML, variables interpolated, then the
     Compose schema; a DockerError with Compose's words when it refuses."""
     _dist_packages()
@@ -692,7 +675,7 @@ def load_compose_file(path: Path, env: dict[str, str], verdicts: Path) -> dict[s
     document = interpolation.walk(document, "")
     for name in dict.fromkeys(interpolation.unset):
         sys.stderr.write(f'WARN[0000] The "{name}" variable is not set. Defaulting to a blank string.\n')
-    errors = schema_errors(document, verdicts)
+    errors = _schema_errors(document)
     if errors:
         raise DockerError(f"validating {path.resolve()}: {errors[0]}", 15)
     return document
@@ -702,7 +685,7 @@ _PROJECT_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
 class ComposeProject:
-    def __init__(self, files: list[str], project: str | None, verdicts: Path) -> None:
+    def __init__(self, files: list[str], project: str | None) -> None:
         if not files:
             for candidate in ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml"):
                 if Path(candidate).exists():
@@ -725,7 +708,7 @@ class ComposeProject:
             path = Path(f)
             if not path.exists():
                 raise DockerError(f"open {path.resolve()}: no such file or directory", 14)
-            doc = load_compose_file(path, env, verdicts)
+            doc = load_compose_file(path, env)
             doc_name = doc.get("name") or doc_name
             for svc, conf in (doc.get("services") or {}).items():
                 self.services.setdefault(svc, {}).update(conf or {})
@@ -991,7 +974,7 @@ def compose(engine: Engine, args: list[str]) -> int:
     if sub == "version":
         engine.print(f"Docker Compose version {COMPOSE_VERSION}")
         return 0
-    proj = ComposeProject(files, project, engine.paths.verdicts)
+    proj = ComposeProject(files, project)
     if sub == "exec":
         return compose_exec(engine, proj, rest)
     if sub == "run":
