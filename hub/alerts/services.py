@@ -23,7 +23,7 @@ from django.utils import timezone
 from hub import events
 from hub.alerts.notify import Opening, notifications_create
 from hub.audit import audit_record
-from hub.db.bulksql import JSON_ROWS, insert_skipping_conflicts, json_rows
+from hub.db.bulksql import JSON_ROWS, array_text, insert_skipping_conflicts, json_rows
 from hub.models import Alert, AlertSeverity, AlertStatus, AuditEvent
 
 logger = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ def alerts_sync(*, kind: str, subject_type: str, failing: Mapping[int, Failing] 
                 )
                 SELECT subject_id FROM resolved
                 """,  # noqa: S608 - the table names are ours, the values are parameters
-                [AlertStatus.RESOLVED, now, gone, AlertStatus.RESOLVED, now],
+                [AlertStatus.RESOLVED, now, array_text(gone), AlertStatus.RESOLVED, now],
             )
             result.resolved = [subject for (subject,) in cursor.fetchall()]
 

@@ -12,7 +12,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
-from hub.db.bulksql import insert_skipping_conflicts
+from hub.db.bulksql import array_text, insert_skipping_conflicts
 from hub.db.ids import UUID7_SQL
 from hub.freeze import fleet_frozen
 from hub.models import AuditEvent
@@ -233,7 +233,7 @@ def updates_withdraw(*, rollout: Rollout, actor: str, reason: str, to_status: st
     if withdrawn:
         moved = updates_move(
             where="u.rollout_id = %s AND u.status = %s AND u.command_id = ANY(%s::uuid[])",
-            params=[rollout.pk, UpdateStatus.SENT, withdrawn],
+            params=[rollout.pk, UpdateStatus.SENT, array_text(withdrawn)],
             new=to_status,
             actor=actor,
             reason=why,
@@ -246,7 +246,7 @@ def updates_withdraw(*, rollout: Rollout, actor: str, reason: str, to_status: st
     # Their command ids name commands never written: a resend gives them new ones.
     return moved + updates_move(
         where="u.id = ANY(%s::bigint[])",
-        params=[unqueued],
+        params=[array_text(unqueued)],
         new=to_status,
         actor=actor,
         reason=why,

@@ -23,6 +23,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from hub.audit import audit_record
+from hub.db.bulksql import array_text
 from hub.errors import DomainError
 from hub.models import AuditEvent
 from tenants import redis_store
@@ -135,7 +136,7 @@ def commands_withdraw_bulk(*, command_ids: Sequence[uuid.UUID], actor: str, reas
                 CommandStatus.EXPIRED,
                 now,
                 json.dumps(result),
-                list(command_ids),
+                array_text(command_ids),
                 CommandStatus.PENDING,
                 actor,
                 json.dumps({"status": CommandStatus.PENDING}),

@@ -3,13 +3,21 @@ clause, run again with it when a row conflicts."""
 
 from __future__ import annotations
 
+import uuid
 from typing import NamedTuple
 
 import pytest
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from hub.db.bulksql import JSON_ROWS, BigIntegerSQL, EpochSeconds, insert_skipping_conflicts, json_rows
+from hub.db.bulksql import (
+    JSON_ROWS,
+    BigIntegerSQL,
+    EpochSeconds,
+    array_text,
+    insert_skipping_conflicts,
+    json_rows,
+)
 from hub.models import Alert
 
 pytestmark = pytest.mark.django_db
@@ -115,3 +123,32 @@ def test_epoch_seconds_and_bigint_sql_read_as_float_and_int_from_postgres_itself
     assert type(seen) is float and seen == pytest.approx(alert.first_seen_at.timestamp(), abs=1e-6)
     assert never is None
     assert type(ago) is int and ago == int((now - alert.first_seen_at).total_seconds())
+
+
+@pytest.mark.parametrize(
+    ("values", "cast"),
+    [
+        ([3, 1, 2**62, 0, -7], "bigint[]"),
+        ([uuid.UUID(int=0), uuid.uuid4(), uuid.uuid4()], "uuid[]"),
+        ([], "bigint[]"),
+        ([], "uuid[]"),
+    ],
+)
+def test_array_text_is_the_same_array_as_the_list_bound_element_by_element(
+    values: list[int] | list[uuid.UUID], cast: str
+) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT %s::{cast} = %s::{cast}, %s::{cast}", [array_text(values), values, array_text(values)])
+        same, read_back = cursor.fetchone()
+    assert same is True
+    assert read_back == values
+
+
+def test_array_text_takes_the_ids_of_a_generator_and_selects_by_them() -> None:
+    ids = [open_alert(f"s{i}", "m").pk for i in range(3)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT subject_id FROM hub_alert WHERE id = ANY(%s::bigint[]) ORDER BY id",
+            [array_text(i for i in ids[1:])],
+        )
+        assert [row[0] for row in cursor.fetchall()] == ["s1", "s2"]
