@@ -102,6 +102,34 @@ def test_sync_escalation_notifies_the_new_channel_once() -> None:
     assert channels(alert) == [NotificationChannel.EMAIL, NotificationChannel.WEBHOOK]
 
 
+def test_sync_finds_the_one_escalation_among_steady_and_easing_alerts() -> None:
+    # given alerts of every severity, counted once as they are
+    before = {1: Failing(SOFT, "s"), 2: Failing(MEDIUM, "m"), 3: Failing(HARD, "h"), 4: Failing(HARD, "h")}
+    alerts_sync(kind="tls_expiring", subject_type="tenant", failing=before)
+    alerts_sync(kind="tls_expiring", subject_type="tenant", failing=before)
+    assert Notification.objects.count() == 5  # MEDIUM: email; each HARD: email and webhook
+
+    # when one HARD eases to MEDIUM and nothing rises, then nobody is told anything new
+    eased = {**before, 4: Failing(MEDIUM, "m")}
+    alerts_sync(kind="tls_expiring", subject_type="tenant", failing=eased)
+    assert Notification.objects.count() == 5
+
+    # when the SOFT one turns MEDIUM while the others hold or ease
+    result = alerts_sync(
+        kind="tls_expiring",
+        subject_type="tenant",
+        failing={**eased, 1: Failing(MEDIUM, "m"), 3: Failing(MEDIUM, "m")},
+    )
+
+    # then only it is announced, on the email it did not have, and all four are counted
+    assert sorted(result.counted) == ["1", "2", "3", "4"]
+    (rose,) = Notification.objects.filter(alert__subject_id="1")
+    assert rose.channel == NotificationChannel.EMAIL
+    assert Notification.objects.count() == 6
+    counts = dict(Alert.objects.filter(kind="tls_expiring").values_list("subject_id", "count"))
+    assert counts == {"1": 4, "2": 4, "3": 4, "4": 4}
+
+
 def test_sync_audits_each_opening_and_each_resolution() -> None:
     # given two subjects failing, then one of them healed
     alerts_sync(
