@@ -76,8 +76,8 @@ def array_text(values: Iterable[int | UUID]) -> str:
     """Ids (integers or UUIDs) as the text of a Postgres array, "{1,2,3}", to bind where
     a statement says `= ANY(%s::bigint[])` or `%s::uuid[]`: the cast makes it the same
     array constant as a bound list, so the plan is the same. A list is quoted element by
-    element by the client: 100,000 integers took 130-150 ms more, 100,000 UUIDs 270-310
-    ms more (bench/RESULTS.md, 2026-12-07 14:40). orjson writes the ids, and the JSON
+    element by the client: 100,000 integers took 130-150 ms more, 100,000 UUIDs 250-320
+    ms more (bench/RESULTS.md, 2026-12-07 14:00). orjson writes the ids, and the JSON
     array's brackets become the array's braces (a UUID in double quotes is a valid array
     element). Only for ids: a string's JSON escapes are not an array's."""
     return "{" + orjson.dumps(values if isinstance(values, list) else list(values)).decode()[1:-1] + "}"
