@@ -161,6 +161,25 @@ def test_sync_audits_each_opening_and_each_resolution() -> None:
     assert Alert.objects.get(pk=one.pk).status == AlertStatus.RESOLVED
 
 
+def test_sync_with_nothing_failing_resolves_only_that_kind_and_subject_type() -> None:
+    # given open alerts of two kinds on tenants, and of the same kind on a server
+    alerts_sync(kind="disk_high", subject_type="tenant", failing={1: Failing(MEDIUM, "d"), 2: Failing(HARD, "d")})
+    alerts_sync(kind="memory_high", subject_type="tenant", failing={1: Failing(MEDIUM, "m")})
+    alerts_sync(kind="disk_high", subject_type="server", failing={1: Failing(MEDIUM, "d")})
+    disk = {a.subject_id: a.pk for a in Alert.objects.filter(kind="disk_high", subject_type="tenant")}
+
+    # when the tenants' disk check finds nothing failing
+    result = alerts_sync(kind="disk_high", subject_type="tenant", failing={})
+
+    # then those two alerts resolve, each audited, and the others stay open
+    assert sorted(result.resolved) == ["1", "2"]
+    still_open = sorted(Alert.objects.filter(status=AlertStatus.OPEN).values_list("subject_type", "kind"))
+    assert still_open == [("server", "disk_high"), ("tenant", "memory_high")]
+    resolved = AuditEvent.objects.filter(action="alert.resolve")
+    assert sorted(resolved.values_list("object_id", flat=True)) == sorted(str(pk) for pk in disk.values())
+    assert alerts_sync(kind="disk_high", subject_type="tenant", failing={}).resolved == []
+
+
 def test_sync_keeps_messages_exactly_as_the_check_wrote_them() -> None:
     # given messages with what a JSON or SQL text must escape
     awkward = {
