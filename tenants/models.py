@@ -237,14 +237,12 @@ class HeartbeatSample(models.Model):
         return f"heartbeat {self.tenant_id} @ {self.received_at:%Y-%m-%d %H:%M:%S}"
 
 
-class HeartbeatRollup(models.Model):
-    """The downsampled history: one row per tenant and HEARTBEAT_ROLLUP_SECONDS bucket
-    (5 minutes), kept HEARTBEAT_ROLLUP_RETENTION_DAYS, in a table partitioned by the
-    day. Written in the flush's own statement from exactly the samples it inserted, so
-    a sample is counted once however often the flush runs; sums and maxima merge."""
+class HeartbeatBuckets(models.Model):
+    """A tenant's heartbeats summed over one bucket of time: the columns the 5-minute
+    rollups and the hours share. Sums, not averages, so that buckets merge. Each
+    declares its own `tenant`, for the name the tenant calls its rows by."""
 
     pk = models.CompositePrimaryKey("tenant", "bucket_start")
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="heartbeat_rollups", db_constraint=False)
     bucket_start = models.DateTimeField()
     samples = models.IntegerField()
     disk_sum = models.FloatField()
@@ -256,12 +254,8 @@ class HeartbeatRollup(models.Model):
     uptime_min = models.BigIntegerField()
 
     class Meta:
-        managed = False
-        db_table = "tenants_heartbeatrollup"
+        abstract = True
         ordering = ["-bucket_start"]
-
-    def __str__(self) -> str:
-        return f"heartbeats {self.tenant_id} @ {self.bucket_start:%Y-%m-%d %H:%M} x{self.samples}"
 
     @property
     def disk_avg(self) -> float:
@@ -276,28 +270,33 @@ class HeartbeatRollup(models.Model):
         return self.load_sum / self.samples
 
 
-class HeartbeatHourly(models.Model):
+class HeartbeatRollup(HeartbeatBuckets):
+    """The downsampled history: one row per tenant and HEARTBEAT_ROLLUP_SECONDS bucket
+    (5 minutes), kept HEARTBEAT_ROLLUP_RETENTION_DAYS, in a table partitioned by the
+    day. Written in the flush's own statement from exactly the samples it inserted, so
+    a sample is counted once however often the flush runs; sums and maxima merge."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="heartbeat_rollups", db_constraint=False)
+
+    class Meta(HeartbeatBuckets.Meta):
+        managed = False
+        db_table = "tenants_heartbeatrollup"
+
+    def __str__(self) -> str:
+        return f"heartbeats {self.tenant_id} @ {self.bucket_start:%Y-%m-%d %H:%M} x{self.samples}"
+
+
+class HeartbeatHourly(HeartbeatBuckets):
     """The older history: one row per tenant and hour, condensed from a day's 5-minute
     rollups once they are HEARTBEAT_ROLLUP_RETENTION_DAYS old (the 5-minute day is then
     dropped), and kept until HEARTBEAT_HISTORY_RETENTION_DAYS, in daily partitions. An
     hour's row is written once and never updated."""
 
-    pk = models.CompositePrimaryKey("tenant", "bucket_start")
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="heartbeat_hours", db_constraint=False)
-    bucket_start = models.DateTimeField()
-    samples = models.IntegerField()
-    disk_sum = models.FloatField()
-    disk_max = models.FloatField()
-    memory_sum = models.FloatField()
-    memory_max = models.FloatField()
-    load_sum = models.FloatField()
-    load_max = models.FloatField()
-    uptime_min = models.BigIntegerField()
 
-    class Meta:
+    class Meta(HeartbeatBuckets.Meta):
         managed = False
         db_table = "tenants_heartbeathourly"
-        ordering = ["-bucket_start"]
 
     def __str__(self) -> str:
         return f"heartbeats {self.tenant_id} @ {self.bucket_start:%Y-%m-%d %H}h x{self.samples}"
