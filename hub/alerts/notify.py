@@ -16,6 +16,7 @@ from operator import attrgetter
 from typing import NamedTuple
 
 import requests
+from celery import current_app
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import connection, transaction
@@ -169,16 +170,15 @@ def notifications_create(openings: list[Opening]) -> list[int]:
 def notifications_enqueue(*, notification_ids: list[int]) -> int:
     """One `monitoring.send_notifications` message per ALERT_NOTIFICATION_BATCH_SIZE
     ids, over one broker connection. Returns the number of messages."""
-    # By name: the task module imports the checks, which import the alerts.
-    from hub.celery import app
-
+    # The task by name (its module imports the checks, which import the alerts), on the
+    # current app (hub.celery's), as hub.queue sends.
     size = max(1, settings.ALERT_NOTIFICATION_BATCH_SIZE)
     batches = [notification_ids[i : i + size] for i in range(0, len(notification_ids), size)]
     if not batches:
         return 0
-    with app.producer_or_acquire() as producer:
+    with current_app.producer_or_acquire() as producer:
         for batch in batches:
-            app.send_task(SEND_BATCH_TASK, args=[batch], producer=producer)
+            current_app.send_task(SEND_BATCH_TASK, args=[batch], producer=producer)
     return len(batches)
 
 
