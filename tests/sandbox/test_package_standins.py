@@ -145,3 +145,20 @@ def test_the_setup_scripts_before_the_tenant_pass_on_a_fresh_host(root: Path) ->
             result = run(root, "bash", "-s", stdin=env + step_script(name))
             assert result.returncode == 0, f"{name}: {result.stdout[-2000:]}{result.stderr[-2000:]}"
     assert run(root, "dpkg", "-s", "docker-ce", "docker-compose-plugin", "restic", "cron").returncode == 0
+
+
+@pytest.mark.parametrize("command", ["systemctl", "certbot", "apt-get"])
+def test_a_standin_outside_a_sandbox_session_refuses_and_touches_nothing(command: str, tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if key != "HOST_ROOT"}
+    result = subprocess.run(
+        [str(STANDINS / command), "--version"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 127
+    assert "HOST_ROOT is not set; refusing to run" in result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -25,7 +25,7 @@ import sys
 import time
 
 from standin_lib import lean
-from standin_lib.system import host_root
+from standin_lib.lean import host_root
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -1,4 +1,5 @@
-"""The parts of pathlib and json the stand-ins use, on os and the builtins alone.
+"""The parts of pathlib and json the stand-ins use, on os and the builtins alone, and the
+host root they keep their state under.
 
 A setup script calls stand-ins dozens of times, and in the sandbox every host's calls
 share this machine's cores. Importing pathlib or json pulls in re and enum, which cost a
@@ -11,6 +12,7 @@ it), `Path` does what `pathlib.PurePosixPath` and `Path` do for the methods it h
 from __future__ import annotations
 
 import os
+import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -127,6 +129,16 @@ class Path:
         except FileNotFoundError:
             if not missing_ok:
                 raise
+
+
+def host_root() -> Path:
+    """The simulated host's filesystem root, $HOST_ROOT: every stand-in keeps its state
+    under it. Outside a sandbox session there is nothing safe to pretend on."""
+    root = os.environ.get("HOST_ROOT")
+    if not root:
+        sys.stderr.write("sandbox stand-in: HOST_ROOT is not set; refusing to run\n")
+        sys.exit(127)
+    return Path(root)
 
 
 # --- JSON -----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import sys
 import time
 
 from standin_lib import lean
-from standin_lib.lean import Path
+from standin_lib.lean import Path, host_root
 
 # Most calls need neither subprocess nor typing: they are imported where they are used
 # (or only for the type checker), as a stand-in starts dozens of times per setup.
@@ -27,15 +27,6 @@ if TYPE_CHECKING:
     T = TypeVar("T")
 
 REAL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-def host_root() -> Path:
-    root = os.environ.get("HOST_ROOT")
-    if not root:
-        # Outside a sandbox session there is nothing safe to pretend on.
-        sys.stderr.write("sandbox stand-in: HOST_ROOT is not set; refusing to run\n")
-        sys.exit(127)
-    return Path(root)
 
 
 def _locked_json_update(path: Path, update: Callable[[dict[str, Any]], T]) -> T:
