@@ -11,6 +11,8 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
+from hub.outbox import OutboxRow
+
 
 def event_version(*, created: int, event_id: str) -> str:
     """A total order over Stripe events: by `created` (seconds), ties broken by id, so
@@ -184,18 +186,12 @@ class StripeEvent(models.Model):
         return self.status in EVENT_CLAIMABLE_STATUSES and self.attempts < max_attempts
 
 
-class NoticeStatus(models.TextChoices):
-    PENDING = "PENDING", "pending"
-    SENT = "SENT", "sent"
-    FAILED = "FAILED", "failed"
-
-
 class NoticeAudience(models.TextChoices):
     CUSTOMER = "customer", "customer"
     STAFF = "staff", "staff"
 
 
-class Notice(models.Model):
+class Notice(OutboxRow):
     """An email about billing, sent once: the dedup key says which occasion it is for."""
 
     kind = models.CharField(max_length=50, db_index=True)
@@ -204,20 +200,9 @@ class Notice(models.Model):
     subject = models.CharField(max_length=200)
     body = models.TextField()
     dedup_key = models.CharField(max_length=300, unique=True)
-    status = models.CharField(max_length=10, choices=NoticeStatus.choices, default=NoticeStatus.PENDING)
-    attempts = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True, default="")
-    created_at = models.DateTimeField(auto_now_add=True)
-    sent_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-id"]
 
     def __str__(self) -> str:
         return f"{self.kind} to {self.audience} ({self.status})"
-
-    def can_send(self) -> bool:
-        return self.status != NoticeStatus.SENT
 
 
 class StaffTaskStatus(models.TextChoices):
@@ -276,13 +261,7 @@ class UsagePeriod(models.Model):
         return max(0, self.tokens_used - self.token_pool)
 
 
-class MeterReportStatus(models.TextChoices):
-    PENDING = "PENDING", "pending"
-    SENT = "SENT", "sent"
-    FAILED = "FAILED", "failed"
-
-
-class MeterReport(models.Model):
+class MeterReport(OutboxRow):
     """An outbox row for one Stripe meter event: written in the same transaction that
     counts the overage, sent afterwards with its identifier as Stripe's idempotency
     key, so a retry never bills the same tokens twice."""
@@ -292,17 +271,6 @@ class MeterReport(models.Model):
     identifier = models.CharField(max_length=100, unique=True)
     value = models.BigIntegerField()
     timestamp = models.BigIntegerField()
-    status = models.CharField(max_length=10, choices=MeterReportStatus.choices, default=MeterReportStatus.PENDING)
-    attempts = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True, default="")
-    created_at = models.DateTimeField(auto_now_add=True)
-    sent_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-id"]
 
     def __str__(self) -> str:
         return f"meter {self.identifier} {self.value} ({self.status})"
-
-    def can_send(self) -> bool:
-        return self.status != MeterReportStatus.SENT

@@ -1,7 +1,7 @@
 from django.db import models
 
 from hub.alerts.models import Alert, AlertSeverity, AlertStatus, Notification, NotificationChannel, NotificationStatus
-from hub.notices.models import CustomerNotice, CustomerNoticeStatus
+from hub.notices.models import CustomerNotice
 from hub.pipeline.models import Job, JobStatus, Step, StepKind, StepStatus
 from hub.selfwatch.models import PeriodicJobSuccess
 
@@ -12,7 +12,6 @@ __all__ = [
     "AlertStatus",
     "AuditEvent",
     "CustomerNotice",
-    "CustomerNoticeStatus",
     "FleetFreeze",
     "Job",
     "JobStatus",

@@ -8,9 +8,8 @@ import logging
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
-from billing.models import Notice, NoticeAudience, NoticeStatus
+from billing.models import Notice, NoticeAudience
 from hub.queue import enqueue_on_commit
 
 SEND_NOTICE = "billing.send_notice"
@@ -76,7 +75,6 @@ def notice_send(*, notice_id: int) -> bool:
         notice = Notice.objects.select_for_update(skip_locked=True).filter(pk=notice_id).first()
         if notice is None or not notice.can_send():
             return False
-        notice.attempts += 1
         try:
             send_mail(
                 notice.subject,
@@ -86,13 +84,8 @@ def notice_send(*, notice_id: int) -> bool:
                 fail_silently=False,
             )
         except Exception as exc:  # noqa: BLE001 - any mail failure is recorded and retried
-            notice.status = NoticeStatus.FAILED
-            notice.error = f"{type(exc).__name__}: {exc}"[:2000]
-            notice.save(update_fields=["status", "error", "attempts"])
+            notice.record_failed(f"{type(exc).__name__}: {exc}")
             logger.warning("notice %s failed: %s", notice.pk, notice.error)
             return False
-        notice.status = NoticeStatus.SENT
-        notice.sent_at = timezone.now()
-        notice.error = ""
-        notice.save(update_fields=["status", "sent_at", "error", "attempts"])
+        notice.record_sent()
         return True

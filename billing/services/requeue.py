@@ -9,10 +9,11 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from billing.models import MeterReport, MeterReportStatus, Notice, NoticeStatus
+from billing.models import MeterReport, Notice
 from billing.services.events import stripe_events_requeue
 from billing.services.notices import SEND_NOTICE
 from billing.services.usage import SEND_METER_REPORT
+from hub.outbox import OutboxStatus
 from hub.queue import enqueue_on_commit
 
 MAX_SEND_ATTEMPTS = 10
@@ -30,14 +31,14 @@ def billing_requeue() -> RequeueReport:
     before = timezone.now() - timedelta(seconds=settings.BILLING_EVENT_LOST_AFTER)
     report.notices = list(
         Notice.objects.filter(
-            status__in=[NoticeStatus.PENDING, NoticeStatus.FAILED],
+            status__in=[OutboxStatus.PENDING, OutboxStatus.FAILED],
             created_at__lt=before,
             attempts__lt=MAX_SEND_ATTEMPTS,
         ).values_list("id", flat=True)[:500]
     )
     report.meter_reports = list(
         MeterReport.objects.filter(
-            status__in=[MeterReportStatus.PENDING, MeterReportStatus.FAILED],
+            status__in=[OutboxStatus.PENDING, OutboxStatus.FAILED],
             created_at__lt=before,
             attempts__lt=MAX_SEND_ATTEMPTS,
         ).values_list("id", flat=True)[:500]

@@ -9,12 +9,12 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Sum
+from django.db.models import Sum
 from django.utils import timezone
 
 from billing import ports
 from billing.integrations import stripe as stripe_api
-from billing.models import MeterReport, MeterReportStatus, Subscription, UsagePeriod
+from billing.models import MeterReport, Subscription, UsagePeriod
 from billing.services.notices import notice_to_customer, notice_to_staff
 from hub.queue import enqueue_on_commit
 from provisioning.models import Order
@@ -146,7 +146,6 @@ def meter_report_send(*, meter_report_id: int) -> bool:
         report = MeterReport.objects.select_for_update(skip_locked=True).filter(pk=meter_report_id).first()
         if report is None or not report.can_send():
             return False
-        MeterReport.objects.filter(pk=report.pk).update(attempts=F("attempts") + 1)
         try:
             stripe_api.meter_event_create(
                 event_name=settings.STRIPE_METER_EVENT_NAME,
@@ -156,9 +155,7 @@ def meter_report_send(*, meter_report_id: int) -> bool:
                 timestamp=report.timestamp,
             )
         except stripe_api.StripeRejected as exc:
-            report.status = MeterReportStatus.FAILED
-            report.error = str(exc)[:2000]
-            report.save(update_fields=["status", "error"])
+            report.record_failed(str(exc))
             notice_to_staff(
                 kind="meter_rejected",
                 subject=f"Stripe refused meter event {report.identifier}",
@@ -167,13 +164,8 @@ def meter_report_send(*, meter_report_id: int) -> bool:
             )
             return False
         except stripe_api.StripeUnavailable as exc:
-            report.status = MeterReportStatus.FAILED
-            report.error = str(exc)[:2000]
-            report.save(update_fields=["status", "error"])
+            report.record_failed(str(exc))
             logger.warning("meter event %s not sent: %s", report.identifier, report.error)
             return False
-        report.status = MeterReportStatus.SENT
-        report.sent_at = timezone.now()
-        report.error = ""
-        report.save(update_fields=["status", "sent_at", "error"])
+        report.record_sent()
         return True

@@ -7,9 +7,8 @@ import logging
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
-from hub.notices.models import CustomerNotice, CustomerNoticeStatus
+from hub.notices.models import CustomerNotice
 from hub.queue import enqueue_on_commit
 
 SEND_CUSTOMER_NOTICE = "hub.send_customer_notice"
@@ -49,17 +48,11 @@ def customer_notice_send(*, notice_id: int) -> bool:
         notice = CustomerNotice.objects.select_for_update(skip_locked=True).filter(pk=notice_id).first()
         if notice is None or not notice.can_send():
             return False
-        notice.attempts += 1
         try:
             send_mail(notice.subject, notice.body, settings.DEFAULT_FROM_EMAIL, [notice.recipient])
         except Exception as exc:  # noqa: BLE001 - any mail failure is recorded and retried
-            notice.status = CustomerNoticeStatus.FAILED
-            notice.error = f"{type(exc).__name__}: {exc}"[:2000]
-            notice.save(update_fields=["status", "error", "attempts"])
+            notice.record_failed(f"{type(exc).__name__}: {exc}")
             logger.warning("customer notice %s failed: %s", notice.pk, notice.error)
             return False
-        notice.status = CustomerNoticeStatus.SENT
-        notice.sent_at = timezone.now()
-        notice.error = ""
-        notice.save(update_fields=["status", "sent_at", "error", "attempts"])
+        notice.record_sent()
     return True

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from billing.models import Customer, MeterReport, MeterReportStatus, Notice, Subscription, UsagePeriod
+from billing.models import Customer, MeterReport, Notice, Subscription, UsagePeriod
 from billing.services.usage import meter_report_send, usage_evaluate, usage_sweep
+from hub.outbox import OutboxStatus
 from tests.billing.conftest import StripeSandbox
 
 pytestmark = pytest.mark.django_db
@@ -49,7 +50,7 @@ def usage_notices() -> list[tuple[str, str]]:
 
 
 def send_pending() -> None:
-    for pk in MeterReport.objects.filter(status=MeterReportStatus.PENDING).values_list("id", flat=True):
+    for pk in MeterReport.objects.filter(status=OutboxStatus.PENDING).values_list("id", flat=True):
         meter_report_send(meter_report_id=pk)
 
 
@@ -100,10 +101,10 @@ def test_overage_reaches_stripe_as_meter_events_once(tenant: Any, stripe_sandbox
     # A resend (a duplicate task, a crash before the row was marked) bills nothing twice.
     first = MeterReport.objects.order_by("id").first()
     assert first is not None
-    MeterReport.objects.filter(pk=first.pk).update(status=MeterReportStatus.PENDING)
+    MeterReport.objects.filter(pk=first.pk).update(status=OutboxStatus.PENDING)
     send_pending()
     assert len(stripe_sandbox.meter_events()) == 2
-    assert set(MeterReport.objects.values_list("status", flat=True)) == {MeterReportStatus.SENT}
+    assert set(MeterReport.objects.values_list("status", flat=True)) == {OutboxStatus.SENT}
 
 
 def test_a_failed_meter_event_is_kept_for_a_retry(tenant: Any, stripe_sandbox: StripeSandbox) -> None:
@@ -113,12 +114,12 @@ def test_a_failed_meter_event_is_kept_for_a_retry(tenant: Any, stripe_sandbox: S
 
     send_pending()
     meter = MeterReport.objects.get()
-    assert meter.status == MeterReportStatus.FAILED
+    assert meter.status == OutboxStatus.FAILED
     assert meter.error.startswith("APIError")
     meter_report_send(meter_report_id=meter.pk)
 
     meter.refresh_from_db()
-    assert meter.status == MeterReportStatus.SENT
+    assert meter.status == OutboxStatus.SENT
     assert [e["payload"]["value"] for e in stripe_sandbox.meter_events()] == ["100"]
 
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from billing.models import Customer, EventStatus, Notice, NoticeStatus, StripeEvent, Subscription
+from billing.models import Customer, EventStatus, Notice, StripeEvent, Subscription
+from hub.outbox import OutboxStatus
 from sandbox import stripe_events as se
 from tests.billing.conftest import assert_order_refused
 from tests.conftest import WorkerProcess, wait_for
@@ -144,7 +145,7 @@ def test_a_failed_payment_notifies_customer_and_staff_from_the_worker(
     assert wait_handled(failed["id"]).status == EventStatus.SUCCEEDED
 
     def sent() -> list[tuple[str, str]]:
-        rows = Notice.objects.filter(kind="payment_failed", status=NoticeStatus.SENT)
+        rows = Notice.objects.filter(kind="payment_failed", status=OutboxStatus.SENT)
         return sorted(rows.values_list("audience", "recipient")) if rows.count() == 2 else []
 
     assert wait_for(sent, timeout=20, message="the payment_failed notices to be sent") == [
@@ -190,7 +191,7 @@ def test_overage_is_metered_to_stripe_by_the_worker(
 ) -> None:
     import uuid
 
-    from billing.models import MeterReport, MeterReportStatus
+    from billing.models import MeterReport
     from billing.services.usage import usage_evaluate
     from tenants.models import UsageReport
 
@@ -204,7 +205,7 @@ def test_overage_is_metered_to_stripe_by_the_worker(
     usage_evaluate(tenant_id=tenant.pk, period="2026-11")
 
     wait_for(
-        lambda: MeterReport.objects.filter(status=MeterReportStatus.SENT).exists(),
+        lambda: MeterReport.objects.filter(status=OutboxStatus.SENT).exists(),
         timeout=20,
         message="the meter report to be sent by the worker",
     )

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from django.db import transaction
 
-from hub.models import Alert, AlertStatus, CustomerNotice, CustomerNoticeStatus
+from hub.models import Alert, AlertStatus, CustomerNotice
+from hub.outbox import OutboxStatus
 from hub.pipeline.models import Job, JobStatus
 from provisioning.models import Order, OrderStatus
 from provisioning.services.orders import order_create, order_job_finished
@@ -31,7 +32,7 @@ def test_a_rolled_back_order_tells_its_customer_and_staff_once(celery_worker: Wo
         lambda: Order.objects.get(pk=order.pk).status == OrderStatus.ROLLED_BACK, timeout=60, message="rolled back"
     )
     wait_for(
-        lambda: CustomerNotice.objects.filter(status=CustomerNoticeStatus.SENT).exists(),
+        lambda: CustomerNotice.objects.filter(status=OutboxStatus.SENT).exists(),
         timeout=30,
         message="the notice sent",
     )
@@ -44,7 +45,7 @@ def test_a_rolled_back_order_tells_its_customer_and_staff_once(celery_worker: Wo
     assert Job.objects.get(pk=order.job_id).status == JobStatus.ROLLED_BACK
     notices = list(CustomerNotice.objects.filter(subject_type="order", subject_id=str(order.pk)))
     assert [(n.kind, n.recipient, n.status, n.attempts) for n in notices] == [
-        ("order_rolled_back", "owner@rollback-notice.example.com", CustomerNoticeStatus.SENT, 1)
+        ("order_rolled_back", "owner@rollback-notice.example.com", OutboxStatus.SENT, 1)
     ]
     assert "rollback-notice.example.com" in notices[0].subject
     alerts = Alert.objects.filter(subject_type="order", subject_id=str(order.pk), kind="order_rolled_back")
