@@ -23,17 +23,21 @@ def _closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_a_failed_send_is_recorded_then_the_retry_sends_once_and_never_again() -> None:
-    # given a notice, and a mail server that refuses connections
-    notice = CustomerNotice.objects.create(
+def _notice(*, order_id: int) -> CustomerNotice:
+    return CustomerNotice.objects.create(
         kind="welcome",
         subject_type="order",
-        subject_id="7",
+        subject_id=str(order_id),
         recipient="owner@outbox.example.com",
         subject="Your server is ready",
         body="Hello",
-        dedup_key="order:7:welcome",
+        dedup_key=f"order:{order_id}:welcome",
     )
+
+
+def test_a_failed_send_is_recorded_then_the_retry_sends_once_and_never_again() -> None:
+    # given a notice, and a mail server that refuses connections
+    notice = _notice(order_id=7)
     refusing = override_settings(
         EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
         EMAIL_HOST="127.0.0.1",
@@ -67,15 +71,7 @@ def test_a_failed_send_is_recorded_then_the_retry_sends_once_and_never_again() -
 
 
 def test_an_error_longer_than_the_row_keeps_is_cut() -> None:
-    notice = CustomerNotice.objects.create(
-        kind="welcome",
-        subject_type="order",
-        subject_id="8",
-        recipient="owner@outbox.example.com",
-        subject="s",
-        body="b",
-        dedup_key="order:8:welcome",
-    )
+    notice = _notice(order_id=8)
     notice.record_failed("x" * (ERROR_MAX_CHARS + 500))
     notice.refresh_from_db()
     assert (notice.status, notice.attempts, len(notice.error)) == (OutboxStatus.FAILED, 1, ERROR_MAX_CHARS)
