@@ -117,21 +117,14 @@ def alert_raise(*, subject_type: str, subject_id: object, kind: str, severity: s
 
 def alert_resolve(*, subject_type: str, subject_id: object, kind: str) -> int:
     """Resolve the open alert of this subject and kind (the condition cleared)."""
+    subject = str(subject_id)
     with transaction.atomic():
-        resolved = list(
-            Alert.objects.filter(
-                subject_type=subject_type, subject_id=str(subject_id), kind=kind, status=AlertStatus.OPEN
-            ).values_list("id", flat=True)
+        resolved = _resolve(
+            where="subject_type = %s AND subject_id = %s AND kind = %s", params=[subject_type, subject, kind]
         )
-        if not resolved:
-            return 0
-        count = Alert.objects.filter(pk__in=resolved, status=AlertStatus.OPEN).update(
-            status=AlertStatus.RESOLVED, resolved_at=timezone.now()
-        )
-        _audit_bulk("alert.resolve", resolved, new=AlertStatus.RESOLVED)
-        for alert_id in resolved:
-            _publish_alert("alert.resolved", alert_id, subject_type, str(subject_id), kind, "")
-    return count
+        for alert_id, _ in resolved:
+            _publish_alert("alert.resolved", alert_id, subject_type, subject, kind, "")
+    return len(resolved)
 
 
 def _publish_alert(
@@ -143,21 +136,11 @@ def _publish_alert(
     )
 
 
-def _audit_bulk(action: str, alert_ids: Iterable[int], *, new: str, reason: str = "") -> None:
-    AuditEvent.objects.bulk_create(
-        [
-            AuditEvent(
-                actor="monitoring", action=action, object_type="alert", object_id=str(pk), new=new, reason=reason
-            )
-            for pk in alert_ids
-        ]
-    )
-
-
-def _resolve(*, where: str, params: list[str], now: datetime) -> list[str]:
+def _resolve(*, where: str, params: list[str], now: datetime | None = None) -> list[tuple[int, str]]:
     """Resolve the open alerts `where` says and write their audit rows, in one statement
     and server-side: a fleet that heals at once is 100,000 rows, too many to build as
-    model instances. Returns their subjects."""
+    model instances. Returns their (id, subject)."""
+    now = now or timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
@@ -169,11 +152,11 @@ def _resolve(*, where: str, params: list[str], now: datetime) -> list[str]:
                 INSERT INTO {AuditEvent._meta.db_table} (actor, action, object_type, object_id, new, reason, created_at)
                 SELECT 'monitoring', 'alert.resolve', 'alert', id::text, to_jsonb(%s::text), '', %s FROM resolved
             )
-            SELECT subject_id FROM resolved
+            SELECT id, subject_id FROM resolved
             """,  # noqa: S608 - the table names are ours, `where` is the caller's SQL, the values are parameters
             [AlertStatus.RESOLVED, now, *params, AlertStatus.RESOLVED, now],
         )
-        return [subject for (subject,) in cursor.fetchall()]
+        return cursor.fetchall()
 
 
 @transaction.atomic
@@ -191,7 +174,8 @@ def alerts_sync(*, kind: str, subject_type: str, failing: Mapping[int, Failing] 
     if not wanted:
         # Nothing fails: every open alert of the kind resolves, and none is read first. A
         # fleet healing at once is 100,000 rows Python would only have passed back.
-        result.resolved = _resolve(where="subject_type = %s AND kind = %s", params=[subject_type, kind], now=now)
+        healed = _resolve(where="subject_type = %s AND kind = %s", params=[subject_type, kind], now=now)
+        result.resolved = [subject for _, subject in healed]
     else:
         with connection.cursor() as cursor:
             # first_seen_at as epoch microseconds: only an escalation needs it as a datetime,
@@ -208,7 +192,8 @@ def alerts_sync(*, kind: str, subject_type: str, failing: Mapping[int, Failing] 
 
     gone = [pk for pk, subject, _, _ in open_rows if subject not in wanted]
     if gone:
-        result.resolved = _resolve(where="id = ANY(%s::bigint[])", params=[array_text(gone)], now=now)
+        healed = _resolve(where="id = ANY(%s::bigint[])", params=[array_text(gone)], now=now)
+        result.resolved = [subject for _, subject in healed]
 
     counted = [s for s in wanted if s in open_by_subject]
     openings: list[Opening] = []

@@ -70,6 +70,28 @@ def test_a_new_opening_after_resolution_is_announced_again() -> None:
     assert Alert.objects.get(pk=first.pk).status == AlertStatus.RESOLVED
 
 
+def test_resolve_closes_and_audits_only_that_subjects_alert_of_that_kind() -> None:
+    # given open alerts of one kind on two subjects, and of another kind on the first
+    target = alert_raise(subject_type="server", subject_id=4, kind="x", severity=MEDIUM, message="m")
+    other_subject = alert_raise(subject_type="server", subject_id=40, kind="x", severity=MEDIUM, message="m")
+    other_kind = alert_raise(subject_type="server", subject_id=4, kind="y", severity=MEDIUM, message="m")
+
+    # when one is resolved, twice (the condition seen cleared again)
+    assert alert_resolve(subject_type="server", subject_id=4, kind="x") == 1
+    assert alert_resolve(subject_type="server", subject_id=4, kind="x") == 0
+
+    # then it alone is resolved, with its time, and audited once
+    statuses = dict(Alert.objects.values_list("id", "status"))
+    assert statuses == {
+        target.pk: AlertStatus.RESOLVED,
+        other_subject.pk: AlertStatus.OPEN,
+        other_kind.pk: AlertStatus.OPEN,
+    }
+    assert Alert.objects.get(pk=target.pk).resolved_at is not None
+    (audited,) = AuditEvent.objects.filter(action="alert.resolve")
+    assert (audited.object_id, audited.new, audited.actor) == (str(target.pk), AlertStatus.RESOLVED, "monitoring")
+
+
 def test_sync_opens_counts_and_resolves() -> None:
     # given two failing subjects
     result = alerts_sync(
